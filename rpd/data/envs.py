@@ -1,0 +1,302 @@
+"""The one place that creates ManiSkill environments, and the registry of supported tasks.
+
+Everything else in rpd asks this module for environments, so the simulator backend, the
+render backend, the teacher camera and the CPU threading rule are decided here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from rpd.errors import InputError, SetupError
+
+logger = logging.getLogger(__name__)
+
+ObsMode = Literal["state", "rgb"]
+RewardMode = Literal["normalized_dense", "dense", "sparse"]
+
+DEFAULT_CONTROL_MODE = "pd_ee_delta_pose"
+"""7-D end-effector delta pose + gripper: the action space closest to what VLAs output."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A supported task. ManiSkill's tabletop tasks ship no language, so rpd defines it.
+
+    Attributes:
+        env_id: ManiSkill environment id.
+        instruction: Natural-language instruction given to a VLA teacher.
+        motion_planner: Whether ManiSkill ships a motion-planning solution (`rpd demos generate`).
+    """
+
+    env_id: str
+    instruction: str
+    motion_planner: bool
+
+
+TASKS: dict[str, TaskSpec] = {
+    t.env_id: t
+    for t in [
+        TaskSpec("PickCube-v1", "pick up the red cube and move it to the goal", True),
+        TaskSpec("PushCube-v1", "push the cube forward onto the red and white target", True),
+        TaskSpec("PullCube-v1", "pull the cube back onto the red and white target", True),
+        TaskSpec("StackCube-v1", "stack the red cube on top of the green cube", True),
+        TaskSpec("LiftPegUpright-v1", "lift the peg lying on the table and stand it upright", True),
+        TaskSpec("PegInsertionSide-v1", "insert the peg into the hole of the box from the side", True),
+        TaskSpec("PlugCharger-v1", "plug the charger into the socket on the wall", True),
+        TaskSpec("PullCubeTool-v1", "use the L-shaped tool to pull the cube closer", True),
+        TaskSpec("PokeCube-v1", "use the peg to poke the cube onto the goal", False),
+        TaskSpec("RollBall-v1", "push the ball so that it rolls into the goal region", False),
+    ]
+}
+
+
+def get_task(env_id: str, option: str = "--env") -> TaskSpec:
+    """Return the task spec for `env_id`, or raise an InputError listing the supported ids."""
+    try:
+        return TASKS[env_id]
+    except KeyError:
+        raise InputError(
+            f"{option} {env_id!r}: unknown task; supported: {', '.join(TASKS)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """The camera a teacher sees.
+
+    Attributes:
+        name: "render" is ManiSkill's human render camera (the paper's teacher view; the only
+            camera that shows goal markers such as PickCube's goal site); any other name is a
+            sensor camera of the task, e.g. "base_camera".
+        width: Image width in pixels.
+        height: Image height in pixels.
+        shift_deg: Rotate the camera about the vertical axis through the scene origin by this
+            many degrees (the paper's changed-perspective robustness test). 0 = task default.
+    """
+
+    name: str = "render"
+    width: int = 128
+    height: int = 128
+    shift_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise InputError(f"camera size {self.width}x{self.height}: must be positive")
+
+
+@dataclass
+class EnvConfig:
+    """How to build a ManiSkill environment for rpd.
+
+    Attributes:
+        env_id: A task from `TASKS`.
+        obs_mode: Student observation: "state" (flat vector) or "rgb" (sensor camera).
+        control_mode: ManiSkill controller; the default matches VLA action spaces.
+        reward_mode: "normalized_dense" for RL with shaping, "sparse" for success only.
+        max_episode_steps: Horizon; None keeps the task default (50 for most tasks). Teachers
+            imitating motion-planning demos need ~100 (demos take 60-80 steps).
+        camera: The teacher's camera, or None when nothing needs the teacher's view.
+        sim_backend: "auto" picks physx_cuda when CUDA is present, else physx_cpu.
+        env_kwargs: Extra keyword arguments for `gym.make` (task variations).
+    """
+
+    env_id: str
+    obs_mode: ObsMode = "state"
+    control_mode: str = DEFAULT_CONTROL_MODE
+    reward_mode: RewardMode = "normalized_dense"
+    max_episode_steps: int | None = None
+    camera: CameraSpec | None = None
+    sim_backend: str = "auto"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        get_task(self.env_id)
+        if self.obs_mode not in ("state", "rgb"):
+            raise InputError(f"--obs {self.obs_mode!r}: use 'state' or 'rgb'")
+        if self.reward_mode not in ("normalized_dense", "dense", "sparse"):
+            raise InputError(
+                f"--reward {self.reward_mode!r}: use 'normalized_dense', 'dense' or 'sparse'"
+            )
+        if self.max_episode_steps is not None and self.max_episode_steps <= 0:
+            raise InputError(f"--horizon {self.max_episode_steps}: must be a positive number")
+
+    @property
+    def resolved_sim_backend(self) -> str:
+        """The simulator backend `auto` resolves to on this machine."""
+        if self.sim_backend != "auto":
+            return self.sim_backend
+        return "physx_cuda" if cuda_available() else "physx_cpu"
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device (then ManiSkill's GPU simulation is used)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def limit_cpu_threads() -> None:
+    """Call in every process that owns a ManiSkill CPU env.
+
+    Measured on a 2-core machine: without it small torch ops were ~100x slower (SB3 PPO took
+    28.7 s instead of 3.9 s per 1024 steps) because torch's thread pool fights the simulator.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _rotated_camera_pose(pose: Any, degrees: float) -> Any:
+    """Rotate a sapien.Pose about the world z axis through the origin by `degrees`."""
+    import sapien
+    from transforms3d.quaternions import axangle2quat
+
+    rot = sapien.Pose(q=axangle2quat([0.0, 0.0, 1.0], math.radians(degrees)))
+    return rot * pose
+
+
+def make_env(cfg: EnvConfig, *, num_envs: int = 1, render: bool | None = None) -> Any:
+    """Create one ManiSkill environment (batched torch API, `num_envs` parallel on GPU).
+
+    Args:
+        cfg: The environment configuration.
+        num_envs: Parallel sub-environments; >1 needs the GPU backend.
+        render: Whether `env.render()` must return images; defaults to "a teacher camera is
+            the human render camera".
+
+    Returns:
+        The gymnasium env created by `gym.make` (ManiSkill's BaseEnv under wrappers).
+
+    Raises:
+        SetupError: No usable Vulkan device (SAPIEN needs one even for state observations).
+    """
+    import gymnasium as gym
+    import mani_skill.envs  # noqa: F401  (registers the tasks)
+
+    backend = cfg.resolved_sim_backend
+    if num_envs > 1 and backend == "physx_cpu":
+        raise InputError(
+            f"num_envs={num_envs} needs the GPU simulator; on CPU use make_vec_env (subprocesses)"
+        )
+    if backend == "physx_cpu":
+        limit_cpu_threads()
+    camera = cfg.camera
+    if render is None:
+        render = camera is not None and camera.name == "render"
+    kwargs: dict[str, Any] = dict(
+        obs_mode="rgb" if cfg.obs_mode == "rgb" else "state",
+        control_mode=cfg.control_mode,
+        reward_mode=cfg.reward_mode,
+        sim_backend=backend,
+        num_envs=num_envs,
+        render_mode="rgb_array" if render else None,
+        **cfg.env_kwargs,
+    )
+    if backend == "physx_cpu":
+        kwargs["render_backend"] = "cpu"
+    if camera is not None:
+        size = dict(width=camera.width, height=camera.height)
+        if camera.name == "render":
+            kwargs["human_render_camera_configs"] = size
+        else:
+            kwargs["sensor_configs"] = {camera.name: size}
+    if cfg.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = cfg.max_episode_steps
+    try:
+        env = gym.make(cfg.env_id, **kwargs)
+    except RuntimeError as e:
+        if "vk::" in str(e) or "vulkan" in str(e).lower():
+            raise SetupError(
+                f"no usable Vulkan device ({e}); SAPIEN needs one even on CPU: run "
+                "scripts/setup.sh (installs Mesa's lavapipe; on Debian 12 from bookworm-backports) "
+                "or install your NVIDIA driver"
+            ) from None
+        raise
+    if camera is not None and camera.shift_deg:
+        _shift_camera(env, camera)
+    return env
+
+
+def _shift_camera(env: Any, camera: CameraSpec) -> None:
+    """Move the teacher camera by `camera.shift_deg` about the scene's vertical axis."""
+    base = env.unwrapped
+    base.reset(seed=0)
+    if camera.name == "render":
+        configs, custom_attr = base._human_render_camera_configs, "_custom_human_render_camera_configs"
+        uid = next(iter(configs))
+    else:
+        configs, custom_attr = base._sensor_configs, "_custom_sensor_configs"
+        uid = camera.name
+        if uid not in configs:
+            raise InputError(
+                f"--camera {uid!r}: {base.spec.id} has cameras {', '.join(configs)} and 'render'"
+            )
+    pose = _rotated_camera_pose(configs[uid].pose.sp, camera.shift_deg)
+    custom = dict(getattr(base, custom_attr) or {})
+    custom[uid] = {**custom.get(uid, {}), "pose": pose}
+    setattr(base, custom_attr, custom)
+    base.reset(seed=0, options=dict(reconfigure=True))
+
+
+def teacher_image(env: Any, camera: CameraSpec) -> np.ndarray:
+    """Render what the teacher sees in the env's current state.
+
+    Returns:
+        RGB images [B, H, W, 3] uint8, B = the env's number of sub-environments.
+    """
+    base = env.unwrapped
+    if camera.name == "render":
+        img = base.render_rgb_array()
+    else:
+        images = base.get_sensor_images()
+        if camera.name not in images:
+            raise InputError(
+                f"--camera {camera.name!r}: {base.spec.id} has cameras "
+                f"{', '.join(images)} and 'render'"
+            )
+        img = images[camera.name]["rgb"]
+    img = img.cpu().numpy() if hasattr(img, "cpu") else np.asarray(img)
+    if img.ndim == 3:
+        img = img[None]
+    return img.astype(np.uint8, copy=False)
+
+
+def _cpu_env_factory(cfg: EnvConfig, seed: int) -> Callable[[], Any]:
+    def build() -> Any:
+        from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+        # record_metrics stays off: with it SB3's VecMonitor fails with KeyError 'r'.
+        env = CPUGymWrapper(make_env(cfg), ignore_terminations=False, record_metrics=False)
+        env.reset(seed=seed)
+        return env
+
+    return build
+
+
+def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0) -> Any:
+    """A Stable-Baselines3 VecEnv of `num_envs` copies of the task.
+
+    CPU: SubprocVecEnv of ManiSkill CPUGymWrapper envs, one process each (seeds seed..seed+n-1).
+    GPU: ManiSkill's own GPU-vectorised env behind its SB3 adapter.
+    """
+    if num_envs <= 0:
+        raise InputError(f"--envs {num_envs}: must be a positive number")
+    if cfg.resolved_sim_backend != "physx_cpu":
+        from mani_skill.vector.wrappers.sb3 import ManiSkillSB3VectorEnv
+        from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
+
+        env = make_env(cfg, num_envs=num_envs)
+        return ManiSkillSB3VectorEnv(ManiSkillVectorEnv(env, auto_reset=True, ignore_terminations=False))
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    factories = [_cpu_env_factory(cfg, seed + i) for i in range(num_envs)]
+    if num_envs == 1:
+        return DummyVecEnv(factories)
+    return SubprocVecEnv(factories, start_method="spawn")
