@@ -47,10 +47,26 @@ def main(verbose: int) -> None:
     _setup_logging(verbose)
 
 
-def _progress(total: int, desc: str, unit: str) -> Any:
-    from tqdm import tqdm
+class _Progress:
+    """A tqdm bar that appears on the first update, so input errors print alone."""
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+    def __init__(self, total: int | None, desc: str, unit: str) -> None:
+        self._args = dict(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+        self._bar: Any = None
+
+    def update(self, n: int) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(**self._args)
+        self._bar.update(n)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 @main.command("tasks")
@@ -90,7 +106,7 @@ def demos_generate(env_id: str, num: int, out: Path, seed: int, workers: int,
 
     cfg = GenerateConfig(env_id=env_id, num=num, out=out, seed=seed, workers=workers,
                          control_mode=control_mode, force=force)
-    with _progress(num, f"{env_id} demos", "ep") as bar:
+    with _Progress(num, f"{env_id} demos", "ep") as bar:
         result = generate_demos(cfg, progress=bar.update)
     click.echo(f"wrote {result.episodes} successful episodes to {result.path} "
                f"({result.attempts} attempts, {result.planning_failures} planning failures, "
@@ -111,7 +127,7 @@ def demos_import(file: Path, out: Path, control_mode: str, workers: int, force: 
 
     cfg = ImportConfig(src=file, out=out, control_mode=control_mode, workers=workers, force=force)
     total = len(open_trajectory(file).episodes)
-    with _progress(total, "converting", "ep") as bar:
+    with _Progress(total, "converting", "ep") as bar:
         result = import_demos(cfg, progress=bar.update)
     click.echo(f"wrote {result.episodes} episodes to {result.path} "
                f"({result.conversion_failures} dropped: no success after conversion)")

@@ -16,37 +16,40 @@ apt_install() {
 # With an NVIDIA driver present we use it; otherwise Mesa's software renderer (lavapipe).
 # Debian 12's Mesa 22 lavapipe lacks a feature SAPIEN needs; Mesa 25 from bookworm-backports
 # works. Debian 13's own Mesa works.
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   . /etc/os-release
-  codename="${VERSION_CODENAME:-}"
-  need=(libvulkan1 vulkan-tools libegl1 libgl1 libglib2.0-0 python3-venv)
+  pkgs=(libvulkan1 libegl1 libgl1 libglib2.0-0 python3-venv)
+  mesa_args=(mesa-vulkan-drivers)
   if command -v nvidia-smi >/dev/null 2>&1; then
-    log "NVIDIA driver found: using it for Vulkan"
-    mesa_release=""
-  elif [ "$codename" = "bookworm" ]; then
-    mesa_release="bookworm-backports"
+    log "NVIDIA driver found: SAPIEN will use it for Vulkan"
+    mesa_args=()
+  elif [ "${VERSION_CODENAME:-}" = "bookworm" ]; then
+    mesa_args=(-t bookworm-backports mesa-vulkan-drivers)
     if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-      log "adding the bookworm-backports apt source (for Mesa 25's Vulkan driver)"
+      log "adding the bookworm-backports apt source (Mesa 25's Vulkan driver)"
       echo "deb http://deb.debian.org/debian bookworm-backports main" \
         > /etc/apt/sources.list.d/rpd-bookworm-backports.list
-      rm -f /var/lib/apt/lists/lock
       apt-get update -q >/dev/null
     fi
-  else
-    mesa_release=""
   fi
-  stamp=/var/lib/rpd-setup.stamp
-  if [ ! -f "$stamp" ] || ! dpkg -s mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1; then
-    [ -d /var/lib/apt/lists/partial ] && [ -n "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial -e auxfiles)" ] \
-      || apt-get update -q >/dev/null
-    log "installing system packages: ${need[*]} mesa-vulkan-drivers"
-    apt_install "${need[@]}" || { apt-get update -q >/dev/null; apt_install "${need[@]}"; }
-    if [ -n "$mesa_release" ]; then
-      apt_install -t "$mesa_release" mesa-vulkan-drivers
-    elif ! command -v nvidia-smi >/dev/null 2>&1; then
-      apt_install mesa-vulkan-drivers
+  missing=()
+  for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
+  mesa_ok=1
+  if [ ${#mesa_args[@]} -gt 0 ]; then
+    installed mesa-vulkan-drivers || mesa_ok=0
+    # Debian 12's own Mesa 22 is refused by SAPIEN: require the backports build there.
+    if [ "${VERSION_CODENAME:-}" = "bookworm" ] && \
+       dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -q '^22\.'; then
+      mesa_ok=0
     fi
-    touch "$stamp"
+  fi
+  if [ ${#missing[@]} -gt 0 ] || [ "$mesa_ok" = 0 ]; then
+    log "installing system packages: ${missing[*]} ${mesa_args[*]}"
+    apt-get update -q >/dev/null
+    [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+    [ "$mesa_ok" = 1 ] || apt_install "${mesa_args[@]}"
   else
     log "system packages already installed"
   fi
@@ -60,14 +63,15 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1
 # torch first: on a machine with its CPU wheel on disk, pip takes it without a download.
 # A user who already has a CUDA build keeps it (rpd's own torch range is wide).
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   log "installing torch"
-  .venv/bin/python -m pip install -q "torch==2.13.0" \
+  .venv/bin/python -m pip install -q "torch==2.13.0" 2>/dev/null \
     || .venv/bin/python -m pip install -q "torch>=2.3"
 fi
 log "installing rpd and its test extras"
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v -e "is ignored: it is neither" -e "^$" || true
+.venv/bin/python -c "import rpd, mani_skill, stable_baselines3, zarr" # fail loudly if the install failed
 log "done: activate with 'source .venv/bin/activate', then run 'rpd --help'"

@@ -149,7 +149,7 @@ class _ActionLog(gym.Wrapper):
 def _quiet() -> contextlib.ExitStack:
     """Silence stdout (ManiSkill's planner prints) inside a worker."""
     stack = contextlib.ExitStack()
-    devnull = stack.enter_context(open(os.devnull, "w"))  # noqa: SIM115
+    devnull = stack.enter_context(open(os.devnull, "w"))
     stack.enter_context(contextlib.redirect_stdout(devnull))
     return stack
 
@@ -378,6 +378,13 @@ def _check_out_dir(out: Path, files: list[Path], force: bool) -> None:
         )
 
 
+def run_manifest(cfg: GenerateConfig) -> dict[str, Any]:
+    """What identifies a generate run: unfinished parts of a run with another manifest are
+    discarded instead of resumed."""
+    return dict(env_id=cfg.env_id, num=cfg.num, seed=cfg.seed, control_mode=cfg.control_mode,
+                block_size=cfg.block_size)
+
+
 def generate_demos(cfg: GenerateConfig, progress: Progress | None = None) -> DemoResult:
     """Generate `cfg.num` successful motion-planning demos, converted to `cfg.control_mode`.
 
@@ -388,8 +395,7 @@ def generate_demos(cfg: GenerateConfig, progress: Progress | None = None) -> Dem
     src_path, conv_path = out / source_name(), out / converted_name(cfg.control_mode)
     _check_out_dir(out, [conv_path, src_path], cfg.force)
     parts_dir = out / ".parts"
-    manifest = dict(env_id=cfg.env_id, num=cfg.num, seed=cfg.seed,
-                    control_mode=cfg.control_mode, block_size=cfg.block_size)
+    manifest = run_manifest(cfg)
     manifest_path = parts_dir / "manifest.json"
     if parts_dir.exists():
         try:
@@ -415,7 +421,8 @@ def generate_demos(cfg: GenerateConfig, progress: Progress | None = None) -> Dem
         for i, first, k in todo
     ]
     stats = _run_pool(jobs, cfg.workers, progress) if jobs else []
-    failed = [s for s in stats if s["kept"] < [b for b in blocks if b[0] == s["block"]][0][2]]
+    wanted = {i: k for i, _, k in blocks}
+    failed = [s for s in stats if s["kept"] < wanted[s["block"]]]
     if failed:
         s = failed[0]
         raise InputError(

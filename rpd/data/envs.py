@@ -48,7 +48,9 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("PullCube-v1", "pull the cube back onto the red and white target", True),
         TaskSpec("StackCube-v1", "stack the red cube on top of the green cube", True),
         TaskSpec("LiftPegUpright-v1", "lift the peg lying on the table and stand it upright", True),
-        TaskSpec("PegInsertionSide-v1", "insert the peg into the hole of the box from the side", True),
+        TaskSpec(
+            "PegInsertionSide-v1", "insert the peg into the hole of the box from the side", True
+        ),
         TaskSpec("PlugCharger-v1", "plug the charger into the socket on the wall", True),
         TaskSpec("PullCubeTool-v1", "use the L-shaped tool to pull the cube closer", True),
         TaskSpec("PokeCube-v1", "use the peg to poke the cube onto the goal", False),
@@ -229,7 +231,8 @@ def _shift_camera(env: Any, camera: CameraSpec) -> None:
     base = env.unwrapped
     base.reset(seed=0)
     if camera.name == "render":
-        configs, custom_attr = base._human_render_camera_configs, "_custom_human_render_camera_configs"
+        configs = base._human_render_camera_configs
+        custom_attr = "_custom_human_render_camera_configs"
         uid = next(iter(configs))
     else:
         configs, custom_attr = base._sensor_configs, "_custom_sensor_configs"
@@ -289,11 +292,12 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0) -> Any:
     if num_envs <= 0:
         raise InputError(f"--envs {num_envs}: must be a positive number")
     if cfg.resolved_sim_backend != "physx_cpu":
-        from mani_skill.vector.wrappers.sb3 import ManiSkillSB3VectorEnv
         from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
+        from mani_skill.vector.wrappers.sb3 import ManiSkillSB3VectorEnv
 
         env = make_env(cfg, num_envs=num_envs)
-        return ManiSkillSB3VectorEnv(ManiSkillVectorEnv(env, auto_reset=True, ignore_terminations=False))
+        vec = ManiSkillVectorEnv(env, auto_reset=True, ignore_terminations=False)
+        return ManiSkillSB3VectorEnv(vec)
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     factories = [_cpu_env_factory(cfg, seed + i) for i in range(num_envs)]
