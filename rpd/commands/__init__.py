@@ -1,0 +1,1 @@
+"""Click commands of `rpd`, one module per stage; `rpd.cli` assembles them."""

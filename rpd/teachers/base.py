@@ -1,0 +1,240 @@
+"""The teacher interface every backend meets, and the registry of backends by `kind`.
+
+A teacher sees the teacher-camera image and a language instruction (and optionally the
+robot's proprioception) and returns end-effector actions in the env's units. Backends
+subclass `Teacher`, implement its abstract methods and register with `@register_teacher`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rpd.data.envs import CameraSpec
+from rpd.data.schema import TEACHER_JSON, TEACHER_WEIGHTS, read_teacher_json
+from rpd.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """What a teacher consumes and produces.
+
+    Attributes:
+        camera: The camera it sees (name, size) — the env must render exactly this.
+        control_mode: ManiSkill control mode of its actions.
+        action_dim: A, the action size.
+        chunk_size: Future actions predicted per call (1 = no chunking).
+        proprio_dim: Size of the proprioception vector it takes (0 = none).
+        tasks: env id -> instruction, the tasks it was trained on.
+    """
+
+    camera: CameraSpec
+    control_mode: str
+    action_dim: int
+    chunk_size: int = 1
+    proprio_dim: int = 0
+    tasks: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TeacherSpec:
+        d = dict(d)
+        d["camera"] = CameraSpec(**d["camera"])
+        return cls(**d)
+
+    def instruction(self, env_id: str) -> str:
+        """The instruction for `env_id`; InputError if the teacher was not trained on it."""
+        if env_id not in self.tasks:
+            raise InputError(
+                f"--env {env_id}: this teacher knows no instruction for it (trained on "
+                f"{', '.join(self.tasks) or 'no task'}); fine-tune it on {env_id} demos"
+            )
+        return self.tasks[env_id]
+
+
+@dataclass
+class TeacherBatch:
+    """Inputs for one batched teacher call.
+
+    Attributes:
+        images: Teacher-camera RGB [B, H, W, 3] uint8.
+        instructions: B instruction strings.
+        proprio: [B, P] float32, or None when the teacher takes none.
+    """
+
+    images: np.ndarray
+    instructions: list[str]
+    proprio: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise ValueError(f"images must be [B, H, W, 3], got {self.images.shape}")
+        if len(self.instructions) != len(self.images):
+            raise ValueError(
+                f"{len(self.instructions)} instructions for {len(self.images)} images"
+            )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class Teacher(ABC):
+    """A batched, gradient-free policy from (image, instruction[, proprio]) to actions.
+
+    Subclasses set `kind`, implement `act_chunk`, `_save_weights` and `_load`, and are
+    registered with `@register_teacher`. Actions are unnormalised (env units).
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, spec: TeacherSpec, config: dict[str, Any],
+                 action_stats: dict[str, list[float]] | None = None) -> None:
+        self.spec = spec
+        self.config = config
+        self.action_stats = action_stats or {}
+        self.training: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+        self._fingerprint: str | None = None
+
+    @abstractmethod
+    def act_chunk(self, batch: TeacherBatch) -> np.ndarray:
+        """Predict action chunks [B, chunk_size, A] float32 in env units (no grad)."""
+
+    def act(self, batch: TeacherBatch) -> np.ndarray:
+        """The next action for each state: [B, A] float32 in env units."""
+        return self.act_chunk(batch)[:, 0]
+
+    @abstractmethod
+    def _save_weights(self, path: Path) -> None:
+        """Write the weights to `path` (safetensors)."""
+
+    @classmethod
+    @abstractmethod
+    def _load(cls, meta: dict[str, Any], weights: Path) -> Teacher:
+        """Rebuild the teacher from its teacher.json dict and weights file."""
+
+    # ---- checkpoint ------------------------------------------------------------------------
+
+    def save(self, ckpt_dir: str | Path) -> Path:
+        """Write teacher.json + weights to `ckpt_dir` (weights first, json last, atomically)."""
+        from rpd.data.schema import TEACHER_SCHEMA_VERSION, write_json_atomic
+
+        ckpt_dir = Path(ckpt_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt_dir / f".{TEACHER_WEIGHTS}.tmp"
+        self._save_weights(tmp)
+        tmp.replace(ckpt_dir / TEACHER_WEIGHTS)
+        meta = dict(schema_version=TEACHER_SCHEMA_VERSION, kind=self.kind,
+                    spec=self.spec.to_dict(), config=self.config,
+                    action_stats=self.action_stats, training=self.training,
+                    metrics=self.metrics)
+        write_json_atomic(ckpt_dir / TEACHER_JSON, meta)
+        self._fingerprint = None
+        return ckpt_dir
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of kind + spec + config + action statistics + weights (16 hex chars).
+
+        Training logs and metrics are left out: they do not change what the teacher does.
+        """
+        if self._fingerprint is None:
+            import tempfile
+
+            h = hashlib.sha256()
+            identity = dict(kind=self.kind, spec=self.spec.to_dict(), config=self.config,
+                            action_stats=self.action_stats)
+            h.update(json.dumps(identity, sort_keys=True).encode())
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / TEACHER_WEIGHTS
+                self._save_weights(path)
+                h.update(_weights_digest(path))
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+
+def _weights_digest(path: Path) -> bytes:
+    """Digest of the tensors in a safetensors file (independent of its metadata header)."""
+    from safetensors.numpy import load_file
+
+    h = hashlib.sha256()
+    tensors = load_file(str(path))
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(tensors[name]).tobytes())
+    return h.digest()
+
+
+_REGISTRY: dict[str, type[Teacher]] = {}
+
+
+def register_teacher(kind: str) -> Callable[[type[Teacher]], type[Teacher]]:
+    """Class decorator: make a Teacher subclass loadable by its `kind`."""
+
+    def wrap(cls: type[Teacher]) -> type[Teacher]:
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return wrap
+
+
+def teacher_kinds() -> list[str]:
+    _import_backends()
+    return sorted(_REGISTRY)
+
+
+def teacher_class(kind: str) -> type[Teacher]:
+    _import_backends()
+    if kind not in _REGISTRY:
+        raise InputError(f"--kind {kind!r}: unknown teacher kind; known: {', '.join(_REGISTRY)}")
+    return _REGISTRY[kind]
+
+
+def load_teacher(ckpt_dir: str | Path, option: str = "--teacher") -> Teacher:
+    """Load any registered teacher from its checkpoint directory.
+
+    Raises:
+        InputError: missing/corrupt teacher.json or weights, unknown kind, newer schema.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    meta = read_teacher_json(ckpt_dir, option)
+    _import_backends()
+    if meta["kind"] not in _REGISTRY:
+        raise InputError(
+            f"{ckpt_dir / TEACHER_JSON}: teacher kind {meta['kind']!r} is not known to this rpd "
+            f"(known: {', '.join(sorted(_REGISTRY))}); install the backend or upgrade rpd"
+        )
+    weights = ckpt_dir / TEACHER_WEIGHTS
+    if not weights.is_file():
+        raise InputError(f"{option} {ckpt_dir}: {TEACHER_WEIGHTS} is missing; re-create the "
+                         "checkpoint with `rpd finetune-teacher`")
+    try:
+        teacher = _REGISTRY[meta["kind"]]._load(meta, weights)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(
+            f"{weights}: cannot load the weights ({type(e).__name__}: {str(e)[:120]}); the file "
+            "is corrupt or from another model: re-create the checkpoint"
+        ) from None
+    teacher.training = meta.get("training", {})
+    teacher.metrics = meta.get("metrics", {})
+    return teacher
+
+
+def _import_backends() -> None:
+    """Import the built-in backends so they register themselves."""
+    from rpd.teachers import octo  # noqa: F401
