@@ -271,23 +271,68 @@ def teacher_image(env: Any, camera: CameraSpec) -> np.ndarray:
     return img.astype(np.uint8, copy=False)
 
 
-def _cpu_env_factory(cfg: EnvConfig, seed: int) -> Callable[[], Any]:
+def get_env_state(env: Any) -> np.ndarray:
+    """The simulator state of every sub-env as a flat vector: [B, S] float32.
+
+    Enough to restore the scene exactly (`set_env_state`) and re-render any camera.
+    """
+    state = env.unwrapped.get_state()
+    return state.cpu().numpy().astype(np.float32) if hasattr(state, "cpu") else np.asarray(state)
+
+
+def set_env_state(env: Any, state: np.ndarray) -> None:
+    """Restore states from `get_env_state`: [B, S] (or [S] for a single env)."""
+    import torch
+
+    state = np.asarray(state, dtype=np.float32)
+    if state.ndim == 1:
+        state = state[None]
+    env.unwrapped.set_state(torch.as_tensor(state, device=env.unwrapped.device))
+
+
+class EnvStateInfo:
+    """Wrapper factory: adds info["env_state"] ([S] float32, the state of the returned
+    observation) to every reset and step of a single CPU env (under CPUGymWrapper)."""
+
+    def __new__(cls, env: Any) -> Any:
+        import gymnasium as gym
+
+        class _EnvStateInfo(gym.Wrapper):
+            def reset(self, **kwargs: Any) -> Any:
+                obs, info = self.env.reset(**kwargs)
+                info["env_state"] = get_env_state(self.env)[0]
+                return obs, info
+
+            def step(self, action: Any) -> Any:
+                obs, reward, terminated, truncated, info = self.env.step(action)
+                info["env_state"] = get_env_state(self.env)[0]
+                return obs, reward, terminated, truncated, info
+
+        return _EnvStateInfo(env)
+
+
+def _cpu_env_factory(cfg: EnvConfig, seed: int, with_env_state: bool) -> Callable[[], Any]:
     def build() -> Any:
         from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
         # record_metrics stays off: with it SB3's VecMonitor fails with KeyError 'r'.
         env = CPUGymWrapper(make_env(cfg), ignore_terminations=False, record_metrics=False)
+        if with_env_state:
+            env = EnvStateInfo(env)
         env.reset(seed=seed)
         return env
 
     return build
 
 
-def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0) -> Any:
+def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
+                 with_env_state: bool = False) -> Any:
     """A Stable-Baselines3 VecEnv of `num_envs` copies of the task.
 
     CPU: SubprocVecEnv of ManiSkill CPUGymWrapper envs, one process each (seeds seed..seed+n-1).
     GPU: ManiSkill's own GPU-vectorised env behind its SB3 adapter.
+    With `with_env_state` (CPU), every step's info and reset info carry "env_state" [S]: the
+    simulator state of the returned observation (after an auto-reset, see `reset_infos`).
     """
     if num_envs <= 0:
         raise InputError(f"--envs {num_envs}: must be a positive number")
@@ -300,7 +345,7 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0) -> Any:
         return ManiSkillSB3VectorEnv(vec)
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    factories = [_cpu_env_factory(cfg, seed + i) for i in range(num_envs)]
+    factories = [_cpu_env_factory(cfg, seed + i, with_env_state) for i in range(num_envs)]
     if num_envs == 1:
         return DummyVecEnv(factories)
     return SubprocVecEnv(factories, start_method="spawn")

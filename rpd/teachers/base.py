@@ -235,6 +235,12 @@ def load_teacher(ckpt_dir: str | Path, option: str = "--teacher") -> Teacher:
     return teacher
 
 
+BUILTIN_BACKENDS: tuple[str, ...] = ()  # "rpd.teachers.octo" joins when it lands
+
+
 def _import_backends() -> None:
     """Import the built-in backends so they register themselves."""
-    from rpd.teachers import octo  # noqa: F401
+    import importlib
+
+    for name in BUILTIN_BACKENDS:
+        importlib.import_module(name)
