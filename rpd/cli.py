@@ -63,9 +63,11 @@ def tasks_cmd(as_json: bool) -> None:
 
 
 def _register() -> None:
-    from rpd.commands import demos
+    from rpd.commands import cache, demos, teacher, train
 
-    for command in (demos.demos,):
+    # `rpd eval` (teacher.eval_cmd) serves teachers and students alike.
+    for command in (demos.demos, teacher.finetune_teacher_cmd, teacher.eval_cmd, cache.cache,
+                    train.train):
         main.add_command(command)
 
 

@@ -11,18 +11,18 @@ class Progress:
 
     def __init__(self, total: int | None, desc: str, unit: str) -> None:
         self._args = dict(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
-        self._bar: Any = None
+        self.bar: Any = None
 
     def update(self, n: int) -> None:
-        if self._bar is None:
+        if self.bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(**self._args)
-        self._bar.update(n)
+            self.bar = tqdm(**self._args)
+        self.bar.update(n)
 
     def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        if self.bar is not None:
+            self.bar.close()

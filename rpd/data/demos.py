@@ -17,13 +17,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing as mp
 import os
-import queue
 import shutil
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from typing import Any
 import gymnasium as gym
 
 from rpd.data.envs import DEFAULT_CONTROL_MODE, get_task
+from rpd.data.parallel import run_in_processes
 from rpd.data.trajectories import TrajectoryFile, json_path_for, open_trajectory
 from rpd.errors import InputError
 
@@ -312,36 +310,6 @@ def _convert_file_part(h5_path: str, episode_ids: list[int], target_mode: str, o
 # --------------------------------------------------------------------------------------------
 
 
-def _run_pool(jobs: list[tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]], workers: int,
-              progress: Progress | None) -> list[dict[str, Any]]:
-    """Run jobs in spawned processes, forwarding their progress ticks to `progress`."""
-    ctx = mp.get_context("spawn")  # SAPIEN is not fork-safe
-    with ctx.Manager() as manager:
-        ticks = manager.Queue() if progress is not None else None
-        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))),
-                                 mp_context=ctx) as pool:
-            pending = {pool.submit(fn, *args, ticks) for fn, args in jobs}
-            results = []
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                _drain(ticks, progress)
-                for fut in done:
-                    results.append(fut.result())
-            _drain(ticks, progress)
-    return results
-
-
-def _drain(ticks: Any, progress: Progress | None) -> None:
-    if ticks is None or progress is None:
-        return
-    n = 0
-    with contextlib.suppress(queue.Empty):
-        while True:
-            n += ticks.get_nowait()
-    if n:
-        progress(n)
-
-
 def _merge(parts: list[Path], out_h5: Path) -> int:
     """Merge trajectory files into `out_h5` (+ .json), renumbering episodes; atomic on success."""
     import h5py
@@ -420,7 +388,7 @@ def generate_demos(cfg: GenerateConfig, progress: Progress | None = None) -> Dem
                            cfg.control_mode, str(parts_dir)))
         for i, first, k in todo
     ]
-    stats = _run_pool(jobs, cfg.workers, progress) if jobs else []
+    stats = run_in_processes(jobs, cfg.workers, progress) if jobs else []
     wanted = {i: k for i, _, k in blocks}
     failed = [s for s in stats if s["kept"] < wanted[s["block"]]]
     if failed:
@@ -504,7 +472,7 @@ def import_demos(cfg: ImportConfig, progress: Progress | None = None) -> DemoRes
     with tempfile.TemporaryDirectory(prefix=".import.", dir=cfg.out) as tmp_dir:
         jobs = [(_convert_file_part, (str(traj.h5_path), chunk, cfg.control_mode, tmp_dir, i))
                 for i, chunk in enumerate(chunks)]
-        stats = _run_pool(jobs, cfg.workers, progress)
+        stats = run_in_processes(jobs, cfg.workers, progress)
         kept = sum(s["kept"] for s in stats)
         if kept == 0:
             raise InputError(

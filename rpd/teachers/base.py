@@ -235,7 +235,7 @@ def load_teacher(ckpt_dir: str | Path, option: str = "--teacher") -> Teacher:
     return teacher
 
 
-BUILTIN_BACKENDS: tuple[str, ...] = ()  # "rpd.teachers.octo" joins when it lands
+BUILTIN_BACKENDS: tuple[str, ...] = ("rpd.teachers.octo", "rpd.teachers.simple")
 
 
 def _import_backends() -> None:

@@ -1,0 +1,123 @@
+"""Lookups/s of the teacher-cache index at 1e5 and 1e6 entries: cKDTree vs faiss vs torch.
+
+Keys are synthetic but shaped like the real ones: K = 42 (PickCube-v1's state observation),
+episodes of 100 steps that are smooth random walks in an 8-D latent space mapped linearly
+into 42-D plus a little per-dim noise, standardised per dim (as the "std" key spec does).
+Half the queries are stored keys moved by 0.2 radius (hits), half are states of new
+episodes (mostly misses): what the trainer asks after a rollout.
+
+    python benchmarks/bench_cache_lookup.py [--sizes 100000 1000000] [--batch 4096]
+
+faiss-cpu is optional (`pip install faiss-cpu`); without it that row is skipped. Each
+method runs single-threaded (torch.set_num_threads(1), faiss.omp_set_num_threads(1)), as in
+a training process that owns a ManiSkill env.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+K = 42
+RADIUS = 0.05
+
+
+def synthetic_keys(n: int, rng: np.random.Generator, steps: int = 100) -> np.ndarray:
+    episodes = -(-n // steps)
+    latent = np.cumsum(rng.normal(0, 0.1, (episodes, steps, 8)), axis=1)
+    latent += rng.normal(0, 1.0, (episodes, 1, 8))
+    proj = np.random.default_rng(12345).normal(size=(8, K))  # the same "task" every call
+    x = latent.reshape(-1, 8)[:n] @ proj + rng.normal(0, 0.01, (n, K))
+    return x.astype(np.float32)
+
+
+def timed(fn, *args, repeat: int = 3) -> float:
+    fn(*args)  # warm up
+    best = math.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--brute-batch", type=int, default=256,
+                    help="queries per brute-force timing (extrapolated to lookups/s)")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:
+        faiss = None
+
+    from rpd.pipeline.cache import NearestKeyIndex, brute_force_nearest
+
+    max_dist = RADIUS * math.sqrt(K)
+    print(f"K={K}, radius={RADIUS} (RMS per dim) -> Euclidean bound {max_dist:.3f}, "
+          f"batch={args.batch}")
+    print(f"{'entries':>9} {'method':<34} {'build s':>8} {'lookups/s':>11} {'hit rate':>8}")
+    for n in args.sizes:
+        rng = np.random.default_rng(0)
+        raw = synthetic_keys(n, rng)
+        mean, std = raw.mean(0), raw.std(0)
+        keys = (raw - mean) / std
+        near = keys[rng.integers(0, n, args.batch // 2)]
+        near = near + rng.normal(0, 0.2 * RADIUS, near.shape).astype(np.float32)
+        new = (synthetic_keys(args.batch // 2, np.random.default_rng(1)) - mean) / std
+        queries = np.concatenate([near, new]).astype(np.float32)
+
+        t = time.perf_counter()
+        index = NearestKeyIndex(keys)
+        build = time.perf_counter() - t
+        dt = timed(index.query, queries, max_dist)
+        idx, _ = index.query(queries, max_dist)
+        print(f"{n:>9} {'cKDTree, distance_upper_bound':<34} {build:>8.2f} "
+              f"{len(queries) / dt:>11,.0f} {(idx >= 0).mean():>8.2f}")
+
+        # Exactness on a subset (brute force is the reference).
+        sub = queries[:: max(1, len(queries) // 128)]
+        _, bd = brute_force_nearest(keys, sub)
+        ki, kd = index.query(sub, max_dist)
+        ref_hit = bd <= max_dist
+        assert np.array_equal(ki >= 0, ref_hit) and np.allclose(kd[ref_hit], bd[ref_hit])
+
+        t = time.perf_counter()
+        index.query(queries, np.inf)
+        print(f"{n:>9} {'cKDTree, unbounded':<34} {'':>8} "
+              f"{len(queries) / (time.perf_counter() - t):>11,.0f}")
+
+        q = queries[: args.brute_batch]
+        if faiss is not None:
+            t = time.perf_counter()
+            flat = faiss.IndexFlatL2(K)
+            flat.add(keys)
+            build = time.perf_counter() - t
+            dt = timed(flat.search, q, 1, repeat=2)
+            print(f"{n:>9} {'faiss IndexFlatL2':<34} {build:>8.2f} {len(q) / dt:>11,.0f}")
+        else:
+            print(f"{n:>9} {'faiss IndexFlatL2':<34} (faiss not installed)")
+
+        tk = torch.from_numpy(keys)
+
+        def cdist(qq: np.ndarray, tk: torch.Tensor = tk) -> None:
+            d = torch.cdist(torch.from_numpy(qq), tk)
+            d.min(dim=1)
+
+        dt = timed(cdist, q, repeat=2)
+        print(f"{n:>9} {'torch.cdist + min':<34} {'':>8} {len(q) / dt:>11,.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""`rpd finetune-teacher` and `rpd eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from rpd.commands._common import Progress
+
+
+@click.command("finetune-teacher")
+@click.option("--demos", "demos", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="ManiSkill trajectory .h5 (repeat for several tasks).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Checkpoint directory to write.")
+@click.option("--kind", default="octo-small", show_default=True, help="Teacher backend.")
+@click.option("--size", default="small", show_default=True, help="Model size: tiny or small.")
+@click.option("--steps", type=int, default=3000, show_default=True, help="Optimiser steps.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True, help="Peak learning rate.")
+@click.option("--chunk-size", type=int, default=8, show_default=True,
+              help="Future actions predicted per call.")
+@click.option("--image-size", type=int, default=128, show_default=True,
+              help="Teacher camera resolution (square).")
+@click.option("--camera", default="render", show_default=True,
+              help="Teacher camera: 'render' (sees goal markers) or a sensor camera name.")
+@click.option("--no-proprio", is_flag=True, help="Do not feed joint positions to the teacher.")
+@click.option("--eval-every", type=int, default=250, show_default=True,
+              help="Validation every N steps.")
+@click.option("--checkpoint-every", type=int, default=1000, show_default=True)
+@click.option("--init", type=click.Path(path_type=Path), default=None,
+              help="Start from this teacher checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Processes rendering demo frames.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: str, steps: int,
+                         batch_size: int, lr: float, chunk_size: int, image_size: int,
+                         camera: str, no_proprio: bool, eval_every: int, checkpoint_every: int,
+                         init: Path | None, resume: bool, workers: int, seed: int) -> None:
+    """Fine-tune a VLA teacher on demonstrations; writes a checkpoint directory."""
+    from rpd.pipeline.finetune import FinetuneConfig, finetune_teacher
+
+    cfg = FinetuneConfig(demos=list(demos), out=out, kind=kind, size=size, steps=steps,
+                         batch_size=batch_size, lr=lr, chunk_size=chunk_size,
+                         image_size=image_size, camera=camera, use_proprio=not no_proprio,
+                         eval_every=eval_every, checkpoint_every=checkpoint_every, init=init,
+                         resume=resume, render_workers=workers, seed=seed)
+    with Progress(None, "rendering demo frames", "ep") as render_bar, \
+            Progress(steps, "fine-tuning", "step") as bar:
+        last: dict[str, float] = {}
+
+        def on_step(step: int, metrics: dict[str, float]) -> None:
+            last.update(metrics)
+            bar.update(1)
+            if bar.bar is not None:
+                bar.bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in last.items()
+                                     if k in ("train/l1", "val/l1")}, refresh=False)
+
+        done = finetune_teacher(cfg, progress=on_step, render_progress=render_bar.update)
+    meta = json.loads((done / "teacher.json").read_text())
+    click.echo(f"wrote teacher to {done} (val L1 {meta['metrics'].get('val/l1', float('nan')):.4f}"
+               f", {meta['training']['parameters']:,} parameters)")
+
+
+@click.command("eval")
+@click.option("--teacher", type=click.Path(path_type=Path), default=None,
+              help="Teacher checkpoint directory.")
+@click.option("--student", type=click.Path(path_type=Path), default=None,
+              help="Student run directory (from `rpd train`).")
+@click.option("--env", "env_id", required=True, help="Task id.")
+@click.option("--episodes", type=int, default=50, show_default=True)
+@click.option("--seed", type=int, default=None,
+              help="First episode seed [default: 1000000000, unseen by generated demos].")
+@click.option("--horizon", type=int, default=100, show_default=True, help="Steps per episode.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Parallel processes.")
+@click.option("--camera-shift", type=float, default=0.0, show_default=True,
+              help="Rotate the teacher camera about the scene by DEG degrees.")
+@click.option("--chunk-mode", type=click.Choice(["receding", "ensemble"]), default="receding",
+              show_default=True, help="How action chunks are executed.")
+@click.option("--video", type=click.Path(path_type=Path), default=None,
+              help="Write one mp4 per episode of the teacher's view to this directory.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the results [default: DIR/eval/ENV-h{horizon}[-shift].json].")
+def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
+             seed: int | None, horizon: int, workers: int, camera_shift: float, chunk_mode: str,
+             video: Path | None, json_out: Path | None) -> None:
+    """Closed-loop success of a teacher (or a student) on a task."""
+    from rpd.errors import InputError
+    from rpd.pipeline.eval_teacher import DEFAULT_EVAL_SEED, TeacherEvalConfig, evaluate_teacher
+
+    if (teacher is None) == (student is None):
+        raise InputError("give exactly one of --teacher DIR or --student RUN")
+    seed = DEFAULT_EVAL_SEED if seed is None else seed
+    with Progress(episodes, f"eval {env_id}", "ep") as bar:
+        if teacher is not None:
+            result = evaluate_teacher(
+                TeacherEvalConfig(teacher=teacher, env_id=env_id, episodes=episodes, seed=seed,
+                                  horizon=horizon, workers=workers, camera_shift=camera_shift,
+                                  chunk_mode=chunk_mode, video_dir=video),
+                progress=bar.update)
+        else:
+            from rpd.pipeline.evaluate import evaluate_student
+
+            result = evaluate_student(student, env_id, episodes, seed, horizon)
+    base = teacher if teacher is not None else student
+    suffix = f"-shift{camera_shift:g}" if camera_shift else ""
+    path = json_out or base / "eval" / f"{env_id}-h{horizon}{suffix}.json"  # type: ignore[operator]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    def pick(*keys: str) -> float:
+        return float(next((result[k] for k in keys if k in result), float("nan")))
+
+    rows = [("env", env_id), ("episodes", result["episodes"]),
+            ("horizon", result.get("horizon", horizon)),
+            ("success rate", f"{pick('success_rate', 'success'):.1%}"),
+            ("success at end", f"{pick('success_at_end'):.1%}"),
+            ("mean return", f"{pick('mean_return', 'return'):.2f}"),
+            ("mean length", f"{pick('mean_length', 'length'):.1f}"), ("results", str(path))]
+    for k, v in rows:
+        click.echo(f"{k:<16} {v}")

@@ -1,0 +1,79 @@
+"""`rpd train`: train the RPD student (or plain PPO with --no-teacher)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rpd.commands._common import Progress
+
+
+@click.command("train")
+@click.option("--env", "env_id", required=True, help="Task id, e.g. PushCube-v1.")
+@click.option("--teacher", type=click.Path(path_type=Path), default=None,
+              help="Teacher checkpoint directory (not needed with --no-teacher).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Teacher-action store (`rpd cache`) to read and write live labels back to "
+                   "[default: a new one in OUT/cache].")
+@click.option("--steps", type=int, required=True, help="Total env steps.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
+@click.option("--no-teacher", is_flag=True, help="Plain PPO with identical settings.")
+@click.option("--reward", type=click.Choice(["dense", "sparse"]), default="dense",
+              show_default=True)
+@click.option("--obs", default="state", show_default=True, help="Student observation.")
+@click.option("--envs", type=int, default=8, show_default=True, help="Parallel envs.")
+@click.option("--horizon", type=int, default=None, help="Episode length (default: task's).")
+@click.option("--offline-steps", type=int, default=None,
+              help="Supervised steps on the cached labels first [default: 2000 with --cache].")
+@click.option("--lambda", "lam", type=float, default=1.0, show_default=True,
+              help="Weight λ of the distill term.")
+@click.option("--lambda-schedule", type=click.Choice(["constant", "linear", "cosine"]),
+              default="constant", show_default=True)
+@click.option("--lambda-decay-steps", type=int, default=None,
+              help="Env step where a decaying λ reaches 0.")
+@click.option("--distill", type=click.Choice(["mse", "l1", "bc"]), default="mse",
+              show_default=True)
+@click.option("--live-budget", type=int, default=None, help="Max live teacher calls per rollout.")
+@click.option("--cache-radius", type=float, default=None,
+              help="Lookup hit radius [default: the store's; 0 = exact for the run's own].")
+@click.option("--n-epochs", type=int, default=8, show_default=True, help="PPO epochs per rollout.")
+@click.option("--n-steps", type=int, default=64, show_default=True,
+              help="Steps per env per rollout.")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--max-grad-norm", type=float, default=0.5, show_default=True)
+@click.option("--eval-every", type=int, default=10_000, show_default=True)
+@click.option("--eval-episodes", type=int, default=10, show_default=True)
+@click.option("--net-arch", default="256,256", show_default=True, help="Hidden layer sizes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out: Path,
+          no_teacher: bool, reward: str, obs: str, envs: int, horizon: int | None,
+          offline_steps: int | None, lam: float, lambda_schedule: str,
+          lambda_decay_steps: int | None, distill: str, live_budget: int | None,
+          cache_radius: float | None, n_epochs: int, n_steps: int, batch_size: int,
+          max_grad_norm: float, eval_every: int, eval_episodes: int, net_arch: str, seed: int,
+          resume: bool) -> None:
+    """Train a PPO student distilling --teacher's actions (RPD, arXiv 2503.05833)."""
+    from rpd.errors import InputError
+    from rpd.pipeline.train import TrainConfig
+    from rpd.pipeline.train import train as run_train
+
+    try:
+        arch = tuple(int(x) for x in net_arch.split(","))
+    except ValueError:
+        raise InputError(
+            f"--net-arch {net_arch!r}: use comma-separated sizes, e.g. 256,256") from None
+    cfg = TrainConfig(env_id=env_id, out=out, teacher=teacher, steps=steps, cache=cache,
+                      no_teacher=no_teacher, reward=reward, obs=obs, envs=envs, horizon=horizon,
+                      offline_steps=offline_steps, lam=lam, lambda_schedule=lambda_schedule,
+                      lambda_decay_steps=lambda_decay_steps, distill=distill,
+                      live_budget=live_budget, cache_radius=cache_radius, n_epochs=n_epochs,
+                      n_steps=n_steps, batch_size=batch_size, max_grad_norm=max_grad_norm,
+                      eval_every=eval_every, eval_episodes=eval_episodes, net_arch=arch,
+                      seed=seed, resume=resume)
+    with Progress(steps, f"train {env_id}", "step") as bar:
+        meta = run_train(cfg, progress=bar.update)
+    m = meta["metrics"]
+    click.echo(f"wrote {out}: {m['steps']} steps, eval success {m['eval_success']:.2f}, "
+               f"live teacher calls {m['live_teacher_calls']}")

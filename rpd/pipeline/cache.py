@@ -1,0 +1,747 @@
+"""`rpd cache`: precompute teacher actions into a Zarr store, in parallel with dask; and the
+`TeacherCache` the student trainer looks labels up in.
+
+Build: the coordinator decides the units of work — one per demo episode, teacher rollout and
+noisy rollout — skips units already in the store (resume), and hands the rest to dask
+workers. Each worker process loads the teacher once (`_labeler`, a per-process cache), keeps
+one env open, labels its unit and writes it to the store as its own part (`rpd.data.store`):
+no big arrays pass through the scheduler, and a killed worker loses only its in-flight unit.
+
+Lookup: `TeacherCache.lookup(keys)` returns the cached action of the nearest key when it is
+within `radius` (RMS distance per key dim, in units of the key scale). Exact search with a
+SciPy cKDTree over the keys rotated into their principal axes, queried with
+`distance_upper_bound=radius`, which prunes almost everything for both hits and misses;
+measured against faiss IndexFlatL2 and torch.cdist in benchmarks/bench_cache_lookup.py
+(README). New entries go to a small brute-force buffer that is merged into the tree when it
+grows past 10 % of it, so the index stays current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rpd.data.store import (
+    SOURCES,
+    KeySpec,
+    Rows,
+    StoreIdentity,
+    StoreSummary,
+    TeacherStore,
+    compact_store,
+    source_code,
+)
+from rpd.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RADIUS = 0.05
+"""Default hit radius (RMS key distance, in key-scale units per dim); see the README table."""
+
+Progress = Callable[[int, int], None]
+"""Called with (finished units, rows written) after each unit."""
+
+
+# ------------------------------------------------------------------------------------------
+# Config
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CacheConfig:
+    """`rpd cache`.
+
+    Attributes:
+        teacher: Teacher checkpoint directory (`Teacher.save` / `rpd finetune-teacher`).
+        env_id: Task whose states to label.
+        out: The store (created if missing, resumed if it exists).
+        demos: ManiSkill trajectory .h5 files whose recorded states are labelled.
+        rollouts: Teacher closed-loop episodes (reset seeds seed..seed+rollouts-1).
+        noise: With > 0, as many extra rollouts whose executed actions get N(0, noise²) noise
+            per dim (env units); their states are labelled with the clean teacher action.
+        horizon: Maximum steps per rollout (demos imitate 60-80 step episodes: use ~100).
+        workers: Local dask worker processes (ignored with `scheduler`).
+        scheduler: Address of an existing dask scheduler (tcp://HOST:PORT); its workers must
+            see `teacher`, `out` and `demos` at the same paths (shared filesystem).
+        seed: Base seed of rollout resets and action noise.
+        batch_size: States per teacher call.
+        key_dims: Observation dims that form the lookup key; None = all.
+        key_scale: "std" (mean/std of the labelled demo observations, or of random-action
+            episodes without demos) or a number (fixed scale, offset 0).
+        allow_mismatch: Use a store made for another teacher/env/key spec anyway.
+    """
+
+    teacher: Path
+    env_id: str
+    out: Path
+    demos: list[Path] = field(default_factory=list)
+    rollouts: int = 0
+    noise: float = 0.0
+    horizon: int = 100
+    workers: int = 2
+    scheduler: str | None = None
+    seed: int = 0
+    batch_size: int = 32
+    key_dims: list[int] | None = None
+    key_scale: str = "std"
+    allow_mismatch: bool = False
+
+    def __post_init__(self) -> None:
+        self.teacher, self.out = Path(self.teacher), Path(self.out)
+        self.demos = [Path(d) for d in self.demos]
+        if self.rollouts < 0:
+            raise InputError(f"--rollouts {self.rollouts}: must be 0 or more")
+        if not math.isfinite(self.noise) or self.noise < 0:
+            raise InputError(f"--noise {self.noise}: must be 0 or a positive number")
+        if self.noise > 0 and self.rollouts == 0:
+            raise InputError(f"--noise {self.noise} needs --rollouts N (noisy rollouts are made "
+                             "around the teacher's own rollouts)")
+        if not self.demos and self.rollouts == 0:
+            raise InputError("nothing to label: pass --demos FILE and/or --rollouts N")
+        if self.horizon <= 0:
+            raise InputError(f"--horizon {self.horizon}: must be a positive number")
+        if self.workers <= 0:
+            raise InputError(f"--workers {self.workers}: must be a positive number")
+        if self.batch_size <= 0:
+            raise InputError(f"--batch-size {self.batch_size}: must be a positive number")
+        if self.scheduler is not None and not self.scheduler.startswith(("tcp://", "tls://")):
+            raise InputError(f"--scheduler {self.scheduler!r}: use tcp://HOST:PORT")
+        if self.key_scale != "std":
+            try:
+                v = float(self.key_scale)
+            except ValueError:
+                v = -1.0
+            if not (v > 0 and math.isfinite(v)):
+                raise InputError(f"--key-scale {self.key_scale!r}: use 'std' or a positive number")
+
+
+@dataclass
+class CacheResult:
+    """What `build_cache` did."""
+
+    store: str
+    units_total: int
+    units_skipped: int
+    units_done: int
+    rows_written: int
+    rejected_nonfinite: int
+    rollout_success: float | None
+    entries: int
+    by_source: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------
+# Units of work
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One episode to label, written as one store part.
+
+    Attributes:
+        id: Unique, stable name (the part name); re-running skips finished ids.
+        kind: "demo", "teacher-rollout" or "noisy-rollout" (the rows' source).
+        demo: (h5 path, episode id) for demo units.
+        seed: Reset seed (rollouts); noise: action noise sigma (noisy rollouts).
+    """
+
+    id: str
+    kind: str
+    demo: tuple[str, int] | None = None
+    seed: int = 0
+    noise: float = 0.0
+
+
+def plan_units(cfg: CacheConfig) -> list[Unit]:
+    """Every unit of a build, in a fixed order (demos first)."""
+    from rpd.data.trajectories import open_trajectory
+
+    units: list[Unit] = []
+    for path in cfg.demos:
+        traj = open_trajectory(path, option="--demos")
+        if traj.env_id != cfg.env_id:
+            raise InputError(f"--demos {path}: demos of {traj.env_id}, not --env {cfg.env_id}; "
+                             f"pass {cfg.env_id} demos")
+        tag = hashlib.sha1(traj.json_path.read_bytes()).hexdigest()[:8]
+        units += [Unit(f"demo-{tag}-{ep['episode_id']}", "demo",
+                       demo=(str(path.resolve()), int(ep["episode_id"])))
+                  for ep in traj.episodes]
+    for i in range(cfg.rollouts):
+        s = cfg.seed + i
+        units.append(Unit(f"rollout-s{s}-h{cfg.horizon}", "teacher-rollout", seed=s))
+    if cfg.noise > 0:
+        for i in range(cfg.rollouts):
+            s = cfg.seed + i
+            units.append(Unit(f"noisy-n{cfg.noise:g}-s{s}-h{cfg.horizon}", "noisy-rollout",
+                              seed=s, noise=cfg.noise))
+    return units
+
+
+# ------------------------------------------------------------------------------------------
+# Worker side (runs in dask worker processes)
+# ------------------------------------------------------------------------------------------
+
+_LABELERS: dict[tuple[str, str, int, int], tuple[Any, threading.Lock]] = {}
+_LABELERS_LOCK = threading.Lock()
+
+
+def _labeler(ckpt: str, env_id: str, horizon: int, batch_size: int,
+             fingerprint: str) -> tuple[Any, threading.Lock]:
+    """This process's labeler for a teacher: the teacher is loaded once per process."""
+    from rpd.pipeline.labeling import TeacherLabeler
+    from rpd.teachers.base import load_teacher
+
+    key = (ckpt, env_id, horizon, batch_size)
+    with _LABELERS_LOCK:
+        if key not in _LABELERS:
+            logging.getLogger("mani_skill").setLevel(logging.ERROR)
+            teacher = load_teacher(ckpt)
+            if teacher.fingerprint != fingerprint:
+                raise InputError(f"--teacher {ckpt}: on this worker the checkpoint has "
+                                 f"fingerprint {teacher.fingerprint}, the coordinator saw "
+                                 f"{fingerprint}; do not change it during a build")
+            _LABELERS[key] = (TeacherLabeler(teacher, env_id, batch_size=batch_size,
+                                             max_episode_steps=horizon), threading.Lock())
+        return _LABELERS[key]
+
+
+def label_unit(unit: Unit, ckpt: str, store_path: str, env_id: str, horizon: int,
+               batch_size: int, fingerprint: str, seed: int) -> dict[str, Any]:
+    """Label one unit and write it to the store as one part (worker side).
+
+    Returns:
+        Small stats: unit, rows, rejected_nonfinite, existed, success (rollouts).
+    """
+    store = TeacherStore.open(store_path)
+    if unit.id in store.finished_units():
+        return dict(unit=unit.id, rows=0, rejected_nonfinite=0, existed=True, success=None)
+    labeler, lock = _labeler(ckpt, env_id, horizon, batch_size, fingerprint)
+    with lock:
+        success: bool | None = None
+        if unit.kind == "demo":
+            assert unit.demo is not None
+            states, steps = _demo_states(labeler.env, *unit.demo)
+            actions, obs = labeler.label_with_obs(states)
+            episode = np.full(len(states), unit.demo[1], np.int64)
+        else:
+            rng = np.random.default_rng([seed, unit.seed, 1 if unit.noise else 0])
+            ep = labeler.rollout(unit.seed, horizon, noise=unit.noise, rng=rng)
+            states, obs, actions, steps = ep["env_state"], ep["obs"], ep["teacher_action"], \
+                ep["step"]
+            episode = np.full(len(states), unit.seed, np.int64)
+            success = bool(ep["success"])
+    rows = Rows(key=store.identity.key_spec.keys(obs), obs=obs, teacher_action=actions,
+                env_state=states, episode=episode, step=steps,
+                source=np.full(len(states), source_code(unit.kind), np.uint8))
+    res = store.write_part(rows, unit.id, teacher_fingerprint=fingerprint)
+    return dict(unit=unit.id, rows=res.written, rejected_nonfinite=res.rejected_nonfinite,
+                existed=res.existed, success=success)
+
+
+def _demo_states(env: Any, h5_path: str, episode_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat env states [T+1, S] of a demo episode (restored in `env` to flatten them) and
+    their step indices [T+1]."""
+    from rpd.data.trajectories import open_trajectory
+    from rpd.pipeline.labeling import flat_states
+
+    traj = open_trajectory(h5_path, option="--demos")
+    ep = next(e for e in traj.episodes if int(e["episode_id"]) == episode_id)
+    n_states = int(ep.get("elapsed_steps", 0)) + 1
+    dicts = []
+    for t in range(n_states):
+        d = traj.env_state(episode_id, t)
+        if d is None:
+            raise InputError(f"--demos {h5_path}: traj_{episode_id} has no env_states; record "
+                             "demos with env states (ManiSkill and `rpd demos` do)")
+        dicts.append(d)
+    return flat_states(env, dicts), np.arange(n_states, dtype=np.int32)
+
+
+# ------------------------------------------------------------------------------------------
+# Coordinator
+# ------------------------------------------------------------------------------------------
+
+
+def _probe_env(cfg: CacheConfig, control_mode: str) -> tuple[int, int, np.ndarray]:
+    """(obs dim D, state dim S, observations [N, D] to derive a "std" key spec from)."""
+    from rpd.data.envs import EnvConfig, get_env_state, make_env, set_env_state
+
+    env = make_env(EnvConfig(cfg.env_id, control_mode=control_mode,
+                             max_episode_steps=cfg.horizon))
+    try:
+        obs, _ = env.reset(seed=cfg.seed)
+        obs_dim = int(obs.shape[-1])
+        state_dim = int(get_env_state(env).shape[-1])
+        samples: list[np.ndarray] = []
+        if cfg.key_scale == "std":
+            if cfg.demos:
+                for unit in plan_units(cfg):
+                    if unit.kind != "demo" or unit.demo is None:
+                        continue
+                    states, _ = _demo_states(env, *unit.demo)
+                    for s in states:
+                        set_env_state(env, s)
+                        samples.append(_obs_np(env.unwrapped.get_obs()))
+            else:
+                rng = np.random.default_rng(cfg.seed)
+                for i in range(min(cfg.rollouts, 8)):
+                    o, _ = env.reset(seed=cfg.seed + i)
+                    for _ in range(cfg.horizon):
+                        samples.append(_obs_np(o))
+                        a = rng.uniform(-1, 1, size=(1, env.action_space.shape[-1]))
+                        o, _, term, trunc, _ = env.step(a.astype(np.float32))
+                        if bool(_obs_np(term).any()) or bool(_obs_np(trunc).any()):
+                            break
+        return obs_dim, state_dim, (np.concatenate(samples) if samples
+                                    else np.zeros((0, obs_dim), np.float32))
+    finally:
+        env.close()
+
+
+def _obs_np(x: Any) -> np.ndarray:
+    return np.asarray(x.cpu().numpy() if hasattr(x, "cpu") else x, np.float32).reshape(1, -1)
+
+
+def _requested_key_spec(cfg: CacheConfig, obs_dim: int, samples: np.ndarray) -> KeySpec:
+    if cfg.key_scale == "std":
+        if len(samples) == 0:
+            raise InputError("--key-scale std: no observations to compute it from; pass "
+                             "--demos or a fixed --key-scale")
+        return KeySpec.from_data(samples, cfg.key_dims)
+    return KeySpec.fixed(obs_dim, cfg.key_dims, float(cfg.key_scale))
+
+
+def _compatible(have: KeySpec, cfg: CacheConfig, obs_dim: int) -> bool:
+    """Whether an existing store's key spec is what the options ask for (resume)."""
+    want_dims = None if cfg.key_dims is None else KeySpec.fixed(obs_dim, cfg.key_dims).dims
+    if have.dims != want_dims:
+        return False
+    if cfg.key_scale == "std":
+        return have.method == "std"
+    return have.method == "fixed" and set(have.scale) == {float(cfg.key_scale)}
+
+
+def open_store_for(cfg: CacheConfig, teacher: Any) -> TeacherStore:
+    """Create or open (resume) the store of a build, refusing one made for something else."""
+    from rpd.data.store import read_root_attrs
+
+    control_mode = teacher.spec.control_mode
+    exists = (cfg.out / "zarr.json").is_file()
+    existing = TeacherStore(cfg.out, read_root_attrs(cfg.out, "--out")) if exists else None
+    need_samples = existing is None
+    obs_dim, state_dim, samples = _probe_env(
+        cfg if need_samples else _no_samples(cfg), control_mode)
+    if existing is not None and _compatible(existing.identity.key_spec, cfg, obs_dim):
+        key_spec = existing.identity.key_spec
+    elif existing is not None:
+        key_spec = KeySpec.fixed(obs_dim, cfg.key_dims,
+                                 1.0 if cfg.key_scale == "std" else float(cfg.key_scale))
+        key_spec = KeySpec(key_spec.dims, key_spec.offset, key_spec.scale,
+                           "std" if cfg.key_scale == "std" else "fixed")
+    else:
+        key_spec = _requested_key_spec(cfg, obs_dim, samples)
+    identity = StoreIdentity(teacher_fingerprint=teacher.fingerprint, env_id=cfg.env_id,
+                             control_mode=control_mode, key_spec=key_spec, obs_dim=obs_dim,
+                             action_dim=teacher.spec.action_dim, state_dim=state_dim,
+                             teacher_kind=teacher.kind)
+    return TeacherStore.create_or_open(cfg.out, identity, allow_mismatch=cfg.allow_mismatch)
+
+
+def _no_samples(cfg: CacheConfig) -> CacheConfig:
+    from dataclasses import replace
+
+    return replace(cfg, key_scale="1.0")
+
+
+def _client(cfg: CacheConfig) -> tuple[Any, Any]:
+    """(dask Client, LocalCluster or None). The local cluster listens on loopback only."""
+    from distributed import Client, LocalCluster
+
+    if not logger.isEnabledFor(logging.DEBUG):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    if cfg.scheduler is not None:
+        try:
+            return Client(cfg.scheduler, timeout="20s"), None
+        except OSError as e:
+            raise InputError(f"--scheduler {cfg.scheduler}: cannot connect ({e}); start "
+                             "`dask scheduler` there or leave --scheduler out") from None
+    cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None,
+                           silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def build_cache(cfg: CacheConfig, progress: Progress | None = None) -> CacheResult:
+    """Label demo states, teacher rollouts and noisy rollouts into the store `cfg.out`.
+
+    Resumes: units already in the store are skipped. Deterministic in `cfg.seed` (rollout
+    resets and noise), independent of the number of workers.
+    """
+    from distributed import as_completed
+
+    from rpd.teachers.base import load_teacher
+
+    teacher = load_teacher(cfg.teacher)
+    teacher.spec.instruction(cfg.env_id)  # InputError if the teacher does not know the task
+    units = plan_units(cfg)
+    for unit in units:
+        if unit.demo is not None:
+            from rpd.data.trajectories import open_trajectory
+
+            mode = open_trajectory(unit.demo[0]).control_mode
+            if mode != teacher.spec.control_mode:
+                raise InputError(f"--demos {unit.demo[0]}: control mode {mode}, the teacher acts "
+                                 f"in {teacher.spec.control_mode}; convert with `rpd demos import "
+                                 f"--control-mode {teacher.spec.control_mode}`")
+            break
+    store = open_store_for(cfg, teacher)
+    done = store.finished_units()
+    todo = [u for u in units if u.id not in done]
+    logger.info("%s: %d units, %d already done, %d to label", store.path, len(units),
+                len(units) - len(todo), len(todo))
+    rows_written = rejected = 0
+    successes: list[bool] = []
+    if todo:
+        client, cluster = _client(cfg)
+        try:
+            futures = [client.submit(label_unit, u, str(cfg.teacher.resolve()),
+                                     str(store.path.resolve()), cfg.env_id, cfg.horizon,
+                                     cfg.batch_size, teacher.fingerprint, cfg.seed,
+                                     key=f"label-{u.id}-{teacher.fingerprint}", pure=False)
+                       for u in todo]
+            for fut in as_completed(futures):
+                stats = fut.result()
+                rows_written += stats["rows"]
+                rejected += stats["rejected_nonfinite"]
+                if stats["success"] is not None:
+                    successes.append(stats["success"])
+                if progress is not None:
+                    progress(1, stats["rows"])
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    counts = store.refresh_counts()
+    if rejected:
+        logger.warning("rejected %d NaN/inf teacher actions", rejected)
+    return CacheResult(store=str(store.path), units_total=len(units),
+                       units_skipped=len(units) - len(todo), units_done=len(todo),
+                       rows_written=rows_written, rejected_nonfinite=rejected,
+                       rollout_success=float(np.mean(successes)) if successes else None,
+                       entries=sum(counts.values()), by_source=counts)
+
+
+def cache_info(path: str | Path) -> StoreSummary:
+    """`rpd cache info`: entries by source, identity, size on disk."""
+    return TeacherStore.open(path).summary()
+
+
+def compact(path: str | Path) -> tuple[int, int]:
+    """`rpd cache compact`: merge parts. Returns (parts merged, rows)."""
+    return compact_store(path)
+
+
+# ------------------------------------------------------------------------------------------
+# Lookup
+# ------------------------------------------------------------------------------------------
+
+
+def brute_force_nearest(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact nearest key by full search (the reference for the index).
+
+    Args:
+        keys: [N, K] cached keys (N > 0). queries: [B, K].
+
+    Returns:
+        (index [B] int64, Euclidean distance [B] float64).
+    """
+    keys64, q64 = np.asarray(keys, np.float64), np.asarray(queries, np.float64)
+    sq_keys = (keys64 ** 2).sum(1)
+    idx = np.empty(len(q64), np.int64)
+    step = max(1, 4_000_000 // max(1, len(keys64)))  # bounds the [step, N] distance matrix
+    for i in range(0, len(q64), step):
+        d2 = sq_keys[None] - 2.0 * q64[i:i + step] @ keys64.T  # + |q|^2, equal for every key
+        idx[i:i + step] = d2.argmin(1)
+    dist = np.sqrt(((keys64[idx] - q64) ** 2).sum(1))
+    return idx, dist
+
+
+class NearestKeyIndex:
+    """Exact nearest-neighbour search over keys that grow: a cKDTree plus a brute-force buffer.
+
+    The keys are rotated into their principal axes first (an orthogonal map, so distances do
+    not change): the tree's axis-aligned splits then follow the directions the data actually
+    varies in, which made misses ~10x faster on trajectory-like keys
+    (benchmarks/bench_cache_lookup.py). New keys wait in a buffer searched by brute force and
+    are merged into the tree when the buffer passes 10 % of it.
+
+    Args:
+        keys: [N, K] initial keys.
+        merge_min: The buffer is merged no earlier than at this many keys.
+    """
+
+    def __init__(self, keys: np.ndarray, merge_min: int = 4096) -> None:
+        keys = np.asarray(keys, np.float64)
+        self.merge_min = int(merge_min)
+        self.dim = keys.shape[1]
+        self._center = keys.mean(0) if len(keys) else np.zeros(self.dim)
+        self._rotation = _principal_axes(keys - self._center)
+        self._tree = self._build(self._rotate(keys))
+        self._pending: list[np.ndarray] = []  # rotated
+        self._pending_n = 0
+
+    def _rotate(self, keys: np.ndarray) -> np.ndarray:
+        return (np.asarray(keys, np.float64) - self._center) @ self._rotation
+
+    @staticmethod
+    def _build(rotated: np.ndarray) -> Any:
+        from scipy.spatial import cKDTree
+
+        return cKDTree(rotated) if len(rotated) else None
+
+    @property
+    def _main_n(self) -> int:
+        return 0 if self._tree is None else int(self._tree.n)
+
+    def __len__(self) -> int:
+        return self._main_n + self._pending_n
+
+    def add(self, keys: np.ndarray) -> None:
+        """Append keys [M, K]; their indices continue from len(self)."""
+        if not len(keys):
+            return
+        self._pending.append(self._rotate(keys))
+        self._pending_n += len(keys)
+        if self._pending_n > max(self.merge_min, self._main_n // 10):
+            parts = ([] if self._tree is None else [self._tree.data]) + self._pending
+            self._pending, self._pending_n = [], 0
+            self._tree = self._build(np.concatenate(parts))
+
+    def query(self, queries: np.ndarray, max_dist: float = np.inf
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest key of each query, if within `max_dist` (Euclidean, key units).
+
+        Args:
+            queries: [B, K].
+            max_dist: Upper bound; farther neighbours are reported as not found.
+
+        Returns:
+            (index [B] int64, -1 when none within max_dist; distance [B] float64, inf then).
+        """
+        q = self._rotate(np.asarray(queries).reshape(-1, self.dim))
+        idx = np.full(len(q), -1, np.int64)
+        dist = np.full(len(q), np.inf)
+        if self._tree is not None and len(q):
+            bound = max_dist * (1 + 1e-9) if np.isfinite(max_dist) else np.inf
+            d, j = self._tree.query(q, k=1, distance_upper_bound=bound)
+            ok = np.isfinite(d) & (d <= max_dist)
+            idx[ok], dist[ok] = j[ok], d[ok]
+        if self._pending_n and len(q):
+            j, d = brute_force_nearest(np.concatenate(self._pending), q)
+            better = (d < dist) & (d <= max_dist)
+            idx[better], dist[better] = j[better] + self._main_n, d[better]
+        return idx, dist
+
+
+def _principal_axes(centered: np.ndarray) -> np.ndarray:
+    """[K, K] orthogonal matrix whose columns are the principal axes (identity if too few)."""
+    k = centered.shape[1]
+    if len(centered) < 2 * k:
+        return np.eye(k)
+    sample = centered[:: max(1, len(centered) // 100_000)]
+    _, vecs = np.linalg.eigh(sample.T @ sample)
+    return vecs[:, ::-1].copy()
+
+
+class TeacherCache:
+    """Teacher labels served from a store, for the trainer (meets rpd.student.labels.LabelSource).
+
+    `lookup` answers from the store; `label_live` asks the teacher (env kept open); `insert`
+    writes new labels through to the store (one part per call) and into the index.
+
+    Use `TeacherCache.open`.
+    """
+
+    def __init__(self, store: TeacherStore, radius: float = DEFAULT_RADIUS,
+                 teacher: Any = None) -> None:
+        if not (radius >= 0 and math.isfinite(radius)):
+            raise InputError(f"--radius {radius}: must be 0 or a positive number")
+        self.store = store
+        self.radius = float(radius)
+        self.teacher = teacher
+        self.key_spec = store.identity.key_spec
+        rows = store.read(["key", "obs", "teacher_action"])
+        self._obs = [rows.obs]
+        self._actions = [rows.teacher_action]
+        self._actions_flat: np.ndarray | None = rows.teacher_action
+        self._index = NearestKeyIndex(rows.key)
+        self._labeler: Any = None
+        self._episode = 0
+        logger.info("teacher cache %s: %d entries, radius %g", store.path, len(rows),
+                    self.radius)
+
+    @classmethod
+    def open(cls, store: str | Path, teacher: Any, *, env_id: str | None = None,
+             radius: float = DEFAULT_RADIUS, create: bool = False,
+             key_spec: KeySpec | None = None, allow_mismatch: bool = False) -> TeacherCache:
+        """Open the store for `teacher` (refusing one made for another teacher/env/key spec).
+
+        Args:
+            store: Store directory.
+            teacher: The teacher whose labels are wanted (also used by `label_live`).
+            env_id: The task; None accepts the store's.
+            radius: Hit radius (RMS key distance per dim, in key-scale units).
+            create: Create the store if missing (needs env_id and key_spec).
+            key_spec: The key spec the caller computes keys with; None accepts the store's.
+            allow_mismatch: Use a mismatched store anyway (logged as a warning).
+        """
+        from rpd.data.store import read_root_attrs
+
+        path = Path(store)
+        if not (path / "zarr.json").is_file() and create:
+            if env_id is None or key_spec is None:
+                raise InputError(f"--cache {path}: creating a store needs env_id and key_spec")
+            obs_dim, state_dim = _env_dims(teacher, env_id)
+            identity = StoreIdentity(teacher.fingerprint, env_id, teacher.spec.control_mode,
+                                     key_spec, obs_dim, teacher.spec.action_dim, state_dim,
+                                     teacher.kind)
+            return cls(TeacherStore.create_or_open(path, identity, option="--cache"), radius,
+                       teacher)
+        attrs = read_root_attrs(path, "--cache")
+        have = TeacherStore(path, attrs).identity
+        expect = StoreIdentity(teacher.fingerprint, env_id or have.env_id,
+                               teacher.spec.control_mode, key_spec or have.key_spec,
+                               have.obs_dim, teacher.spec.action_dim, have.state_dim,
+                               teacher.kind)
+        return cls(TeacherStore.open(path, expect, allow_mismatch=allow_mismatch,
+                                     option="--cache"), radius, teacher)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def max_dist(self) -> float:
+        """The radius as a Euclidean bound in key units: radius * sqrt(K)."""
+        return self.radius * math.sqrt(self.key_spec.key_dim)
+
+    def keys(self, obs: np.ndarray) -> np.ndarray:
+        """Keys [B, K] of student state observations [B, D] (the store's key spec)."""
+        return self.key_spec.keys(obs)
+
+    def _all_actions(self) -> np.ndarray:
+        if self._actions_flat is None:
+            self._actions_flat = np.concatenate(self._actions)
+            self._actions = [self._actions_flat]
+        return self._actions_flat
+
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cached teacher actions for keys.
+
+        Args:
+            keys: [B, K] (from `keys(obs)`).
+
+        Returns:
+            (actions [B, A] f32, zeros where missed; hit [B] bool: nearest cached key within
+            the radius).
+        """
+        keys = np.asarray(keys, np.float32)
+        if keys.ndim != 2 or keys.shape[1] != self.key_spec.key_dim:
+            raise ValueError(f"keys must be [B, {self.key_spec.key_dim}], got {keys.shape}")
+        idx, _ = self._index.query(keys, self.max_dist)
+        hit = idx >= 0
+        out = np.zeros((len(keys), self.store.identity.action_dim), np.float32)
+        if hit.any():
+            out[hit] = self._all_actions()[idx[hit]]
+        return out, hit
+
+    def lookup_obs(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`lookup(keys(obs))`."""
+        return self.lookup(self.keys(obs))
+
+    def label_live(self, env_states: np.ndarray) -> np.ndarray:
+        """Ask the live teacher about env states [N, S]: actions [N, A] f32."""
+        return self.label_live_with_obs(env_states)[0]
+
+    def label_live_with_obs(self, env_states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Live labels and the student observations of the states: ([N, A], [N, D])."""
+        if self.teacher is None:
+            raise RuntimeError("this cache was opened without a teacher")
+        if self._labeler is None:
+            from rpd.pipeline.labeling import TeacherLabeler
+
+            self._labeler = TeacherLabeler(self.teacher, self.store.identity.env_id)
+        return self._labeler.label_with_obs(env_states)
+
+    def insert(self, keys: np.ndarray | None, obs: np.ndarray, env_states: np.ndarray,
+               actions: np.ndarray, *, source: str = "live", episode: np.ndarray | None = None,
+               step: np.ndarray | None = None) -> int:
+        """Write new labels through to the store (one part) and add them to the index.
+
+        NaN/inf actions are rejected (counted in the part). Keys must be those of `obs` under
+        this store's key spec (None computes them).
+
+        Args:
+            keys: [N, K] or None. obs: [N, D]. env_states: [N, S]. actions: [N, A].
+            source: One of SOURCES. episode, step: [N] (default -1 / 0..N-1).
+
+        Returns:
+            Rows added.
+        """
+        obs = np.asarray(obs, np.float32)
+        want = self.keys(obs)
+        if keys is not None and not np.allclose(np.asarray(keys, np.float32), want, atol=1e-4):
+            raise ValueError("insert: keys differ from keys(obs) under the store's key spec")
+        n = len(obs)
+        if n == 0:
+            return 0
+        rows = Rows(key=want, obs=obs, teacher_action=actions, env_state=env_states,
+                    episode=np.full(n, -1) if episode is None else episode,
+                    step=np.arange(n) if step is None else step,
+                    source=np.full(n, source_code(source)))
+        res = self.store.write_part(rows)
+        finite = np.isfinite(rows.teacher_action).all(1)
+        self._index.add(rows.key[finite])
+        self._obs.append(rows.obs[finite])
+        self._actions.append(rows.teacher_action[finite])
+        self._actions_flat = None
+        return res.written
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """All cached (obs [N, D], teacher_action [N, A])."""
+        return np.concatenate(self._obs), self._all_actions()
+
+    def flush(self) -> None:
+        """Nothing to do: inserts are written through (kept for the LabelSource protocol)."""
+
+    def close(self) -> None:
+        if self._labeler is not None:
+            self._labeler.close()
+            self._labeler = None
+
+
+def _env_dims(teacher: Any, env_id: str) -> tuple[int, int]:
+    from rpd.data.envs import EnvConfig, get_env_state, make_env
+
+    env = make_env(EnvConfig(env_id, control_mode=teacher.spec.control_mode))
+    try:
+        obs, _ = env.reset(seed=0)
+        return int(obs.shape[-1]), int(get_env_state(env).shape[-1])
+    finally:
+        env.close()
+
+
+__all__ = ["SOURCES", "CacheConfig", "CacheResult", "NearestKeyIndex", "TeacherCache",
+           "brute_force_nearest", "build_cache", "cache_info", "compact", "label_unit",
+           "plan_units"]

@@ -1,0 +1,134 @@
+"""`rpd eval --teacher`: closed-loop success of a teacher on a task, in parallel processes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rpd.data.parallel import run_in_processes
+from rpd.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EVAL_SEED = 1_000_000_000
+"""Far from the seeds `rpd demos generate` uses (blocks of 10,000 from 0), so unseen."""
+
+
+@dataclass
+class TeacherEvalConfig:
+    """`rpd eval --teacher`.
+
+    Attributes:
+        teacher: Teacher checkpoint directory.
+        env_id: Task to evaluate on (the teacher must know its instruction).
+        episodes: Number of episodes, seeds seed..seed+episodes-1.
+        seed: First episode seed (default: far from demo seeds).
+        horizon: Steps per episode. Motion-planned demos take 60-80 steps, so ~100.
+        workers: Parallel processes.
+        camera_shift: Rotate the teacher camera by this many degrees (robustness test).
+        chunk_mode: "receding" or "ensemble" execution of action chunks.
+        execute: Actions executed per chunk in receding mode.
+        video_dir: Write one mp4 of the teacher's view per episode here.
+    """
+
+    teacher: Path
+    env_id: str
+    episodes: int = 50
+    seed: int = DEFAULT_EVAL_SEED
+    horizon: int = 100
+    workers: int = 2
+    camera_shift: float = 0.0
+    chunk_mode: str = "receding"
+    execute: int = 4
+    video_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.teacher = Path(self.teacher)
+        if self.episodes <= 0:
+            raise InputError(f"--episodes {self.episodes}: must be > 0")
+        if self.horizon <= 0:
+            raise InputError(f"--horizon {self.horizon}: must be > 0")
+        if self.workers <= 0:
+            raise InputError(f"--workers {self.workers}: must be > 0")
+        if self.chunk_mode not in ("receding", "ensemble"):
+            raise InputError(f"--chunk-mode {self.chunk_mode!r}: use 'receding' or 'ensemble'")
+
+
+def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[dict[str, Any]]:
+    import torch
+
+    from rpd.data.envs import EnvConfig, make_env, teacher_image
+    from rpd.teachers.base import TeacherBatch, load_teacher
+    from rpd.teachers.chunking import ChunkedPolicy
+
+    torch.set_num_threads(1)
+    teacher = load_teacher(cfg.teacher)
+    instruction = teacher.spec.instruction(cfg.env_id)
+    camera = replace(teacher.spec.camera, shift_deg=cfg.camera_shift)
+    env = make_env(EnvConfig(cfg.env_id, control_mode=teacher.spec.control_mode,
+                             max_episode_steps=cfg.horizon, camera=camera))
+    policy = ChunkedPolicy(teacher, mode=cfg.chunk_mode, execute=cfg.execute)  # type: ignore[arg-type]
+    results = []
+    for seed in seeds:
+        env.reset(seed=seed)
+        policy.reset(1)
+        frames, ret, success_once, length = [], 0.0, False, 0
+        for t in range(cfg.horizon):
+            img = teacher_image(env, camera)
+            if cfg.video_dir is not None:
+                frames.append(img[0])
+            proprio = env.unwrapped.agent.robot.get_qpos().cpu().numpy().astype(np.float32)
+            action = policy.act(TeacherBatch(img, [instruction], proprio))
+            _, reward, terminated, truncated, info = env.step(action)
+            ret += float(reward[0])
+            length = t + 1
+            success_once = success_once or bool(info["success"][0])
+            if bool(terminated[0]) or bool(truncated[0]):
+                break
+        results.append(dict(seed=seed, success=success_once,
+                            success_at_end=bool(info["success"][0]), ret=ret, length=length))
+        if frames:
+            import imageio
+
+            cfg.video_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            imageio.mimwrite(cfg.video_dir / f"{cfg.env_id}_seed{seed}.mp4", frames, fps=20)  # type: ignore[operator]
+        if ticks is not None:
+            ticks.put(1)
+    env.close()
+    return results
+
+
+def evaluate_teacher(cfg: TeacherEvalConfig,
+                     progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run the episodes; returns a JSON-able summary with per-episode results."""
+    from rpd.teachers.base import load_teacher
+
+    teacher = load_teacher(cfg.teacher)  # validate before starting workers
+    teacher.spec.instruction(cfg.env_id)
+    seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
+    n = min(cfg.workers, cfg.episodes)
+    t0 = time.time()
+    parts = run_in_processes([(_eval_worker, (cfg, seeds[i::n])) for i in range(n)], n, progress)
+    episodes = sorted((e for part in parts for e in part), key=lambda e: e["seed"])
+    return summarize_episodes(episodes) | dict(
+        teacher=str(cfg.teacher), fingerprint=teacher.fingerprint, env_id=cfg.env_id,
+        horizon=cfg.horizon, seed=cfg.seed, camera=teacher.spec.camera.name,
+        camera_shift=cfg.camera_shift, chunk_mode=cfg.chunk_mode, execute=cfg.execute,
+        wall_time_s=round(time.time() - t0, 1), per_episode=episodes)
+
+
+def summarize_episodes(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Success rate (success at any step), success at the end, mean return and length."""
+    return dict(
+        episodes=len(episodes),
+        success_rate=float(np.mean([e["success"] for e in episodes])),
+        success_at_end=float(np.mean([e["success_at_end"] for e in episodes])),
+        mean_return=float(np.mean([e["ret"] for e in episodes])),
+        mean_length=float(np.mean([e["length"] for e in episodes])),
+    )

@@ -1,0 +1,121 @@
+"""Evaluation: a student (SB3 PPO/RPDPPO) on fixed seeds. (Teacher evaluation joins here.)
+
+Success is "succeeded at some step of the episode"; episodes end on success (ManiSkill's
+termination) or at the horizon. Deterministic: the policy's mean action, seeds seed..seed+N-1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rpd.data.envs import EnvConfig, make_env
+from rpd.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+STUDENT_ZIP = "student.zip"
+STUDENT_JSON = "student.json"
+
+
+def run_episodes_student(model: Any, env: Any, episodes: int, seed: int) -> dict[str, float]:
+    """Roll out `model` deterministically in a single ManiSkill env (batched torch API, 1 env).
+
+    Args:
+        model: An SB3 algorithm (anything with `predict(obs, deterministic=True)`).
+        env: From `make_env` (num_envs=1).
+        episodes: N episodes, seeds `seed` .. `seed + N - 1`.
+        seed: First episode seed.
+
+    Returns:
+        success (fraction of episodes that succeeded at any step), return (mean undiscounted),
+        length (mean steps), episodes.
+    """
+    successes, returns, lengths = [], [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done, success, ret, steps = False, False, 0.0, 0
+        while not done:
+            obs_np = obs.cpu().numpy() if hasattr(obs, "cpu") else np.asarray(obs)
+            action, _ = model.predict(obs_np, deterministic=True)
+            obs, reward, terminated, truncated, info = env.step(action)
+            ret += float(reward.reshape(-1)[0])
+            success |= bool(np.asarray(_to_np(info["success"])).reshape(-1)[0])
+            done = bool(_to_np(terminated).reshape(-1)[0] or _to_np(truncated).reshape(-1)[0])
+            steps += 1
+        successes.append(success)
+        returns.append(ret)
+        lengths.append(steps)
+    return dict(success=float(np.mean(successes)), ret=float(np.mean(returns)),
+                length=float(np.mean(lengths)), episodes=episodes)
+
+
+def _to_np(x: Any) -> np.ndarray:
+    return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+
+
+def load_student(run_dir: str | Path, option: str = "--student") -> tuple[Any, dict[str, Any]]:
+    """Load a student run's final model and its student.json.
+
+    Raises:
+        InputError: not a run directory, or a run that has not finished (no student.zip).
+    """
+    from rpd.student.rpdppo import RPDPPO
+
+    run_dir = Path(run_dir)
+    meta_path, zip_path = run_dir / STUDENT_JSON, run_dir / STUDENT_ZIP
+    if not meta_path.is_file() or not zip_path.is_file():
+        raise InputError(f"{option} {run_dir}: no {STUDENT_JSON} and {STUDENT_ZIP}; pass a run "
+                         "directory finished by `rpd train` (resume it with --resume)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{meta_path}: not valid JSON ({e}); re-run `rpd train`") from None
+    model = RPDPPO.load(zip_path, device="cpu")
+    return model, meta
+
+
+def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: int = 50,
+                     seed: int = 10_000, horizon: int | None = None) -> dict[str, Any]:
+    """Score a trained student on fixed seeds.
+
+    Args:
+        run_dir: A run directory written by `rpd train`.
+        env_id: Task to evaluate on; None = the task it was trained on. Must have the same
+            observation and action sizes.
+        episodes: Number of episodes (seeds seed .. seed+episodes-1).
+        seed: First seed (the default is far from training seeds).
+        horizon: Episode length; None = the horizon the student was trained with.
+
+    Returns:
+        dict with env, episodes, seed, horizon, success, return, length, wall_time_s.
+    """
+    if episodes <= 0:
+        raise InputError(f"--episodes {episodes}: must be a positive number")
+    model, meta = load_student(run_dir)
+    env_cfg_d = dict(meta["env"])
+    if env_id is not None:
+        env_cfg_d["env_id"] = env_id
+    if horizon is not None:
+        env_cfg_d["max_episode_steps"] = horizon
+    env_cfg = EnvConfig(**env_cfg_d)
+    env = make_env(env_cfg)
+    try:
+        obs_dim = int(np.prod(env.observation_space.shape[1:]))
+        if obs_dim != int(np.prod(model.observation_space.shape)):
+            raise InputError(f"--env {env_cfg.env_id}: observations have {obs_dim} dims but the "
+                             f"student was trained on {model.observation_space.shape}; evaluate "
+                             f"on {meta['env']['env_id']}")
+        t0 = time.perf_counter()
+        res = run_episodes_student(model, env, episodes, seed)
+    finally:
+        env.close()
+    return {"env": env_cfg.env_id, "episodes": episodes, "seed": seed,
+            "horizon": env_cfg.max_episode_steps or env.spec.max_episode_steps,
+            "success": res["success"], "return": res["ret"], "length": res["length"],
+            "wall_time_s": round(time.perf_counter() - t0, 2)}

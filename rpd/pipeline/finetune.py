@@ -1,0 +1,336 @@
+"""`rpd finetune-teacher`: fine-tune a VLA teacher on ManiSkill demonstrations.
+
+AdamW with linear warmup and cosine decay, image augmentation (random shift crop, colour
+jitter), held-out validation episodes, checkpoints every N steps and at the end, resume,
+TensorBoard scalars. Several demo files of different tasks train one multi-task teacher
+conditioned on each task's instruction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rpd.data.envs import TASKS, CameraSpec
+from rpd.data.schema import TEACHER_JSON
+from rpd.data.teacher_data import PROPRIO_DIM, TeacherData, load_teacher_data, render_teacher_data
+from rpd.data.trajectories import open_trajectory, summarize
+from rpd.errors import InputError
+from rpd.teachers.base import Teacher, TeacherSpec, load_teacher
+from rpd.teachers.normalize import action_stats, normalize
+
+logger = logging.getLogger(__name__)
+
+TRAIN_STATE = "train_state.pt"
+
+
+@dataclass
+class FinetuneConfig:
+    """`rpd finetune-teacher`.
+
+    Attributes:
+        demos: ManiSkill trajectory .h5 files (one or more tasks, same control mode).
+        out: Checkpoint directory to write.
+        kind: Teacher backend.
+        size: Model size preset (`tiny` for tests, `small` by default).
+        steps: Optimiser steps.
+        batch_size: Samples per step.
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warmup before cosine decay to 0.
+        chunk_size: Future actions predicted per call.
+        image_size: Teacher camera resolution (square).
+        camera: Teacher camera: "render" (human render camera, sees goal markers) or a sensor.
+        use_proprio: Feed the robot's joint positions as a token.
+        val_fraction: Fraction of episodes held out for validation (at least one when >1).
+        eval_every: Validation every N steps.
+        checkpoint_every: Checkpoint every N steps (also at the end).
+        init: Start from this teacher checkpoint (a generalist fine-tuned to a task).
+        resume: Continue an interrupted run in `out`.
+        render_workers: Processes that render demo frames (once per demo file and camera).
+        seed: Seeds data order, augmentation and initialisation.
+    """
+
+    demos: list[Path]
+    out: Path
+    kind: str = "octo-small"
+    size: str = "small"
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    chunk_size: int = 8
+    image_size: int = 128
+    camera: str = "render"
+    use_proprio: bool = True
+    val_fraction: float = 0.1
+    eval_every: int = 250
+    checkpoint_every: int = 1000
+    init: Path | None = None
+    resume: bool = False
+    render_workers: int = 2
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.demos = [Path(p) for p in self.demos]
+        self.out = Path(self.out)
+        self.init = Path(self.init) if self.init else None
+        if not self.demos:
+            raise InputError("--demos: give at least one ManiSkill trajectory .h5")
+        for name in ("steps", "batch_size", "chunk_size", "image_size", "eval_every",
+                     "checkpoint_every", "render_workers"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be > 0")
+        if not 0 <= self.val_fraction < 1:
+            raise InputError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
+        if self.warmup_steps >= self.steps:
+            self.warmup_steps = max(0, self.steps // 10)
+
+    @property
+    def camera_spec(self) -> CameraSpec:
+        return CameraSpec(self.camera, self.image_size, self.image_size)
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warmup to `peak` over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def augment(images: torch.Tensor, gen: torch.Generator, pad: int = 6) -> torch.Tensor:
+    """Random shift crop (pad by replication, crop back) and colour jitter.
+
+    Args:
+        images: [B, H, W, 3] uint8.
+    Returns:
+        [B, H, W, 3] uint8, each image shifted by up to `pad` pixels and jittered in
+        brightness/contrast/saturation by up to ±20 %.
+    """
+    b, h, w, _ = images.shape
+    x = images.permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h)[None]).clamp(max=h + 2 * pad - 1)
+    cols = (dx[:, None] + torch.arange(w)[None]).clamp(max=w + 2 * pad - 1)
+    x = x[torch.arange(b)[:, None, None, None], torch.arange(3)[None, :, None, None],
+          rows[:, None, :, None], cols[:, None, None, :]]
+    jitter = lambda: 1.0 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.4  # noqa: E731
+    x = x * jitter()  # brightness
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * jitter() + mean  # contrast
+    gray = x.mean(dim=1, keepdim=True)
+    x = (x - gray) * jitter() + gray  # saturation
+    return x.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def _split_episodes(data: TeacherData, val_fraction: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of training and validation episodes (whole episodes held out)."""
+    episodes = np.unique(data.episode)
+    rng = np.random.default_rng(seed)
+    n_val = round(len(episodes) * val_fraction)
+    if val_fraction > 0 and len(episodes) > 1:
+        n_val = max(1, n_val)
+    n_val = min(n_val, len(episodes) - 1)
+    val_eps = rng.choice(episodes, size=n_val, replace=False) if n_val else np.array([], int)
+    is_val = np.isin(data.episode, val_eps)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def _check_demos(cfg: FinetuneConfig) -> dict[str, str]:
+    """Validate demo files; returns env id -> instruction for the tasks present."""
+    tasks, modes = {}, set()
+    for path in cfg.demos:
+        traj = open_trajectory(path, option="--demos")
+        info = summarize(traj)
+        if info.episodes == 0 or info.success_rate == 0:
+            raise InputError(
+                f"--demos {path}: no successful episodes; a teacher learns from successes: "
+                "generate demos with `rpd demos generate`"
+            )
+        if traj.env_id not in TASKS:
+            raise InputError(
+                f"--demos {path}: task {traj.env_id} has no instruction in rpd's task registry "
+                f"(known: {', '.join(TASKS)}); add it to rpd.data.envs.TASKS"
+            )
+        modes.add(traj.control_mode)
+        tasks[traj.env_id] = TASKS[traj.env_id].instruction
+    if len(modes) > 1:
+        raise InputError(f"--demos: files mix control modes {sorted(modes)}; convert them with "
+                         "`rpd demos import` to one mode")
+    mode = modes.pop()
+    if mode != "pd_ee_delta_pose":
+        raise InputError(
+            f"--demos: control mode is {mode}, teachers act in pd_ee_delta_pose: convert with "
+            "`rpd demos import FILE --out DIR`"
+        )
+    return tasks
+
+
+def _build_teacher(cfg: FinetuneConfig, tasks: dict[str, str], stats: dict[str, list[float]],
+                   action_dim: int) -> Teacher:
+    from rpd.teachers.base import teacher_class
+
+    cls = teacher_class(cfg.kind)
+    if cfg.init is not None:
+        base = load_teacher(cfg.init, option="--init")
+        spec = TeacherSpec(camera=base.spec.camera, control_mode=base.spec.control_mode,
+                           action_dim=base.spec.action_dim, chunk_size=base.spec.chunk_size,
+                           proprio_dim=base.spec.proprio_dim, tasks={**base.spec.tasks, **tasks})
+        if spec.camera != cfg.camera_spec:
+            raise InputError(
+                f"--init {cfg.init}: trained on camera {base.spec.camera.name} "
+                f"{base.spec.camera.width}px; pass --camera/--image-size to match it"
+            )
+        teacher = type(base)(spec, base.config, stats)
+        teacher.net.load_state_dict(base.net.state_dict())  # type: ignore[attr-defined]
+        return teacher
+    spec = TeacherSpec(camera=cfg.camera_spec, control_mode="pd_ee_delta_pose",
+                       action_dim=action_dim, chunk_size=cfg.chunk_size,
+                       proprio_dim=PROPRIO_DIM if cfg.use_proprio else 0, tasks=tasks)
+    create = getattr(cls, "create", None)
+    if create is None:
+        raise InputError(f"--kind {cfg.kind}: this backend cannot be trained by rpd here")
+    return create(spec, cfg.size, stats)
+
+
+def _chunk_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean L1 over valid chunk slots. pred/target [B, C, A], mask [B, C] bool."""
+    err = (pred - target).abs().mean(dim=-1)
+    m = mask.float()
+    return (err * m).sum() / m.sum().clamp(min=1.0)
+
+
+def finetune_teacher(cfg: FinetuneConfig,
+                     progress: Callable[[int, dict[str, float]], None] | None = None,
+                     render_progress: Callable[[int], None] | None = None) -> Path:
+    """Run the fine-tuning stage; returns the checkpoint directory.
+
+    `progress(steps_done, metrics)` is called after each optimiser step.
+    """
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = cfg.out
+    if (out / TEACHER_JSON).exists() and not cfg.resume and not (out / TRAIN_STATE).exists():
+        raise InputError(f"--out {out}: already holds a finished teacher; choose another --out")
+    if cfg.resume and not (out / TRAIN_STATE).exists():
+        raise InputError(f"--resume: {out} has no {TRAIN_STATE} to resume from; drop --resume")
+    if not cfg.resume and (out / TRAIN_STATE).exists():
+        raise InputError(f"--out {out}: holds an unfinished run; pass --resume to continue it "
+                         "or choose another --out")
+    tasks = _check_demos(cfg)
+
+    paths = [render_teacher_data(p, cfg.camera_spec, cfg.render_workers, render_progress)
+             for p in cfg.demos]
+    data = load_teacher_data(paths)
+    train_rows, val_rows = _split_episodes(data, cfg.val_fraction, cfg.seed)
+    stats = action_stats(data.actions[train_rows])
+    q01, q99 = np.array(stats["q01"]), np.array(stats["q99"])
+    teacher = _build_teacher(cfg, tasks, stats, data.actions.shape[1])
+    chunks, chunk_mask = teacher.spec.chunk_size, None
+    targets, chunk_mask = data.chunk_targets(chunks)
+    targets = normalize(targets, q01, q99)
+    instructions = np.array([tasks[e] for e in data.env_ids], dtype=object)
+
+    net: torch.nn.Module = teacher.net  # type: ignore[attr-defined]
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, history = 0, []
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.resume:
+        state = torch.load(out / TRAIN_STATE, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+        gen.set_state(state["generator"])
+        logger.info("resuming at step %d", step)
+    out.mkdir(parents=True, exist_ok=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"))
+    teacher.training = dict(config=json.loads(json.dumps(asdict(cfg), default=str)),
+                            demos=[str(p) for p in cfg.demos], train_frames=len(train_rows),
+                            val_frames=len(val_rows),
+                            train_episodes=len(np.unique(data.episode[train_rows])),
+                            val_episodes=len(np.unique(data.episode[val_rows])),
+                            parameters=sum(p.numel() for p in net.parameters()))
+    proprio_all = torch.as_tensor(data.proprio)
+
+    def batch_tensors(rows: np.ndarray, train: bool) -> tuple[torch.Tensor, ...]:
+        images = torch.as_tensor(data.frames[rows])
+        if train:
+            images = augment(images, gen)
+        proprio = proprio_all[rows] if teacher.spec.proprio_dim else None
+        return (images, proprio, torch.as_tensor(targets[rows]),
+                torch.as_tensor(chunk_mask[rows]))
+
+    def validate() -> dict[str, float]:
+        if len(val_rows) == 0:
+            return {}
+        net.eval()
+        errs, first = [], []
+        with torch.no_grad():
+            for i in range(0, len(val_rows), 256):
+                rows = val_rows[i:i + 256]
+                images, proprio, tgt, mask = batch_tensors(rows, train=False)
+                pred = teacher.forward_normalized(images, list(instructions[rows]), proprio)  # type: ignore[attr-defined]
+                errs.append(float(_chunk_l1(pred, tgt, mask)) * len(rows))
+                first.append((pred[:, 0] - tgt[:, 0]).abs().mean(dim=1).numpy())
+        net.train()
+        return {"val/l1": sum(errs) / len(val_rows),
+                "val/l1_first_action": float(np.concatenate(first).mean())}
+
+    def save_checkpoint(final: bool) -> None:
+        teacher.metrics = dict(history[-1]) if history else dict(step=step)
+        teacher.save(out if final else out / "checkpoints" / f"step_{step:06d}")
+        torch.save(dict(model=net.state_dict(), optimizer=opt.state_dict(), step=step,
+                        history=history, generator=gen.get_state()), out / f".{TRAIN_STATE}")
+        (out / f".{TRAIN_STATE}").replace(out / TRAIN_STATE)
+
+    rng = np.random.default_rng(cfg.seed + step)
+    net.train()
+    t0 = time.time()
+    while step < cfg.steps:
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        rows = rng.choice(train_rows, size=min(cfg.batch_size, len(train_rows)), replace=False)
+        images, proprio, tgt, mask = batch_tensors(rows, train=True)
+        pred = teacher.forward_normalized(images, list(instructions[rows]), proprio)  # type: ignore[attr-defined]
+        loss = _chunk_l1(pred, tgt, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0))
+        opt.step()
+        step += 1
+        metrics = {"train/l1": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics.update(validate())
+            metrics["time/elapsed_s"] = time.time() - t0
+            history.append({k: round(v, 6) for k, v in metrics.items()} | {"step": step})
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, step)
+        if progress is not None:
+            progress(step, metrics)
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            save_checkpoint(final=False)
+    writer.close()
+    teacher.training["history"] = history
+    teacher.training["wall_time_s"] = round(time.time() - t0, 1)
+    save_checkpoint(final=True)
+    (out / TRAIN_STATE).unlink(missing_ok=True)
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    return out

@@ -1,0 +1,452 @@
+"""`rpd train`: the RPD student, from a teacher (and optionally a store) to a run directory.
+
+Run directory:
+
+    RUN/config.json          the TrainConfig (a resumed run must match it; --steps may grow)
+    RUN/eval.csv             step, success, return, wall_time_s, live_teacher_calls
+    RUN/tb/                  TensorBoard events (SB3 logger: rollout/ train/ distill/ eval/ time/)
+    RUN/checkpoints/latest.zip (+ latest.json)   for --resume
+    RUN/cache/               live teacher labels (the run's own Zarr store) when no --cache is given
+    RUN/student.zip          the final SB3 model
+    RUN/student.json         env, obs spec, teacher fingerprint, λ schedule, final metrics
+
+Hyperparameter sources (PPO defaults): ManiSkill's PPO baseline (examples/baselines/ppo/ppo.py:
+gamma 0.8, GAE λ 0.9, lr 3e-4, clip 0.2, max_grad_norm 0.5, vf_coef 0.5, ent_coef 0, 4 epochs,
+no reward normalisation; its target_kl is 0.1, the paper's RPD code uses 0.2) and the RPD paper
+(arXiv 2503.05833: MSE on the mean, λ = 1 constant, gamma 0.99 for sparse reward). The rollout
+size is scaled down from ManiSkill's 512 GPU envs x 50 steps to 8 CPU envs x 64 steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from rpd.data.envs import EnvConfig, get_task, limit_cpu_threads, make_env, make_vec_env
+from rpd.errors import InputError
+from rpd.pipeline.evaluate import STUDENT_JSON, STUDENT_ZIP, run_episodes_student
+from rpd.student.labels import InMemoryLabelSource, LabelSource
+from rpd.student.losses import DISTILL_KINDS, SCHEDULE_KINDS, LambdaSchedule
+
+logger = logging.getLogger(__name__)
+
+CONFIG_JSON = "config.json"
+EVAL_CSV = "eval.csv"
+CACHE_DIR = "cache"
+EXACT_RADIUS = 1e-5
+"""Hit radius of the run's own store: exact matches only (RMS distance per observation dim)."""
+EVAL_COLUMNS = ("step", "success", "return", "wall_time_s", "live_teacher_calls")
+
+
+@dataclass
+class TrainConfig:
+    """Everything `rpd train` needs. Defaults run on a laptop CPU.
+
+    Attributes:
+        env_id: Task (see `rpd tasks`).
+        out: Run directory (created; must not exist unless `resume`).
+        teacher: Teacher checkpoint directory; may be None only with `no_teacher`.
+        steps: Total env steps (all envs together).
+        cache: Teacher-action store to look labels up in and write live labels back to: a
+            `rpd cache` Zarr store (or an in-memory labels.npz). None = an empty store in the
+            run dir (RUN/cache), filled live.
+        no_teacher: Plain PPO with otherwise identical settings (the baseline).
+        reward: "dense" (ManiSkill's normalized dense reward) or "sparse" (success only).
+        obs: Student observation: "state" (MLP). ("rgb" is not supported yet.)
+        envs: Parallel envs (CPU: one subprocess each).
+        horizon: Episode length for training and evaluation; None = the task default (50).
+        offline_steps: Supervised steps fitting the policy mean to the cached labels before
+            online RPD; None = 2000 when `cache` is given, else 0.
+        lam: λ, the weight of the distill term at the start (paper: 1.0).
+        lambda_schedule: "constant" (paper), "linear" or "cosine" decay to 0 by
+            `lambda_decay_steps`; the teacher is not consulted once λ is 0.
+        lambda_decay_steps: K for a decaying schedule (env steps).
+        distill: "mse" on the Gaussian mean (paper), "l1", or "bc" (-log π(a_T|s)).
+        live_budget: Max live teacher calls per rollout; None = unlimited. Transitions left
+            unlabelled are masked out of the distill term.
+        cache_radius: A lookup hits when the nearest cached key is this close (0 = exact).
+            For a Zarr store: RMS key distance per dim in key-scale units (None = the store
+            default, rpd.pipeline.cache.DEFAULT_RADIUS); for the run's own store and .npz
+            caches: distance in observation units (None = exact match).
+        seed: Seed of the envs, the policy and the sampling.
+        resume: Continue the run in `out` from its last checkpoint.
+        n_steps: Steps per env per rollout (rollout = n_steps x envs transitions).
+        batch_size: PPO minibatch size.
+        n_epochs: Passes over each rollout (ManiSkill's baseline: 4; SB3 default: 10).
+        learning_rate: Adam learning rate (ManiSkill / SB3: 3e-4).
+        gamma: Discount; None = 0.8 for dense (ManiSkill baseline), 0.99 for sparse (paper).
+        gae_lambda: GAE λ (ManiSkill baseline: 0.9).
+        clip_range: PPO clip (0.2).
+        target_kl: Early-stop an update when the KL exceeds 1.5x this (RPD code: 0.2).
+        max_grad_norm: Gradient-norm clip of the whole loss, PPO + λ·distill (SB3/ManiSkill 0.5).
+        ent_coef: Entropy bonus (ManiSkill baseline: 0).
+        net_arch: Hidden layers of the actor and of the critic MLP.
+        eval_every: Evaluate (and checkpoint) every this many env steps.
+        eval_episodes: Episodes per evaluation (fixed seeds `eval_seed`...).
+        eval_seed: First evaluation seed (far from the training seeds).
+        teacher_batch: States per live teacher forward pass.
+        device: Torch device for the student ("auto": CUDA when present).
+    """
+
+    env_id: str
+    out: Path
+    teacher: Path | None = None
+    steps: int = 100_000
+    cache: Path | None = None
+    no_teacher: bool = False
+    reward: str = "dense"
+    obs: str = "state"
+    envs: int = 8
+    horizon: int | None = None
+    offline_steps: int | None = None
+    lam: float = 1.0
+    lambda_schedule: str = "constant"
+    lambda_decay_steps: int | None = None
+    distill: str = "mse"
+    live_budget: int | None = None
+    cache_radius: float | None = None
+    seed: int = 0
+    resume: bool = False
+    n_steps: int = 64
+    batch_size: int = 128
+    n_epochs: int = 8
+    learning_rate: float = 3e-4
+    gamma: float | None = None
+    gae_lambda: float = 0.9
+    clip_range: float = 0.2
+    target_kl: float | None = 0.2
+    max_grad_norm: float = 0.5
+    ent_coef: float = 0.0
+    net_arch: tuple[int, ...] = (256, 256)
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    eval_seed: int = 10_000
+    teacher_batch: int = 64
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.teacher = Path(self.teacher) if self.teacher is not None else None
+        self.cache = Path(self.cache) if self.cache is not None else None
+        self.net_arch = tuple(self.net_arch)
+        get_task(self.env_id)
+        if self.teacher is None and not self.no_teacher:
+            raise InputError("--teacher is required (or pass --no-teacher for plain PPO)")
+        if self.no_teacher and self.cache is not None:
+            raise InputError(f"--cache {self.cache}: plain PPO (--no-teacher) uses no teacher "
+                             "labels; drop --cache or --no-teacher")
+        if self.reward not in ("dense", "sparse"):
+            raise InputError(f"--reward {self.reward!r}: use 'dense' or 'sparse'")
+        if self.obs != "state":
+            raise InputError(f"--obs {self.obs!r}: rpd train supports 'state' students so far")
+        for name in ("steps", "envs", "n_steps", "batch_size", "n_epochs", "eval_every",
+                     "eval_episodes", "teacher_batch"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: "
+                                 "must be a positive number")
+        if self.offline_steps is not None and self.offline_steps < 0:
+            raise InputError(f"--offline-steps {self.offline_steps}: must be ≥ 0")
+        if self.lam < 0:
+            raise InputError(f"--lambda {self.lam}: must be ≥ 0")
+        if self.lambda_schedule not in SCHEDULE_KINDS:
+            raise InputError(f"--lambda-schedule {self.lambda_schedule!r}: use one of "
+                             f"{', '.join(SCHEDULE_KINDS)}")
+        if self.lambda_schedule != "constant" and not (self.lambda_decay_steps or 0) > 0:
+            raise InputError(f"--lambda-schedule {self.lambda_schedule}: needs "
+                             "--lambda-decay-steps K > 0 (the step where λ reaches 0)")
+        if self.distill not in DISTILL_KINDS:
+            raise InputError(f"--distill {self.distill!r}: use one of {', '.join(DISTILL_KINDS)}")
+        if self.live_budget is not None and self.live_budget < 0:
+            raise InputError(f"--live-budget {self.live_budget}: must be ≥ 0")
+        if self.cache is not None and not self.cache.exists():
+            raise InputError(f"--cache {self.cache}: no such store; build one with `rpd cache` "
+                             "or pass the labels.npz of an earlier run")
+
+    @property
+    def resolved_gamma(self) -> float:
+        """gamma: 0.8 dense (ManiSkill PPO baseline), 0.99 sparse (paper), unless set."""
+        if self.gamma is not None:
+            return self.gamma
+        return 0.8 if self.reward == "dense" else 0.99
+
+    @property
+    def resolved_offline_steps(self) -> int:
+        if self.offline_steps is not None:
+            return self.offline_steps
+        return 2000 if self.cache is not None and not self.no_teacher else 0
+
+    @property
+    def schedule(self) -> LambdaSchedule:
+        return LambdaSchedule(self.lambda_schedule, self.lam, self.lambda_decay_steps)
+
+    @property
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(self.env_id, obs_mode="state",
+                         reward_mode="normalized_dense" if self.reward == "dense" else "sparse",
+                         max_episode_steps=self.horizon)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("out", "teacher", "cache"):
+            d[k] = str(d[k]) if d[k] is not None else None
+        d["net_arch"] = list(self.net_arch)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# The options a resumed run must share with the original (everything but the length).
+_RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "envs", "horizon",
+                 "lam", "lambda_schedule", "lambda_decay_steps", "distill", "seed", "n_steps",
+                 "batch_size", "n_epochs", "net_arch")
+
+
+def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSource:
+    """The run's label source.
+
+    A `rpd cache` Zarr store given with --cache, a labels.npz given with --cache, or (no
+    --cache) an empty Zarr store created in RUN/cache and filled live.
+    """
+    from rpd.data.store import KeySpec
+    from rpd.pipeline.cache import DEFAULT_RADIUS, TeacherCache
+
+    if cfg.cache is None:
+        # exact match (up to float rounding in the index) unless a radius is given
+        return TeacherCache.open(cfg.out / CACHE_DIR, teacher, env_id=cfg.env_id,
+                                 radius=cfg.cache_radius or EXACT_RADIUS, create=True,
+                                 key_spec=KeySpec.fixed(obs_dim))
+    if cfg.cache.is_file() and cfg.cache.suffix == ".npz":
+        from rpd.pipeline.labeling import TeacherLabeler
+
+        labeler = TeacherLabeler(teacher, cfg.env_id, batch_size=cfg.teacher_batch)
+        return InMemoryLabelSource(labeler.label_env_states, radius=cfg.cache_radius or 0.0,
+                                   path=cfg.cache, on_close=labeler.close)
+    radius = DEFAULT_RADIUS if cfg.cache_radius is None else cfg.cache_radius
+    return TeacherCache.open(cfg.cache, teacher, env_id=cfg.env_id, radius=radius)
+
+
+def _make_callback(cfg: TrainConfig, eval_env: Any, state: dict[str, Any],
+                   progress: Callable[[int], None] | None) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class StudentEvalCallback(BaseCallback):
+        """Every `eval_every` env steps: deterministic eval on fixed seeds -> eval.csv and
+        TensorBoard (eval/), then a checkpoint. Reports progress after each rollout."""
+
+        def _on_training_start(self) -> None:
+            self._last_steps = self.num_timesteps
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            if progress is not None:
+                progress(self.num_timesteps - self._last_steps)
+            self._last_steps = self.num_timesteps
+            if self.num_timesteps - state["last_eval"] >= cfg.eval_every:
+                evaluate_and_checkpoint(self.model, eval_env, cfg, state)
+
+    return StudentEvalCallback()
+
+
+def evaluate_and_checkpoint(model: Any, env: Any, cfg: TrainConfig,
+                            state: dict[str, Any]) -> dict[str, float]:
+    """Evaluate deterministically, append a row to eval.csv, log eval/, save a checkpoint."""
+    t_eval = time.perf_counter()
+    res = run_episodes_student(model, env, cfg.eval_episodes, cfg.eval_seed)
+    wall = state["wall_offset"] + time.perf_counter() - state["t0"]
+    row = dict(step=model.num_timesteps, success=res["success"], ret=res["ret"],
+               wall_time_s=round(wall, 2), live_teacher_calls=model.live_teacher_calls)
+    with open(cfg.out / EVAL_CSV, "a", newline="") as f:
+        csv.writer(f).writerow([row[k] for k in
+                                ("step", "success", "ret", "wall_time_s", "live_teacher_calls")])
+    model.logger.record("eval/success", res["success"])
+    model.logger.record("eval/return", res["ret"])
+    model.logger.record("eval/live_teacher_calls", model.live_teacher_calls)
+    state["last_eval"] = model.num_timesteps
+    state["last_result"] = row
+    logger.info("step %d: success %.2f return %.2f live teacher calls %d", row["step"],
+                row["success"], row["ret"], row["live_teacher_calls"])
+    _checkpoint(model, cfg, state, wall)
+    state["eval_time"] = state.get("eval_time", 0.0) + time.perf_counter() - t_eval
+    return row
+
+
+def _checkpoint(model: Any, cfg: TrainConfig, state: dict[str, Any], wall: float) -> None:
+    from rpd.data.schema import write_json_atomic
+
+    ckpt = cfg.out / "checkpoints"
+    ckpt.mkdir(exist_ok=True)
+    model.save(ckpt / ".latest.tmp.zip")
+    (ckpt / ".latest.tmp.zip").replace(ckpt / "latest.zip")
+    write_json_atomic(ckpt / "latest.json", dict(num_timesteps=model.num_timesteps,
+                                                 wall_time_s=wall,
+                                                 last_eval=state["last_eval"]))
+    flush = getattr(model.label_source, "flush", None)
+    if flush is not None:
+        flush()
+
+
+def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
+    """Create the run dir, or check a resumed one. Returns the checkpoint info when resuming."""
+    from rpd.data.schema import write_json_atomic
+
+    cfg_path = cfg.out / CONFIG_JSON
+    if cfg.resume:
+        if not cfg_path.is_file():
+            raise InputError(f"--resume: {cfg.out} has no {CONFIG_JSON}; pass the --out of a run "
+                             "started by `rpd train`")
+        saved = json.loads(cfg_path.read_text())
+        new = cfg.to_dict()
+        for k in _RESUME_FIXED:
+            if saved.get(k) != new.get(k):
+                raise InputError(f"--resume: {cfg.out} was trained with {k}={saved.get(k)!r}, "
+                                 f"now {new.get(k)!r}; pass the same options (only --steps and "
+                                 "evaluation options may change)")
+        info_path = cfg.out / "checkpoints" / "latest.json"
+        if not info_path.is_file():
+            logger.warning("%s has no checkpoint yet; starting it again", cfg.out)
+            return None
+        write_json_atomic(cfg_path, new)
+        return json.loads(info_path.read_text())
+    if cfg.out.exists() and any(cfg.out.iterdir()):
+        raise InputError(f"--out {cfg.out}: already exists and is not empty; pass --resume to "
+                         "continue that run or choose another --out")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cfg_path, cfg.to_dict())
+    with open(cfg.out / EVAL_CSV, "w", newline="") as f:
+        csv.writer(f).writerow(EVAL_COLUMNS)
+    return None
+
+
+def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train an RPD student (or plain PPO with `no_teacher`) and write the run directory.
+
+    Args:
+        cfg: The run configuration.
+        progress: Called with the number of new env steps after each rollout (a progress bar).
+
+    Returns:
+        The contents of student.json.
+    """
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from rpd.data.schema import write_json_atomic
+    from rpd.student.rpdppo import RPDPPO
+
+    limit_cpu_threads()
+    teacher = None
+    if not cfg.no_teacher:
+        from rpd.teachers.base import load_teacher
+
+        teacher = load_teacher(cfg.teacher)  # type: ignore[arg-type]
+        if teacher.spec.control_mode != cfg.env_config.control_mode:
+            raise InputError(f"--teacher {cfg.teacher}: acts in {teacher.spec.control_mode}, the "
+                             f"student in {cfg.env_config.control_mode}; use a teacher "
+                             f"fine-tuned for {cfg.env_config.control_mode}")
+        teacher.spec.instruction(cfg.env_id)
+    resume_info = _prepare_run_dir(cfg)
+    env_cfg = cfg.env_config
+    eval_env = make_env(env_cfg)
+    obs_dim = int(eval_env.observation_space.shape[-1])
+    source = open_label_source(cfg, teacher, obs_dim) if teacher is not None else None
+    venv = VecMonitor(make_vec_env(env_cfg, cfg.envs, seed=cfg.seed,
+                                   with_env_state=not cfg.no_teacher))
+    try:
+        state: dict[str, Any] = dict(t0=time.perf_counter(), wall_offset=0.0, last_eval=0,
+                                     last_result=None)
+        if resume_info is not None:
+            model = RPDPPO.load(cfg.out / "checkpoints" / "latest.zip", env=venv,
+                                device=cfg.device, label_source=source,
+                                tensorboard_log=str(cfg.out / "tb"))
+            state["wall_offset"] = resume_info["wall_time_s"]
+            state["last_eval"] = resume_info["last_eval"]
+            logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
+        else:
+            model = RPDPPO(
+                "MlpPolicy", venv, label_source=source, distill=cfg.distill,
+                lambda_schedule=cfg.schedule, live_budget=cfg.live_budget,
+                n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+                learning_rate=cfg.learning_rate, gamma=cfg.resolved_gamma,
+                gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, target_kl=cfg.target_kl,
+                max_grad_norm=cfg.max_grad_norm, ent_coef=cfg.ent_coef,
+                policy_kwargs=dict(net_arch=dict(pi=list(cfg.net_arch), vf=list(cfg.net_arch))),
+                tensorboard_log=str(cfg.out / "tb"), seed=cfg.seed, device=cfg.device,
+                verbose=0)
+            offline = _offline_phase(model, source, cfg)
+            state["offline"] = offline
+        callback = _make_callback(cfg, eval_env, state, progress)
+        remaining = cfg.steps - model.num_timesteps
+        steps_before, t_learn = model.num_timesteps, time.perf_counter()
+        if remaining > 0:
+            model.learn(remaining, callback=callback, tb_log_name="rpd",
+                        reset_num_timesteps=False)
+        # env steps/s of this invocation's training (rollouts, labels, updates; not evals)
+        learn_s = time.perf_counter() - t_learn - state.get("eval_time", 0.0)
+        steps_per_s = (model.num_timesteps - steps_before) / learn_s if learn_s > 0 else None
+        if state["last_result"] is None or state["last_eval"] != model.num_timesteps:
+            evaluate_and_checkpoint(model, eval_env, cfg, state)
+        model.save(cfg.out / STUDENT_ZIP)
+        wall = state["wall_offset"] + time.perf_counter() - state["t0"]
+        final = state["last_result"]
+        meta = dict(
+            env=dict(env_id=env_cfg.env_id, obs_mode=env_cfg.obs_mode,
+                     control_mode=env_cfg.control_mode, reward_mode=env_cfg.reward_mode,
+                     max_episode_steps=env_cfg.max_episode_steps),
+            obs_spec=dict(mode=cfg.obs, shape=list(model.observation_space.shape),
+                          key="flat state observation"),
+            action_dim=int(model.action_space.shape[0]),
+            teacher=None if teacher is None else dict(path=str(cfg.teacher), kind=teacher.kind,
+                                                      fingerprint=teacher.fingerprint),
+            distill=None if cfg.no_teacher else cfg.distill,
+            lambda_schedule=None if cfg.no_teacher else cfg.schedule.to_dict(),
+            metrics=dict(steps=int(model.num_timesteps), eval_success=final["success"],
+                         eval_return=final["ret"], eval_episodes=cfg.eval_episodes,
+                         eval_seed=cfg.eval_seed, wall_time_s=round(wall, 2),
+                         live_teacher_calls=int(model.live_teacher_calls),
+                         live_teacher_calls_per_step=(model.live_teacher_calls
+                                                      / max(model.num_timesteps, 1)),
+                         train_steps_per_s=steps_per_s,
+                         cache_hit_rate=(model.cache_hits / model.cache_lookups
+                                         if model.cache_lookups else None),
+                         offline=state.get("offline")),
+            config=cfg.to_dict(),
+        )
+        write_json_atomic(cfg.out / STUDENT_JSON, meta)
+        return meta
+    finally:
+        venv.close()
+        eval_env.close()
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig
+                   ) -> dict[str, float] | None:
+    """Fit the policy mean to the cached labels before any env step (if a cache has some)."""
+    steps = cfg.resolved_offline_steps
+    entries = getattr(source, "entries", None)
+    if steps <= 0 or entries is None:
+        return None
+    obs, actions = entries()
+    if len(obs) == 0:
+        logger.info("offline phase skipped: the cache is empty")
+        return None
+    if obs.shape[1] != model.observation_space.shape[0]:
+        raise InputError(f"--cache {cfg.cache}: its observations have {obs.shape[1]} dims, the "
+                         f"student's {model.observation_space.shape[0]}; use a store made for "
+                         f"{cfg.env_id} with state observations")
+    history = model.fit_offline(obs, actions, steps, batch_size=256, seed=cfg.seed)
+    logger.info("offline phase: %d steps on %d cached labels, MSE %.4f -> %.4f", steps,
+                len(obs), history[0], history[-1])
+    return dict(steps=steps, entries=len(obs), mse_start=history[0], mse_end=history[-1])

@@ -1,0 +1,124 @@
+"""Pure functions for RPD's math: masked distillation losses and λ schedules.
+
+The RPD loss (Jülg et al., arXiv 2503.05833, eq. 3) is L_PPO + λ · distill, where distill pulls
+the student's Gaussian mean μ(s) toward the teacher's action a_T(s). The mean must carry its
+gradient: a copy saved under no_grad during the rollout would make the term a constant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+DistillKind = Literal["mse", "l1", "bc"]
+DISTILL_KINDS: tuple[str, ...] = ("mse", "l1", "bc")
+ScheduleKind = Literal["constant", "linear", "cosine"]
+SCHEDULE_KINDS: tuple[str, ...] = ("constant", "linear", "cosine")
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` over the entries where `mask` is true.
+
+    Args:
+        values: [B] per-transition losses.
+        mask: [B] bool (or 0/1 float): which transitions carry a teacher label.
+
+    Returns:
+        A scalar; 0 (still differentiable, zero gradient) when no entry is labelled.
+    """
+    weights = mask.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def mse_distill(mean: torch.Tensor, teacher_action: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+    """Squared error ‖μ - a_T‖², summed over action dims, averaged over labelled transitions.
+
+    The paper's term (eq. 3 of arXiv 2503.05833) is a squared L2 norm, hence the sum over A.
+
+    Args:
+        mean: Student action mean μ(s) [B, A], with gradient.
+        teacher_action: Teacher actions [B, A] (env units).
+        mask: [B] bool, true where the transition has a teacher label.
+    """
+    return masked_mean(((mean - teacher_action) ** 2).sum(dim=-1), mask)
+
+
+def l1_distill(mean: torch.Tensor, teacher_action: torch.Tensor,
+               mask: torch.Tensor) -> torch.Tensor:
+    """Absolute error ‖μ - a_T‖₁, summed over action dims, averaged over labelled transitions.
+
+    Args:
+        mean: [B, A] with gradient; teacher_action: [B, A]; mask: [B] bool.
+    """
+    return masked_mean((mean - teacher_action).abs().sum(dim=-1), mask)
+
+
+def bc_distill(log_prob_teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Behaviour-cloning term -log π(a_T | s), averaged over labelled transitions.
+
+    Unlike mse/l1 it also moves the policy's standard deviation (shrinks it toward the
+    teacher's actions).
+
+    Args:
+        log_prob_teacher: [B] log-probability of the teacher's action under the student.
+        mask: [B] bool.
+    """
+    return masked_mean(-log_prob_teacher, mask)
+
+
+def lambda_at(step: int, kind: str, lam: float, decay_steps: int | None) -> float:
+    """The distillation weight λ at env step `step`.
+
+    Args:
+        step: Env steps done so far (all envs together).
+        kind: "constant" (λ everywhere, the paper's choice), "linear" or "cosine" decay from λ
+            at step 0 to exactly 0 at `decay_steps` (and after).
+        lam: λ at step 0.
+        decay_steps: K, the step at which a decaying λ reaches 0 (required unless constant).
+
+    Returns:
+        λ ≥ 0. When it is 0 the trainer stops consulting the teacher.
+    """
+    if kind == "constant" or lam == 0.0:
+        return float(lam)
+    if decay_steps is None or decay_steps <= 0:
+        raise ValueError(f"a {kind} λ schedule needs decay_steps > 0, got {decay_steps}")
+    frac = min(max(step / decay_steps, 0.0), 1.0)
+    if kind == "linear":
+        return float(lam * (1.0 - frac))
+    if kind == "cosine":
+        return 0.0 if frac >= 1.0 else float(lam * 0.5 * (1.0 + math.cos(math.pi * frac)))
+    raise ValueError(f"unknown λ schedule {kind!r}; use one of {', '.join(SCHEDULE_KINDS)}")
+
+
+@dataclass(frozen=True)
+class LambdaSchedule:
+    """λ over training (see `lambda_at`).
+
+    Attributes:
+        kind: "constant", "linear" or "cosine".
+        value: λ at the start (paper: 1.0, constant).
+        decay_steps: Env step at which a decaying λ reaches 0; None for constant.
+    """
+
+    kind: str = "constant"
+    value: float = 1.0
+    decay_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULE_KINDS:
+            raise ValueError(f"λ schedule {self.kind!r}: use one of {', '.join(SCHEDULE_KINDS)}")
+        if self.value < 0:
+            raise ValueError(f"λ {self.value}: must be ≥ 0")
+        if self.kind != "constant" and (self.decay_steps is None or self.decay_steps <= 0):
+            raise ValueError(f"a {self.kind} λ schedule needs decay_steps > 0")
+
+    def __call__(self, step: int) -> float:
+        return lambda_at(step, self.kind, self.value, self.decay_steps)
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(kind=self.kind, value=self.value, decay_steps=self.decay_steps)

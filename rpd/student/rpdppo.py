@@ -1,0 +1,380 @@
+"""RPDPPO: Stable-Baselines3 PPO plus a distillation term toward teacher actions.
+
+Refined Policy Distillation (Jülg et al., arXiv 2503.05833): loss = L_PPO + λ · distill(μ, a_T).
+Extends SB3 2.9 the way sb3-contrib's RecurrentPPO does: its own rollout buffer
+(`RPDRolloutBuffer`), and overrides of `collect_rollouts` and `train` copied from SB3 with the
+RPD additions between `# --- RPD` markers. Unlike the paper's code, which queries the teacher
+inside every minibatch of every epoch, each transition is labelled once, after its rollout:
+cache lookup first, one batched live-teacher call for the misses, labels written back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import explained_variance, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+from torch.nn import functional as F
+
+from rpd.student.buffer import RPDRolloutBuffer
+from rpd.student.labels import LabelSource
+from rpd.student.losses import (
+    DISTILL_KINDS,
+    LambdaSchedule,
+    bc_distill,
+    l1_distill,
+    mse_distill,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def env_states_after_reset(env: VecEnv) -> np.ndarray:
+    """Simulator states [E, S] of the observations the last `env.reset()` returned."""
+    inner = env.unwrapped
+    if inner.reset_infos and "env_state" in inner.reset_infos[0]:
+        return np.stack([info["env_state"] for info in inner.reset_infos])
+    return _gpu_env_states(inner)
+
+
+def env_states_after_step(env: VecEnv, infos: list[dict[str, Any]],
+                          dones: np.ndarray) -> np.ndarray:
+    """Simulator states [E, S] of the observations the last `env.step()` returned.
+
+    For an env that auto-reset, the new observation's state is in its reset info (the step
+    info holds the terminal state).
+    """
+    if infos and "env_state" in infos[0]:
+        inner = env.unwrapped
+        return np.stack([inner.reset_infos[i]["env_state"] if done else info["env_state"]
+                         for i, (info, done) in enumerate(zip(infos, dones, strict=True))])
+    return _gpu_env_states(env.unwrapped)
+
+
+def _gpu_env_states(inner: Any) -> np.ndarray:
+    """ManiSkill's GPU vec env (ManiSkillSB3VectorEnv): the batched env's state is current."""
+    base = getattr(inner, "_env", None) or getattr(inner, "env", None)
+    if base is None or not hasattr(base.unwrapped, "get_state"):
+        raise RuntimeError("the training env reports no env_state; build it with "
+                           "make_vec_env(..., with_env_state=True)")
+    state = base.unwrapped.get_state()
+    return state.cpu().numpy().astype(np.float32)
+
+
+class RPDPPO(PPO):
+    """PPO whose loss adds λ · distill(student, teacher) on labelled transitions.
+
+    Args (in addition to PPO's):
+        label_source: Cache + live teacher (`LabelSource`); None = plain PPO (no distillation).
+        distill: "mse" on the Gaussian mean (paper), "l1" on the mean, or "bc" (-log π(a_T|s)).
+        lambda_schedule: λ over env steps; once λ is 0 the teacher is not consulted.
+        live_budget: Max live teacher calls per rollout (None = unlimited); the transitions
+            left unlabelled are masked out of the distill term.
+
+    Logged: train/distill_loss, distill/lambda, distill/cache_hit_rate,
+    distill/live_teacher_calls (cumulative), distill/labelled_fraction.
+    """
+
+    rollout_buffer: RPDRolloutBuffer
+
+    def __init__(self, policy: Any, env: Any, *, label_source: LabelSource | None = None,
+                 distill: str = "mse", lambda_schedule: LambdaSchedule | None = None,
+                 live_budget: int | None = None, **kwargs: Any) -> None:
+        if distill not in DISTILL_KINDS:
+            raise ValueError(f"distill {distill!r}: use one of {', '.join(DISTILL_KINDS)}")
+        kwargs.setdefault("rollout_buffer_class", RPDRolloutBuffer)
+        # --- RPD state (saved with the model except the label source) ---
+        self.label_source = label_source
+        self.distill = distill
+        self.lambda_schedule = lambda_schedule or LambdaSchedule()
+        self.live_budget = live_budget
+        self.live_teacher_calls = 0
+        self.cache_lookups = 0
+        self.cache_hits = 0
+        self._last_env_states: np.ndarray | None = None
+        super().__init__(policy, env, **kwargs)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "label_source", "_last_env_states"]
+
+    # ---- rollout --------------------------------------------------------------------------
+
+    def _labels_wanted(self, steps_after_rollout: int) -> bool:
+        """Whether the update after this rollout uses labels (λ at that step > 0)."""
+        return self.label_source is not None and self.lambda_schedule(steps_after_rollout) > 0
+
+    def collect_rollouts(self, env: VecEnv, callback: BaseCallback,
+                         rollout_buffer: RolloutBuffer, n_rollout_steps: int) -> bool:
+        """SB3's OnPolicyAlgorithm.collect_rollouts, plus env-state recording and labelling."""
+        assert self._last_obs is not None, "No previous observation was provided"
+        self.policy.set_training_mode(False)
+        n_steps = 0
+        rollout_buffer.reset()
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
+        callback.on_rollout_start()
+        # --- RPD: decide once per rollout whether the teacher is consulted (λ > 0) ---
+        record_states = (self._labels_wanted(self.num_timesteps + n_rollout_steps * env.num_envs)
+                         and isinstance(rollout_buffer, RPDRolloutBuffer))
+        if record_states and self._last_env_states is None:
+            self._last_env_states = env_states_after_reset(env)
+        # --- end RPD ---
+
+        while n_steps < n_rollout_steps:
+            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+                self.policy.reset_noise(env.num_envs)
+            with th.no_grad():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                actions, values, log_probs = self.policy(obs_tensor)
+            actions = actions.cpu().numpy()
+            clipped_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                if self.policy.squash_output:
+                    clipped_actions = self.policy.unscale_action(clipped_actions)
+                else:
+                    clipped_actions = np.clip(actions, self.action_space.low,
+                                              self.action_space.high)
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+            if isinstance(self.action_space, spaces.Discrete):
+                actions = actions.reshape(-1, 1)
+            for idx, done in enumerate(dones):
+                if (done and infos[idx].get("terminal_observation") is not None
+                        and infos[idx].get("TimeLimit.truncated", False)):
+                    terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                    with th.no_grad():
+                        terminal_value = self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
+                    rewards[idx] += self.gamma * terminal_value
+            # --- RPD: the state of the observation stored below, then of the new one ---
+            if record_states:
+                rollout_buffer.add_env_states(self._last_env_states)  # type: ignore[attr-defined]
+            # --- end RPD ---
+            rollout_buffer.add(self._last_obs, actions, rewards,  # type: ignore[arg-type]
+                               self._last_episode_starts, values, log_probs)  # type: ignore[arg-type]
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+            # --- RPD ---
+            if record_states:
+                self._last_env_states = env_states_after_step(env, infos, dones)
+            # --- end RPD ---
+
+        with th.no_grad():
+            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        # --- RPD: label the whole rollout once (cache first, then one live batch) ---
+        if record_states:
+            self._label_rollout(rollout_buffer)  # type: ignore[arg-type]
+        else:
+            self._last_env_states = None  # states go stale while not recorded
+        # --- end RPD ---
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _label_rollout(self, buffer: RPDRolloutBuffer) -> None:
+        """Fill buffer.teacher_action / label_mask: cache lookup, live batch for misses,
+        write-back. Logs the distill/ rollout metrics."""
+        assert self.label_source is not None and buffer.env_states is not None
+        t, e = buffer.buffer_size, buffer.n_envs
+        obs = buffer.observations.reshape(t * e, -1).astype(np.float32)
+        states = buffer.env_states.reshape(t * e, -1)
+        keys = self.label_source.keys(obs)
+        actions, hit = self.label_source.lookup(keys)
+        teacher_action = np.zeros((t * e, buffer.action_dim), np.float32)
+        mask = np.asarray(hit, bool).copy()
+        if mask.any():
+            teacher_action[mask] = actions[mask]
+        miss = np.flatnonzero(~mask)
+        if self.live_budget is not None and len(miss) > self.live_budget:
+            keep = np.random.default_rng(self.num_timesteps).choice(
+                len(miss), self.live_budget, replace=False)
+            miss = np.sort(miss[keep])
+        if len(miss):
+            live = np.asarray(self.label_source.label_live(states[miss]), np.float32)
+            ok = np.isfinite(live).all(1)
+            teacher_action[miss[ok]] = live[ok]
+            mask[miss[ok]] = True
+            self.live_teacher_calls += len(miss)
+            self.label_source.insert(keys[miss[ok]], obs[miss[ok]], states[miss[ok]], live[ok])
+        self.cache_lookups += len(keys)
+        self.cache_hits += int(np.asarray(hit).sum())
+        buffer.set_labels(teacher_action.reshape(t, e, -1), mask.reshape(t, e))
+        self.logger.record("distill/cache_hit_rate", float(np.mean(hit)))
+        self.logger.record("distill/live_teacher_calls", self.live_teacher_calls)
+        self.logger.record("distill/labelled_fraction", float(mask.mean()))
+        logger.debug("rollout labels: %d hits, %d live, %d unlabelled", int(np.sum(hit)),
+                     len(miss), int((~mask).sum()))
+
+    # ---- update ---------------------------------------------------------------------------
+
+    def _evaluate(self, obs: th.Tensor, actions: th.Tensor
+                  ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, Any]:
+        """ActorCriticPolicy.evaluate_actions that also returns the action distribution
+        (so the distill term uses the same forward pass, with gradient)."""
+        p = self.policy
+        features = p.extract_features(obs)
+        if p.share_features_extractor:
+            latent_pi, latent_vf = p.mlp_extractor(features)
+        else:
+            pi_features, vf_features = features
+            latent_pi = p.mlp_extractor.forward_actor(pi_features)
+            latent_vf = p.mlp_extractor.forward_critic(vf_features)
+        dist = p._get_action_dist_from_latent(latent_pi)
+        return p.value_net(latent_vf), dist.log_prob(actions), dist.entropy(), dist
+
+    def distill_term(self, dist: Any, teacher_action: th.Tensor, mask: th.Tensor) -> th.Tensor:
+        """The distillation loss of one minibatch (see rpd.student.losses).
+
+        Args:
+            dist: SB3 action distribution of the minibatch (DiagGaussianDistribution).
+            teacher_action: [B, A]; mask: [B] bool.
+        """
+        if self.distill == "bc":
+            return bc_distill(dist.log_prob(teacher_action), mask)
+        mean = dist.distribution.mean  # μ(s) with gradient
+        fn = mse_distill if self.distill == "mse" else l1_distill
+        return fn(mean, teacher_action, mask)
+
+    def train(self) -> None:
+        """SB3's PPO.train with `+ λ · distill` in the loss (marked `# --- RPD`)."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+        entropy_losses: list[float] = []
+        pg_losses: list[float] = []
+        value_losses: list[float] = []
+        clip_fractions: list[float] = []
+        # --- RPD ---
+        lam = self.lambda_schedule(self.num_timesteps) if self.label_source is not None else 0.0
+        distill_losses: list[float] = []
+        grad_norms: list[float] = []
+        # --- end RPD ---
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                actions = rollout_data.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = rollout_data.actions.long().flatten()
+                values, log_prob, entropy, dist = self._evaluate(rollout_data.observations,
+                                                                 actions)
+                values = values.flatten()
+                advantages = rollout_data.advantages
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                ratio = th.exp(log_prob - rollout_data.old_log_prob)
+                policy_loss_1 = advantages * ratio
+                policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+                pg_losses.append(policy_loss.item())
+                clip_fractions.append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
+                if self.clip_range_vf is None:
+                    values_pred = values
+                else:
+                    values_pred = rollout_data.old_values + th.clamp(
+                        values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
+                value_loss = F.mse_loss(rollout_data.returns, values_pred)
+                value_losses.append(value_loss.item())
+                if entropy is None:
+                    entropy_loss = -th.mean(-log_prob)
+                else:
+                    entropy_loss = -th.mean(entropy)
+                entropy_losses.append(entropy_loss.item())
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                # --- RPD: + λ · distill over the labelled transitions of the minibatch ---
+                if lam > 0:
+                    distill_loss = self.distill_term(dist, rollout_data.teacher_action,
+                                                     rollout_data.label_mask)
+                    distill_losses.append(distill_loss.item())
+                    loss = loss + lam * distill_loss
+                # --- end RPD ---
+                with th.no_grad():
+                    log_ratio = log_prob - rollout_data.old_log_prob
+                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_divs.append(approx_kl_div)
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    continue_training = False
+                    logger.debug("early stop at epoch %d: approx kl %.3f", epoch, approx_kl_div)
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                # --- RPD: log the pre-clip norm (max_grad_norm clips PPO + λ·distill together)
+                grad_norms.append(float(th.nn.utils.clip_grad_norm_(self.policy.parameters(),
+                                                                    self.max_grad_norm)))
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(),
+                                           self.rollout_buffer.returns.flatten())
+        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
+        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
+        self.logger.record("train/value_loss", np.mean(value_losses))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_var)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if self.clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+        # --- RPD ---
+        self.logger.record("distill/lambda", lam)
+        if grad_norms:
+            self.logger.record("train/grad_norm", float(np.mean(grad_norms)))
+        if distill_losses:
+            self.logger.record("train/distill_loss", float(np.mean(distill_losses)))
+        # --- end RPD ---
+
+    # ---- offline phase --------------------------------------------------------------------
+
+    def fit_offline(self, obs: np.ndarray, teacher_action: np.ndarray, steps: int,
+                    batch_size: int = 256, seed: int = 0) -> list[float]:
+        """Fit the policy mean to cached teacher actions (supervised MSE, no env steps).
+
+        Args:
+            obs: Student observations [N, D].
+            teacher_action: [N, A].
+            steps: Gradient steps.
+            batch_size: Minibatch size.
+            seed: Minibatch sampling seed.
+
+        Returns:
+            The MSE of each step (summed over action dims, as `mse_distill`).
+        """
+        if steps <= 0 or len(obs) == 0:
+            return []
+        self.policy.set_training_mode(True)
+        obs_t = th.as_tensor(obs, dtype=th.float32, device=self.device)
+        act_t = th.as_tensor(teacher_action, dtype=th.float32, device=self.device)
+        ones = th.ones(len(obs), dtype=th.bool, device=self.device)
+        opt = th.optim.Adam(self.policy.parameters(), lr=self.lr_schedule(1.0))
+        rng = np.random.default_rng(seed)
+        history = []
+        for _ in range(steps):
+            idx = th.as_tensor(rng.integers(0, len(obs), min(batch_size, len(obs))))
+            dist = self.policy.get_distribution(obs_t[idx])
+            loss = mse_distill(dist.distribution.mean, act_t[idx], ones[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+        self.policy.set_training_mode(False)
+        return history

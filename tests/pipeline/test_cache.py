@@ -1,0 +1,170 @@
+"""`rpd cache` end to end: a real tiny teacher, real ManiSkill envs, a real dask LocalCluster
+on loopback, a real Zarr store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rpd.cli import main
+from rpd.data.envs import CameraSpec
+from rpd.data.store import TeacherStore
+from rpd.pipeline.cache import TeacherCache
+from rpd.pipeline.labeling import TeacherLabeler, label_env_states
+from rpd.teachers.base import TeacherBatch, TeacherSpec, load_teacher
+
+ENV = "PickCube-v1"
+
+
+def tiny_teacher(seed: int = 3) -> object:
+    from rpd.teachers.simple import TinyCNNTeacher
+
+    spec = TeacherSpec(camera=CameraSpec("render", 64, 64), control_mode="pd_ee_delta_pose",
+                       action_dim=7, chunk_size=4, proprio_dim=9,
+                       tasks={ENV: "pick up the red cube and move it to the goal"})
+    stats = {"q01": [-0.5] * 6 + [-1.0], "q99": [0.5] * 6 + [1.0]}
+    return TinyCNNTeacher(spec, {"seed": seed, "channels": [8, 16, 16], "hidden": 64}, stats)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_teacher().save(tmp_path_factory.mktemp("teacher") / "cnn-tiny")
+
+
+@pytest.fixture(scope="module")
+def demo_file(pickcube_demos: Path) -> Path:
+    return pickcube_demos / "trajectory.none.pd_ee_delta_pose.physx_cpu.h5"
+
+
+def test_cnn_tiny_teacher_meets_the_interface(tmp_path: Path) -> None:
+    teacher = tiny_teacher()
+    rng = np.random.default_rng(0)
+    batch = TeacherBatch(images=rng.integers(0, 255, (3, 80, 96, 3), dtype=np.uint8),
+                         instructions=["x"] * 3, proprio=rng.normal(size=(3, 9)).astype("f4"))
+    chunk = teacher.act_chunk(batch)
+    assert chunk.shape == (3, 4, 7) and chunk.dtype == np.float32
+    assert (chunk[..., :6] >= -0.5).all() and (chunk[..., :6] <= 0.5).all()  # q01/q99 units
+    assert np.abs(chunk[0] - chunk[1]).max() > 1e-4  # depends on its input
+    loaded = load_teacher(teacher.save(tmp_path / "t"))
+    assert loaded.kind == "cnn-tiny" and loaded.fingerprint == teacher.fingerprint
+    np.testing.assert_array_equal(loaded.act(batch), teacher.act(batch))
+    assert tiny_teacher(seed=4).fingerprint != teacher.fingerprint
+    with pytest.raises(ValueError, match="proprio"):
+        teacher.act(TeacherBatch(images=batch.images, instructions=batch.instructions))
+
+
+def test_relabelling_rollout_states_reproduces_the_rollout_labels() -> None:
+    teacher = tiny_teacher()
+    with TeacherLabeler(teacher, ENV, batch_size=4) as labeler:
+        ep = labeler.rollout(seed=5, steps=6, noise=0.2)
+    assert ep["env_state"].shape == (6, 70) and ep["obs"].shape == (6, 42)
+    actions = label_env_states(teacher, ENV, ep["env_state"], batch_size=4)
+    np.testing.assert_allclose(actions, ep["teacher_action"], atol=1e-4)
+    with TeacherLabeler(teacher, ENV) as labeler:
+        _, obs = labeler.label_with_obs(ep["env_state"])
+    np.testing.assert_allclose(obs, ep["obs"], atol=1e-4)
+
+
+def test_cache_cli_with_a_local_cluster(teacher_dir: Path, demo_file: Path,
+                                        tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    args = ["cache", "--teacher", str(teacher_dir), "--env", ENV, "--out", str(store),
+            "--demos", str(demo_file), "--rollouts", "1", "--noise", "0.3", "--horizon", "8",
+            "--workers", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "labelled 4 episodes" in result.stdout
+
+    demo_meta = json.loads(demo_file.with_suffix(".json").read_text())
+    demo_states = sum(ep["elapsed_steps"] + 1 for ep in demo_meta["episodes"])
+    info = CliRunner().invoke(main, ["cache", "info", str(store), "--json"])
+    assert info.exit_code == 0, info.output
+    summary = json.loads(info.stdout)
+    assert summary["by_source"] == {"demo": demo_states, "teacher-rollout": 8,
+                                    "noisy-rollout": 8, "live": 0}
+    assert summary["teacher_fingerprint"] == load_teacher(teacher_dir).fingerprint
+    assert summary["env_id"] == ENV and summary["units"] == 4 and summary["key_dim"] == 42
+    text = CliRunner().invoke(main, ["cache", "info", str(store)]).stdout
+    assert f"entries                {demo_states + 16}" in text and "cnn-tiny" in text
+
+    # The stored labels are what the teacher says about the stored states.
+    rows = TeacherStore.open(store).read()
+    demo = rows.source == 0
+    assert sorted(set(rows.episode[demo].tolist())) == [e["episode_id"]
+                                                        for e in demo_meta["episodes"]]
+    teacher = load_teacher(teacher_dir)
+    pick = np.flatnonzero(demo)[::25]
+    np.testing.assert_allclose(label_env_states(teacher, ENV, rows.env_state[pick]),
+                               rows.teacher_action[pick], atol=1e-4)
+
+    # Re-running resumes: nothing left to do.
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert "labelled 0 episodes" in again.stdout and "4 already in the store" in again.stdout
+
+    # Another teacher is refused with one line and exit code 2.
+    other = tiny_teacher(seed=9).save(tmp_path / "other")
+    refused = CliRunner().invoke(main, ["cache", "--teacher", str(other), "--env", ENV,
+                                        "--out", str(store), "--rollouts", "1"])
+    assert refused.exit_code == 2
+    assert "teacher fingerprint" in refused.stderr and "--allow-mismatch" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+    # The trainer's view: stored keys hit with the stored actions; live labels write through.
+    cache = TeacherCache.open(store, teacher, env_id=ENV)
+    actions, hit = cache.lookup(rows.key)
+    assert hit.all()
+    np.testing.assert_allclose(actions, rows.teacher_action)
+    _, far = cache.lookup(rows.key[:3] + 50.0)
+    assert not far.any()
+    live, obs = cache.label_live_with_obs(rows.env_state[:3])
+    assert cache.insert(None, obs, rows.env_state[:3], live) == 3
+    cache.close()
+    reopened = TeacherCache.open(store, teacher)
+    assert len(reopened) == len(rows) + 3
+    assert json.loads(CliRunner().invoke(main, ["cache", "info", str(store), "--json"]).stdout
+                      )["by_source"]["live"] == 3
+
+    compacted = CliRunner().invoke(main, ["cache", "compact", str(store)])
+    assert compacted.exit_code == 0 and "merged 5 parts" in compacted.stdout
+    assert TeacherStore.open(store).summary().entries == len(rows) + 3
+
+
+def test_resume_after_a_killed_run(teacher_dir: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    args = ["cache", "--teacher", str(teacher_dir), "--env", ENV, "--out", str(store),
+            "--rollouts", "3", "--horizon", "30", "--workers", "1", "--key-scale", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "rpd.cli", *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (store / "zarr.json").is_file() and TeacherStore.open(store).parts():
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its dask workers
+        proc.wait()
+    killed = TeacherStore.open(store)
+    done = {p.name: p.path.stat().st_ino for p in killed.parts()}
+    assert 1 <= len(done) < 3
+    assert len(killed.read()) == 30 * len(done)  # readable, only complete episodes
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"{len(done)} already in the store" in result.stdout
+    store_now = TeacherStore.open(store)
+    assert {p.name: p.path.stat().st_ino for p in store_now.parts() if p.name in done} == done
+    rows = store_now.read(["episode", "step"])
+    pairs = list(zip(rows.episode.tolist(), rows.step.tolist(), strict=True))
+    assert sorted(pairs) == [(s, t) for s in range(3) for t in range(30)]  # each exactly once

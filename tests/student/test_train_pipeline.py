@@ -1,0 +1,145 @@
+"""`rpd train` / `rpd eval` end to end on real ManiSkill envs (tiny settings, CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from proprio_teacher import ENV_ID, expected_label
+
+from rpd.cli import main
+from rpd.data.store import TeacherStore
+from rpd.teachers.base import load_teacher
+
+# one env in-process (DummyVecEnv) keeps these tests fast; tests/student/test_rpdppo.py runs
+# the subprocess envs
+TINY = ["--env", ENV_ID, "--envs", "1", "--n-steps", "64", "--batch-size", "32",
+        "--n-epochs", "2", "--eval-every", "64", "--eval-episodes", "1", "--net-arch", "32"]
+
+
+def _rpd(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def _labels(store: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(key, obs, teacher_action) of every row in a teacher-action store."""
+    rows = TeacherStore.open(store).read(["key", "obs", "teacher_action"])
+    return rows.key, rows.obs, rows.teacher_action
+
+
+def _eval_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "eval.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def rpd_run(teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """128 RPD steps with live labels only (no --cache): an empty store filled in the run dir."""
+    out = tmp_path_factory.mktemp("runs") / "rpd"
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "128",
+                        "--out", str(out))
+    assert code == 0, output
+    return out
+
+
+def test_rpd_run_writes_a_complete_run_dir(rpd_run: Path, teacher_dir: Path) -> None:
+    meta = json.loads((rpd_run / "student.json").read_text())
+    assert meta["teacher"]["fingerprint"] == load_teacher(teacher_dir).fingerprint
+    assert meta["lambda_schedule"] == dict(kind="constant", value=1.0, decay_steps=None)
+    assert meta["metrics"]["steps"] == 128
+    assert meta["metrics"]["live_teacher_calls"] == 128  # every state novel: labelled once
+    assert [int(r["step"]) for r in _eval_rows(rpd_run)] == [64, 128]
+    assert [int(r["live_teacher_calls"]) for r in _eval_rows(rpd_run)] == [64, 128]
+    assert (rpd_run / "student.zip").is_file() and (rpd_run / "checkpoints/latest.zip").is_file()
+    assert list((rpd_run / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_written_back_labels_belong_to_their_states(rpd_run: Path) -> None:
+    key, obs, action = _labels(rpd_run / "cache")
+    assert len(key) == 128
+    np.testing.assert_allclose(action, expected_label(obs), atol=1e-4)
+    np.testing.assert_array_equal(key, obs)  # the run's own store: key = raw observation
+
+
+def test_cache_hits_live_misses_and_write_back(rpd_run: Path, teacher_dir: Path,
+                                               tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(rpd_run / "cache", cache)
+    out = tmp_path / "run"
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "128",
+                        "--cache", str(cache), "--cache-radius", "1e-5", "--offline-steps", "100",
+                        "--out", str(out))
+    assert code == 0, output
+    m = json.loads((out / "student.json").read_text())["metrics"]
+    # same env seeds -> the episode-start states are already cached; the rest is novel
+    assert 0 < m["cache_hit_rate"] < 1
+    assert 0 < m["live_teacher_calls"] < 128
+    assert m["offline"]["entries"] == 128 and m["offline"]["mse_end"] < m["offline"]["mse_start"]
+    _, obs, action = _labels(cache)
+    assert len(obs) == 128 + m["live_teacher_calls"]
+    np.testing.assert_allclose(action, expected_label(obs), atol=1e-4)
+    assert not (out / "cache").exists()
+
+
+def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(rpd_run, run)
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "192",
+                        "--out", str(run), "--resume")
+    assert code == 0, output
+    rows = _eval_rows(run)
+    assert [int(r["step"]) for r in rows] == [64, 128, 192]
+    # the resumed envs restart from the same seeded states: those are cache hits
+    assert 128 < int(rows[-1]["live_teacher_calls"]) < 192
+    assert float(rows[-1]["wall_time_s"]) > float(rows[1]["wall_time_s"])
+    assert json.loads((run / "student.json").read_text())["metrics"]["steps"] == 192
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "256",
+                        "--out", str(run), "--resume", "--lambda", "2")
+    assert code == 2 and "lam" in output and "--resume" in output
+
+
+def test_plain_ppo_then_eval(tmp_path: Path) -> None:
+    out = tmp_path / "ppo"
+    code, output = _rpd("train", *TINY, "--no-teacher", "--steps", "64", "--out", str(out))
+    assert code == 0, output
+    meta = json.loads((out / "student.json").read_text())
+    assert meta["teacher"] is None and meta["lambda_schedule"] is None
+    assert meta["metrics"]["live_teacher_calls"] == 0 and not (out / "cache").exists()
+    assert meta["config"]["gamma"] is None and meta["config"]["n_epochs"] == 2
+    code, output = _rpd("eval", "--student", str(out), "--env", ENV_ID, "--episodes", "2",
+                        "--horizon", "20", "--json", str(tmp_path / "eval.json"))
+    assert code == 0, output
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert res["horizon"] == 20
+    assert res["episodes"] == 2 and 0.0 <= res["success"] <= 1.0 and res["env"] == ENV_ID
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "64"], "--teacher is required"),
+    (["--steps", "64", "--no-teacher", "--cache", "x.npz"], "--cache"),
+    (["--steps", "64", "--teacher", "T", "--cache", "missing.npz"], "no such store"),
+    (["--steps", "64", "--no-teacher", "--lambda-schedule", "linear"], "--lambda-decay-steps"),
+    (["--steps", "0", "--no-teacher"], "--steps 0"),
+    (["--steps", "64", "--no-teacher", "--obs", "rgb"], "--obs"),
+])
+def test_bad_train_input_exits_2(args: list[str], message: str, tmp_path: Path) -> None:
+    code, output = _rpd("train", "--env", ENV_ID, "--out", str(tmp_path / "r"), *args)
+    assert code == 2 and message in output and len(output.strip().splitlines()) == 1
+
+
+def test_existing_out_and_non_run_dirs_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "x").write_text("")
+    code, output = _rpd("train", "--env", ENV_ID, "--no-teacher", "--steps", "64",
+                        "--out", str(tmp_path / "r"))
+    assert code == 2 and "--resume" in output
+    code, output = _rpd("eval", "--student", str(tmp_path / "r"), "--env", ENV_ID)
+    assert code == 2 and "--student" in output

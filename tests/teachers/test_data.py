@@ -1,0 +1,42 @@
+"""Teacher training data: rendered once from demo states, stored in Zarr, reused."""
+
+from pathlib import Path
+
+import numpy as np
+
+from rpd.data.envs import CameraSpec
+from rpd.data.teacher_data import dataset_path, load_teacher_data, render_teacher_data
+from rpd.data.trajectories import open_trajectory
+
+
+def test_render_stores_frames_actions_proprio_and_is_reused(demo_file: Path) -> None:
+    camera = CameraSpec("render", 48, 48)
+    ticks: list[int] = []
+    path = render_teacher_data(demo_file, camera, workers=2, progress=ticks.append)
+    assert path == dataset_path(demo_file, camera) and sum(ticks) == 2
+    data = load_teacher_data([path])
+    traj = open_trajectory(demo_file)
+    n = sum(ep["elapsed_steps"] for ep in traj.episodes)
+    assert data.frames.shape == (n, 48, 48, 3) and data.frames.dtype == np.uint8
+    assert data.actions.shape == (n, 7) and data.proprio.shape == (n, 9)
+    first = next(traj.iter_episodes())[1]["actions"]
+    np.testing.assert_allclose(data.actions[: len(first)], first)
+    assert data.frames[0].std() > 5 and not np.array_equal(data.frames[0], data.frames[30])
+    assert set(data.env_ids) == {"PickCube-v1"}
+    mtime = (path / "zarr.json").stat().st_mtime_ns
+    render_teacher_data(demo_file, camera)  # reused, not rendered again
+    assert (path / "zarr.json").stat().st_mtime_ns == mtime
+
+
+def test_chunk_targets_stop_at_episode_end() -> None:
+    from rpd.data.teacher_data import TeacherData
+
+    actions = np.arange(5, dtype=np.float32)[:, None]
+    data = TeacherData(frames=np.zeros((5, 2, 2, 3), np.uint8), actions=actions,
+                       proprio=np.zeros((5, 9), np.float32), episode=np.array([0, 0, 0, 1, 1]),
+                       step=np.array([0, 1, 2, 0, 1]), env_ids=np.array(["a"] * 5, dtype=object),
+                       control_mode="pd_ee_delta_pose")
+    chunks, mask = data.chunk_targets(3)
+    np.testing.assert_array_equal(chunks[..., 0], [[0, 1, 2], [1, 2, 2], [2, 2, 2],
+                                                   [3, 4, 4], [4, 4, 4]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0]])
