@@ -43,8 +43,8 @@ def main() -> None:
                               key_scale="1")
             done: list[tuple[float, int]] = []
             t0 = time.perf_counter()
-            result = build_cache(cfg, progress=lambda u, r: done.append((time.perf_counter(),
-                                                                          r)))
+            result = build_cache(cfg, progress=lambda u, r, done=done: done.append(
+                (time.perf_counter(), r)))
             wall = time.perf_counter() - t0
             warm = done[w - 1][0] if len(done) > w else float("nan")
             steady_rows = sum(r for _, r in done[w:])

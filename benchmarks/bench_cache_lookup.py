@@ -4,9 +4,10 @@ Keys are synthetic but shaped like the real ones: K = 42 (PickCube-v1's state ob
 episodes of 100 steps that are smooth random walks in an 8-D latent space mapped linearly
 into 42-D plus a little per-dim noise, standardised per dim (as the "std" key spec does).
 Half the queries are stored keys moved by 0.2 radius (hits), half are states of new
-episodes (mostly misses): what the trainer asks after a rollout.
+episodes (mostly misses): what the trainer asks after a rollout. The radius is the RMS key
+distance per dim (rpd.pipeline.cache.DEFAULT_RADIUS = 0.05); larger radii cost more.
 
-    python benchmarks/bench_cache_lookup.py [--sizes 100000 1000000] [--batch 4096]
+    python benchmarks/bench_cache_lookup.py [--sizes 100000 1000000] [--radii 0.05 0.2]
 
 faiss-cpu is optional (`pip install faiss-cpu`); without it that row is skipped. Each
 method runs single-threaded (torch.set_num_threads(1), faiss.omp_set_num_threads(1)), as in
@@ -22,7 +23,6 @@ import time
 import numpy as np
 
 K = 42
-RADIUS = 0.05
 
 
 def synthetic_keys(n: int, rng: np.random.Generator, steps: int = 100) -> np.ndarray:
@@ -48,6 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--radii", type=float, nargs="+", default=[0.05, 0.2])
     ap.add_argument("--brute-batch", type=int, default=256,
                     help="queries per brute-force timing (extrapolated to lookups/s)")
     args = ap.parse_args()
@@ -64,38 +65,48 @@ def main() -> None:
 
     from rpd.pipeline.cache import NearestKeyIndex, brute_force_nearest
 
-    max_dist = RADIUS * math.sqrt(K)
-    print(f"K={K}, radius={RADIUS} (RMS per dim) -> Euclidean bound {max_dist:.3f}, "
-          f"batch={args.batch}")
-    print(f"{'entries':>9} {'method':<34} {'build s':>8} {'lookups/s':>11} {'hit rate':>8}")
+    print(f"K={K}, batch={args.batch}; radius = RMS key distance per dim")
+    print(f"{'entries':>9} {'method':<40} {'build s':>8} {'lookups/s':>11} {'hit rate':>8}")
     for n in args.sizes:
         rng = np.random.default_rng(0)
         raw = synthetic_keys(n, rng)
         mean, std = raw.mean(0), raw.std(0)
         keys = (raw - mean) / std
-        near = keys[rng.integers(0, n, args.batch // 2)]
-        near = near + rng.normal(0, 0.2 * RADIUS, near.shape).astype(np.float32)
         new = (synthetic_keys(args.batch // 2, np.random.default_rng(1)) - mean) / std
-        queries = np.concatenate([near, new]).astype(np.float32)
 
         t = time.perf_counter()
         index = NearestKeyIndex(keys)
         build = time.perf_counter() - t
-        dt = timed(index.query, queries, max_dist)
-        idx, _ = index.query(queries, max_dist)
-        print(f"{n:>9} {'cKDTree, distance_upper_bound':<34} {build:>8.2f} "
-              f"{len(queries) / dt:>11,.0f} {(idx >= 0).mean():>8.2f}")
+        for radius in args.radii:
+            max_dist = radius * math.sqrt(K)
+            near = keys[rng.integers(0, n, args.batch // 2)]
+            near = near + rng.normal(0, 0.2 * radius, near.shape).astype(np.float32)
+            queries = np.concatenate([near, new]).astype(np.float32)
+            dt = timed(index.query, queries, max_dist)
+            idx, _ = index.query(queries, max_dist)
+            name = f"cKDTree (PCA-rotated), radius {radius:g}"
+            print(f"{n:>9} {name:<40} {build:>8.2f} {len(queries) / dt:>11,.0f} "
+                  f"{(idx >= 0).mean():>8.2f}", flush=True)
+            # Exactness on a subset (brute force is the reference).
+            sub = queries[:: max(1, len(queries) // 128)]
+            _, bd = brute_force_nearest(keys, sub)
+            ki, kd = index.query(sub, max_dist)
+            ref_hit = bd <= max_dist
+            assert np.array_equal(ki >= 0, ref_hit) and np.allclose(kd[ref_hit], bd[ref_hit])
 
-        # Exactness on a subset (brute force is the reference).
-        sub = queries[:: max(1, len(queries) // 128)]
-        _, bd = brute_force_nearest(keys, sub)
-        ki, kd = index.query(sub, max_dist)
-        ref_hit = bd <= max_dist
-        assert np.array_equal(ki >= 0, ref_hit) and np.allclose(kd[ref_hit], bd[ref_hit])
+        from scipy.spatial import cKDTree
+
+        radius = args.radii[0]
+        t = time.perf_counter()
+        plain = cKDTree(keys.astype(np.float64))
+        build = time.perf_counter() - t
+        dt = timed(plain.query, queries, 1, 0, 2, radius * math.sqrt(K))
+        name = f"cKDTree (not rotated), radius {radius:g}"
+        print(f"{n:>9} {name:<40} {build:>8.2f} {len(queries) / dt:>11,.0f}")
 
         t = time.perf_counter()
         index.query(queries, np.inf)
-        print(f"{n:>9} {'cKDTree, unbounded':<34} {'':>8} "
+        print(f"{n:>9} {'cKDTree, unbounded (exact nearest)':<40} {'':>8} "
               f"{len(queries) / (time.perf_counter() - t):>11,.0f}")
 
         q = queries[: args.brute_batch]
@@ -105,9 +116,9 @@ def main() -> None:
             flat.add(keys)
             build = time.perf_counter() - t
             dt = timed(flat.search, q, 1, repeat=2)
-            print(f"{n:>9} {'faiss IndexFlatL2':<34} {build:>8.2f} {len(q) / dt:>11,.0f}")
+            print(f"{n:>9} {'faiss IndexFlatL2':<40} {build:>8.2f} {len(q) / dt:>11,.0f}")
         else:
-            print(f"{n:>9} {'faiss IndexFlatL2':<34} (faiss not installed)")
+            print(f"{n:>9} {'faiss IndexFlatL2':<40} (faiss not installed)")
 
         tk = torch.from_numpy(keys)
 
@@ -116,7 +127,7 @@ def main() -> None:
             d.min(dim=1)
 
         dt = timed(cdist, q, repeat=2)
-        print(f"{n:>9} {'torch.cdist + min':<34} {'':>8} {len(q) / dt:>11,.0f}")
+        print(f"{n:>9} {'torch.cdist + min':<40} {'':>8} {len(q) / dt:>11,.0f}")
 
 
 if __name__ == "__main__":

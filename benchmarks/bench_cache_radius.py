@@ -75,7 +75,7 @@ def train_bc(teacher, images, proprio, actions, epochs: int, seed: int = 0) -> N
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(j)
+            total += float(loss.detach()) * len(j)
         if epoch % 10 == 9:
             print(f"  bc epoch {epoch + 1}: mse {total / len(x):.4f}", flush=True)
     model.eval()

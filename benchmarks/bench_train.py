@@ -14,6 +14,7 @@ The teacher is a fresh `cnn-tiny` (rpd.teachers.simple: a small CNN on the 128x1
 camera), whose cost per label is dominated by rendering, as for any image teacher on CPU.
 
     python benchmarks/bench_train.py [--env PushCube-v1] [--steps 4096] [--envs 8] [--out DIR]
+        [--runs live cache ppo] [--repeat N]
 
 Prints one row per run: env steps/s of training (rollouts + labelling + updates, evals
 excluded), live teacher calls per env step, cache hit rate, mean pre-clip gradient norm.
@@ -33,7 +34,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4096)
     p.add_argument("--envs", type=int, default=8)
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--runs", nargs="+", default=["live", "cache", "ppo"])
+    p.add_argument("--runs", nargs="+", default=["live", "cache", "ppo"],
+                   help="Runs in order; `cache` needs the store of an earlier `live` in --out.")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="Repeat the sequence (interleaved, so load changes hit all alike).")
     args = p.parse_args()
 
     from rpd.data.envs import CameraSpec, get_task
@@ -45,7 +49,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     spec = TeacherSpec(camera=CameraSpec("render", 128, 128), control_mode="pd_ee_delta_pose",
                        action_dim=7, tasks={args.env: get_task(args.env).instruction})
-    teacher_dir = TinyCNNTeacher(spec, {}).save(out / "teacher")
+    teacher_dir = out / "teacher"
+    if not (teacher_dir / "teacher.json").is_file():
+        TinyCNNTeacher(spec, {}).save(teacher_dir)
     common = dict(env_id=args.env, steps=args.steps, envs=args.envs, eval_every=10**9,
                   eval_episodes=2, seed=0)
     runs = {
@@ -56,8 +62,8 @@ def main() -> None:
     }
     print(f"{'run':<6} {'steps/s':>8} {'live calls/step':>16} {'hit rate':>9} "
           f"{'grad norm':>10}  (env {args.env}, {args.envs} envs, {args.steps} steps)")
-    for name in args.runs:
-        run_dir = out / name
+    for i, name in ((i, n) for i in range(args.repeat) for n in args.runs):
+        run_dir = out / name if not (out / name).exists() else out / f"{name}-{i}"
         meta = train(TrainConfig(out=run_dir, **common, **runs[name]))
         m = meta["metrics"]
         grad = _mean_scalar(run_dir / "tb", "train/grad_norm")

@@ -18,7 +18,7 @@ from rpd.commands._common import Progress
 @click.option("--kind", default="octo-small", show_default=True, help="Teacher backend.")
 @click.option("--size", default="small", show_default=True, help="Model size: tiny or small.")
 @click.option("--steps", type=int, default=3000, show_default=True, help="Optimiser steps.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=3e-4, show_default=True, help="Peak learning rate.")
 @click.option("--chunk-size", type=int, default=8, show_default=True,
               help="Future actions predicted per call.")
@@ -36,10 +36,13 @@ from rpd.commands._common import Progress
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Processes rendering demo frames.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None,
+              help="torch threads [default: one per core]; 1 on a busy machine.")
 def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: str, steps: int,
                          batch_size: int, lr: float, chunk_size: int, image_size: int,
                          camera: str, no_proprio: bool, eval_every: int, checkpoint_every: int,
-                         init: Path | None, resume: bool, workers: int, seed: int) -> None:
+                         init: Path | None, resume: bool, workers: int, seed: int,
+                         threads: int | None) -> None:
     """Fine-tune a VLA teacher on demonstrations; writes a checkpoint directory."""
     from rpd.pipeline.finetune import FinetuneConfig, finetune_teacher
 
@@ -47,8 +50,12 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
                          batch_size=batch_size, lr=lr, chunk_size=chunk_size,
                          image_size=image_size, camera=camera, use_proprio=not no_proprio,
                          eval_every=eval_every, checkpoint_every=checkpoint_every, init=init,
-                         resume=resume, render_workers=workers, seed=seed)
-    with Progress(None, "rendering demo frames", "ep") as render_bar, \
+                         resume=resume, render_workers=workers, seed=seed,
+                         threads=threads)
+    from rpd.data.trajectories import open_trajectory
+
+    episodes = sum(len(open_trajectory(p, option="--demos").episodes) for p in demos)
+    with Progress(episodes, "rendering demo frames", "ep") as render_bar, \
             Progress(steps, "fine-tuning", "step") as bar:
         last: dict[str, float] = {}
 

@@ -225,7 +225,7 @@ def label_unit(unit: Unit, ckpt: str, store_path: str, env_id: str, horizon: int
         Small stats: unit, rows, rejected_nonfinite, existed, success (rollouts).
     """
     store = TeacherStore.open(store_path)
-    if unit.id in store.finished_units():
+    if store.has_unit(unit.id):
         return dict(unit=unit.id, rows=0, rejected_nonfinite=0, existed=True, success=None)
     labeler, lock = _labeler(ckpt, env_id, horizon, batch_size, fingerprint)
     with lock:
@@ -340,9 +340,11 @@ def open_store_for(cfg: CacheConfig, teacher: Any) -> TeacherStore:
     control_mode = teacher.spec.control_mode
     exists = (cfg.out / "zarr.json").is_file()
     existing = TeacherStore(cfg.out, read_root_attrs(cfg.out, "--out")) if exists else None
-    need_samples = existing is None
-    obs_dim, state_dim, samples = _probe_env(
-        cfg if need_samples else _no_samples(cfg), control_mode)
+    if existing is None:
+        obs_dim, state_dim, samples = _probe_env(cfg, control_mode)
+    else:  # resume: the store knows the dims, no env needed
+        obs_dim, state_dim = existing.identity.obs_dim, existing.identity.state_dim
+        samples = np.zeros((0, obs_dim), np.float32)
     if existing is not None and _compatible(existing.identity.key_spec, cfg, obs_dim):
         key_spec = existing.identity.key_spec
     elif existing is not None:
@@ -357,12 +359,6 @@ def open_store_for(cfg: CacheConfig, teacher: Any) -> TeacherStore:
                              action_dim=teacher.spec.action_dim, state_dim=state_dim,
                              teacher_kind=teacher.kind)
     return TeacherStore.create_or_open(cfg.out, identity, allow_mismatch=cfg.allow_mismatch)
-
-
-def _no_samples(cfg: CacheConfig) -> CacheConfig:
-    from dataclasses import replace
-
-    return replace(cfg, key_scale="1.0")
 
 
 def _client(cfg: CacheConfig) -> tuple[Any, Any]:
@@ -391,26 +387,25 @@ def build_cache(cfg: CacheConfig, progress: Progress | None = None) -> CacheResu
     """
     from distributed import as_completed
 
+    from rpd.data.trajectories import open_trajectory
     from rpd.teachers.base import load_teacher
 
     teacher = load_teacher(cfg.teacher)
     teacher.spec.instruction(cfg.env_id)  # InputError if the teacher does not know the task
     units = plan_units(cfg)
-    for unit in units:
-        if unit.demo is not None:
-            from rpd.data.trajectories import open_trajectory
-
-            mode = open_trajectory(unit.demo[0]).control_mode
-            if mode != teacher.spec.control_mode:
-                raise InputError(f"--demos {unit.demo[0]}: control mode {mode}, the teacher acts "
-                                 f"in {teacher.spec.control_mode}; convert with `rpd demos import "
-                                 f"--control-mode {teacher.spec.control_mode}`")
-            break
+    for path in cfg.demos:
+        mode = open_trajectory(path, option="--demos").control_mode
+        if mode != teacher.spec.control_mode:
+            raise InputError(f"--demos {path}: control mode {mode}, the teacher acts in "
+                             f"{teacher.spec.control_mode}; convert with `rpd demos import "
+                             f"--control-mode {teacher.spec.control_mode}`")
     store = open_store_for(cfg, teacher)
     done = store.finished_units()
     todo = [u for u in units if u.id not in done]
     logger.info("%s: %d units, %d already done, %d to label", store.path, len(units),
                 len(units) - len(todo), len(todo))
+    if progress is not None and len(todo) < len(units):
+        progress(len(units) - len(todo), 0)
     rows_written = rejected = 0
     successes: list[bool] = []
     if todo:

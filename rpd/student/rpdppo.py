@@ -11,6 +11,7 @@ cache lookup first, one batched live-teacher call for the misses, labels written
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -60,11 +61,11 @@ def env_states_after_step(env: VecEnv, infos: list[dict[str, Any]],
 
 def _gpu_env_states(inner: Any) -> np.ndarray:
     """ManiSkill's GPU vec env (ManiSkillSB3VectorEnv): the batched env's state is current."""
-    base = getattr(inner, "_env", None) or getattr(inner, "env", None)
-    if base is None or not hasattr(base.unwrapped, "get_state"):
+    base = getattr(inner, "base_env", None)
+    if base is None or not hasattr(base, "get_state"):
         raise RuntimeError("the training env reports no env_state; build it with "
                            "make_vec_env(..., with_env_state=True)")
-    state = base.unwrapped.get_state()
+    state = base.get_state()
     return state.cpu().numpy().astype(np.float32)
 
 
@@ -106,6 +107,12 @@ class RPDPPO(PPO):
 
     # ---- rollout --------------------------------------------------------------------------
 
+    def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
+        reset = kwargs.get("reset_num_timesteps", args[2] if len(args) > 2 else True)
+        if reset or self._last_obs is None:
+            self._last_env_states = None  # the env is about to be reset
+        return super()._setup_learn(*args, **kwargs)
+
     def _labels_wanted(self, steps_after_rollout: int) -> bool:
         """Whether the update after this rollout uses labels (λ at that step > 0)."""
         return self.label_source is not None and self.lambda_schedule(steps_after_rollout) > 0
@@ -120,10 +127,12 @@ class RPDPPO(PPO):
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
-        # --- RPD: decide once per rollout whether the teacher is consulted (λ > 0) ---
-        record_states = (self._labels_wanted(self.num_timesteps + n_rollout_steps * env.num_envs)
-                         and isinstance(rollout_buffer, RPDRolloutBuffer))
-        if record_states and self._last_env_states is None:
+        # --- RPD: track the env state of the current observations whenever there is a
+        # teacher; label this rollout only if the update after it uses labels (λ > 0) ---
+        track = self.label_source is not None and isinstance(rollout_buffer, RPDRolloutBuffer)
+        record_states = track and self._labels_wanted(
+            self.num_timesteps + n_rollout_steps * env.num_envs)
+        if track and self._last_env_states is None:
             self._last_env_states = env_states_after_reset(env)
         # --- end RPD ---
 
@@ -166,7 +175,7 @@ class RPDPPO(PPO):
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
             # --- RPD ---
-            if record_states:
+            if track:
                 self._last_env_states = env_states_after_step(env, infos, dones)
             # --- end RPD ---
 
@@ -176,8 +185,6 @@ class RPDPPO(PPO):
         # --- RPD: label the whole rollout once (cache first, then one live batch) ---
         if record_states:
             self._label_rollout(rollout_buffer)  # type: ignore[arg-type]
-        else:
-            self._last_env_states = None  # states go stale while not recorded
         # --- end RPD ---
         callback.update_locals(locals())
         callback.on_rollout_end()
@@ -187,6 +194,7 @@ class RPDPPO(PPO):
         """Fill buffer.teacher_action / label_mask: cache lookup, live batch for misses,
         write-back. Logs the distill/ rollout metrics."""
         assert self.label_source is not None and buffer.env_states is not None
+        t0 = time.perf_counter()
         t, e = buffer.buffer_size, buffer.n_envs
         obs = buffer.observations.reshape(t * e, -1).astype(np.float32)
         states = buffer.env_states.reshape(t * e, -1)
@@ -214,6 +222,7 @@ class RPDPPO(PPO):
         self.logger.record("distill/cache_hit_rate", float(np.mean(hit)))
         self.logger.record("distill/live_teacher_calls", self.live_teacher_calls)
         self.logger.record("distill/labelled_fraction", float(mask.mean()))
+        self.logger.record("time/label_s", time.perf_counter() - t0)
         logger.debug("rollout labels: %d hits, %d live, %d unlabelled", int(np.sum(hit)),
                      len(miss), int((~mask).sum()))
 
@@ -339,6 +348,7 @@ class RPDPPO(PPO):
         self.logger.record("distill/lambda", lam)
         if grad_norms:
             self.logger.record("train/grad_norm", float(np.mean(grad_norms)))
+        self.logger.record("train/epochs_done", epoch + 1 if continue_training else epoch)
         if distill_losses:
             self.logger.record("train/distill_loss", float(np.mean(distill_losses)))
         # --- end RPD ---

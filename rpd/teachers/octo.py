@@ -155,8 +155,11 @@ class OctoTeacher(Teacher):
         return self
 
     def tokens(self, instructions: list[str]) -> torch.Tensor:
-        return torch.as_tensor(tokenize(instructions, self.arch.vocab_size,
-                                        self.arch.max_text_len), device=self.device)
+        """Token ids [B, L], L = the longest instruction in the batch (padding is masked, so
+        trimming it changes nothing but the cost)."""
+        ids = tokenize(instructions, self.arch.vocab_size, self.arch.max_text_len)
+        used = int((ids != 0).any(axis=0).sum())
+        return torch.as_tensor(ids[:, : max(1, used)], device=self.device)
 
     def forward_normalized(self, images: torch.Tensor, instructions: list[str],
                            proprio: torch.Tensor | None = None) -> torch.Tensor:

@@ -160,7 +160,13 @@ def test_resume_after_a_killed_run(teacher_dir: Path, tmp_path: Path) -> None:
     assert 1 <= len(done) < 3
     assert len(killed.read()) == 30 * len(done)  # readable, only complete episodes
 
-    result = CliRunner().invoke(main, args)
+    # Resume on an existing dask cluster (--scheduler), also on loopback.
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        result = CliRunner().invoke(main, [*args, "--scheduler", cluster.scheduler_address])
     assert result.exit_code == 0, result.output
     assert f"{len(done)} already in the store" in result.stdout
     store_now = TeacherStore.open(store)
@@ -168,3 +174,31 @@ def test_resume_after_a_killed_run(teacher_dir: Path, tmp_path: Path) -> None:
     rows = store_now.read(["episode", "step"])
     pairs = list(zip(rows.episode.tolist(), rows.step.tolist(), strict=True))
     assert sorted(pairs) == [(s, t) for s in range(3) for t in range(30)]  # each exactly once
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--out", None], "--out is required"),
+    (["--rollouts", "0"], "nothing to label"),
+    (["--noise", "0.1"], "--noise 0.1 needs --rollouts"),
+    (["--rollouts", "1", "--workers", "0"], "--workers 0"),
+    (["--rollouts", "1", "--scheduler", "localhost:8786"], "tcp://HOST:PORT"),
+    (["--rollouts", "1", "--key-scale", "wide"], "--key-scale 'wide'"),
+    (["--demos", "missing.h5"], "--demos missing.h5: no such file"),
+    (["--rollouts", "1", "--teacher", "no-such-dir"], "no such checkpoint directory"),
+    (["--rollouts", "1", "--env", "PushCube-v1"], "no instruction for it"),
+])
+def test_bad_input_is_one_line_with_exit_code_2(teacher_dir: Path, tmp_path: Path,
+                                                extra: list, match: str) -> None:
+    opts = {"--teacher": str(teacher_dir), "--env": ENV, "--out": str(tmp_path / "s")}
+    for k, v in zip(extra[::2], extra[1::2], strict=True):
+        opts[k] = v
+    args = ["cache"] + [x for k, v in opts.items() if v is not None for x in (k, v)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert match in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_cache_info_on_something_else(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["cache", "info", str(tmp_path)])
+    assert result.exit_code == 2 and "not a teacher-action store" in result.stderr
