@@ -62,8 +62,11 @@ def main() -> None:
     }
     print(f"{'run':<6} {'steps/s':>8} {'live calls/step':>16} {'hit rate':>9} "
           f"{'grad norm':>10}  (env {args.env}, {args.envs} envs, {args.steps} steps)")
-    for i, name in ((i, n) for i in range(args.repeat) for n in args.runs):
-        run_dir = out / name if not (out / name).exists() else out / f"{name}-{i}"
+    for name in [n for _ in range(args.repeat) for n in args.runs]:
+        run_dir, k = out / name, 0
+        while run_dir.exists():
+            k += 1
+            run_dir = out / f"{name}-{k}"
         meta = train(TrainConfig(out=run_dir, **common, **runs[name]))
         m = meta["metrics"]
         grad = _mean_scalar(run_dir / "tb", "train/grad_norm")
