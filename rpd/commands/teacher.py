@@ -63,8 +63,8 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
             last.update(metrics)
             bar.update(1)
             if bar.bar is not None:
-                bar.bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in last.items()
-                                     if k in ("train/l1", "val/l1")}, refresh=False)
+                bar.bar.set_postfix({k.replace("/", "_"): f"{v:.4f}" for k, v in last.items()
+                                     if k in ("train/loss", "val/l1")}, refresh=False)
 
         done = finetune_teacher(cfg, progress=on_step, render_progress=render_bar.update)
     meta = json.loads((done / "teacher.json").read_text())

@@ -271,6 +271,16 @@ def teacher_image(env: Any, camera: CameraSpec) -> np.ndarray:
     return img.astype(np.uint8, copy=False)
 
 
+def robot_proprio(env: Any) -> np.ndarray:
+    """The robot's proprioception as teachers see it: joint positions then joint velocities,
+    [B, 2 * dof] float32 (Panda: 9 + 9). Velocities tell a policy where it is within a
+    motion, which joint positions alone do not."""
+    robot = env.unwrapped.agent.robot
+    parts = [robot.get_qpos(), robot.get_qvel()]
+    arrays = [p.cpu().numpy() if hasattr(p, "cpu") else np.asarray(p) for p in parts]
+    return np.concatenate([a.reshape(len(a), -1) for a in arrays], axis=1).astype(np.float32)
+
+
 def get_env_state(env: Any) -> np.ndarray:
     """The simulator state of every sub-env as a flat vector: [B, S] float32.
 

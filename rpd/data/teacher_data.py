@@ -6,7 +6,7 @@ and rendered), so it is done once per (demo file, camera) and stored beside the 
     DEMO_DIR/teacher_data/{demo stem}.{camera}-{W}x{H}.zarr     (Zarr v3 group)
         frames   [N, H, W, 3] uint8   teacher-camera image before action t
         actions  [N, A] float32       the demo's action at t (env units)
-        proprio  [N, P] float32       robot joint positions at t
+        proprio  [N, P] float32       robot joint positions then velocities at t
         episode  [N] int32            episode id in the demo file
         step     [N] int32            t
         attrs: schema_version, env_id, control_mode, camera, source (size, mtime, episodes),
@@ -32,8 +32,8 @@ from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-DATA_SCHEMA_VERSION = 1
-PROPRIO_DIM = 9  # Panda: 7 arm joints + 2 fingers
+DATA_SCHEMA_VERSION = 2  # 2: proprio holds joint velocities after positions
+PROPRIO_DIM = 18  # Panda: positions then velocities of 7 arm joints + 2 fingers
 
 
 def dataset_path(h5_path: Path, camera: CameraSpec) -> Path:
@@ -77,7 +77,7 @@ def _index(states: dict[str, Any], t: int) -> dict[str, Any]:
 def _render_episodes(h5_path: str, episode_ids: list[int], camera: CameraSpec, out_dir: str,
                      progress: Any) -> list[str]:
     """Worker: render each episode's steps to out_dir/ep_{id}.npz (atomic per episode)."""
-    from rpd.data.envs import EnvConfig, make_env, teacher_image
+    from rpd.data.envs import EnvConfig, make_env, robot_proprio, teacher_image
 
     traj = open_trajectory(h5_path)
     env = make_env(EnvConfig(traj.env_id, control_mode=traj.control_mode, camera=camera,
@@ -99,7 +99,7 @@ def _render_episodes(h5_path: str, episode_ids: list[int], camera: CameraSpec, o
             for t in range(len(actions)):
                 env.unwrapped.set_state_dict(_index(states, min(t, n_states - 1)))
                 frames.append(teacher_image(env, camera)[0])
-                proprio.append(env.unwrapped.agent.robot.get_qpos()[0].cpu().numpy())
+                proprio.append(robot_proprio(env)[0])
             tmp = out.with_name(f".{out.name}.tmp.npz")
             np.savez(tmp, frames=np.stack(frames), actions=actions,
                      proprio=np.stack(proprio).astype(np.float32))
@@ -130,7 +130,8 @@ def render_teacher_data(h5_path: str | Path, camera: CameraSpec, workers: int = 
             attrs = dict(zarr.open_group(str(path), mode="r").attrs)
         except Exception:  # unreadable leftovers are re-rendered
             attrs = {}
-        if attrs.get("complete") and attrs.get("source") == signature:
+        if (attrs.get("complete") and attrs.get("source") == signature
+                and attrs.get("schema_version") == DATA_SCHEMA_VERSION):
             if progress is not None:
                 progress(len(traj.episodes))
             return path

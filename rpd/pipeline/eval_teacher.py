@@ -63,7 +63,7 @@ class TeacherEvalConfig:
 def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[dict[str, Any]]:
     import torch
 
-    from rpd.data.envs import EnvConfig, make_env, teacher_image
+    from rpd.data.envs import EnvConfig, make_env, robot_proprio, teacher_image
     from rpd.teachers.base import TeacherBatch, load_teacher
     from rpd.teachers.chunking import ChunkedPolicy
 
@@ -83,7 +83,7 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
             img = teacher_image(env, camera)
             if cfg.video_dir is not None:
                 frames.append(img[0])
-            proprio = env.unwrapped.agent.robot.get_qpos().cpu().numpy().astype(np.float32)
+            proprio = robot_proprio(env)
             action = policy.act(TeacherBatch(img, [instruction], proprio))
             _, reward, terminated, truncated, info = env.step(action)
             ret += float(reward[0])

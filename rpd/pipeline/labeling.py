@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from rpd.data.envs import EnvConfig, get_env_state, make_env, set_env_state, teacher_image
+from rpd.data.envs import (
+    EnvConfig,
+    get_env_state,
+    make_env,
+    robot_proprio,
+    set_env_state,
+    teacher_image,
+)
 from rpd.teachers.base import Teacher, TeacherBatch
 
 logger = logging.getLogger(__name__)
@@ -67,14 +74,13 @@ class TeacherLabeler:
 
     def observe(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Teacher inputs in the env's current state: (image [1, H, W, 3] u8, proprio [1, P]
-        f32 or None). Proprio is the robot's joint positions, first `proprio_dim` dims."""
+        f32 or None). Proprio is `robot_proprio` (joint positions, then velocities), first
+        `proprio_dim` dims."""
         image = teacher_image(self.env, self.teacher.spec.camera)
         p = self.teacher.spec.proprio_dim
         if not p:
             return image, None
-        qpos = self.env.unwrapped.agent.robot.get_qpos()
-        qpos = qpos.cpu().numpy() if hasattr(qpos, "cpu") else np.asarray(qpos)
-        return image, np.asarray(qpos, np.float32).reshape(1, -1)[:, :p]
+        return image, robot_proprio(self.env)[:1, :p]
 
     def student_obs(self) -> np.ndarray:
         """The student's state observation in the env's current state: [1, D] f32."""

@@ -87,6 +87,8 @@ class TrainConfig:
         max_grad_norm: Gradient-norm clip of the whole loss, PPO + λ·distill (SB3/ManiSkill 0.5).
         ent_coef: Entropy bonus (ManiSkill baseline: 0).
         net_arch: Hidden layers of the actor and of the critic MLP.
+        log_std_init: Initial log std of the Gaussian policy (ManiSkill's PPO baseline: -0.5;
+            SB3's default 0 means noise of std 1 on actions whose demos stay within ±0.3).
         eval_every: Evaluate (and checkpoint) every this many env steps.
         eval_episodes: Episodes per evaluation (fixed seeds `eval_seed`...).
         eval_seed: First evaluation seed (far from the training seeds).
@@ -124,6 +126,7 @@ class TrainConfig:
     max_grad_norm: float = 0.5
     ent_coef: float = 0.0
     net_arch: tuple[int, ...] = (256, 256)
+    log_std_init: float = -0.5
     eval_every: int = 10_000
     eval_episodes: int = 10
     eval_seed: int = 10_000
@@ -207,7 +210,7 @@ class TrainConfig:
 # The options a resumed run must share with the original (everything but the length).
 _RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "envs", "horizon",
                  "lam", "lambda_schedule", "lambda_decay_steps", "distill", "seed", "n_steps",
-                 "batch_size", "n_epochs", "net_arch")
+                 "batch_size", "n_epochs", "net_arch", "log_std_init")
 
 
 def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSource:
@@ -307,6 +310,7 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
                              "started by `rpd train`")
         saved = json.loads(cfg_path.read_text())
         new = cfg.to_dict()
+        saved.setdefault("log_std_init", 0.0)  # runs from before the option used SB3's 0
         for k in _RESUME_FIXED:
             if saved.get(k) != new.get(k):
                 raise InputError(f"--resume: {cfg.out} was trained with {k}={saved.get(k)!r}, "
@@ -379,7 +383,8 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                 learning_rate=cfg.learning_rate, gamma=cfg.resolved_gamma,
                 gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, target_kl=cfg.target_kl,
                 max_grad_norm=cfg.max_grad_norm, ent_coef=cfg.ent_coef,
-                policy_kwargs=dict(net_arch=dict(pi=list(cfg.net_arch), vf=list(cfg.net_arch))),
+                policy_kwargs=dict(net_arch=dict(pi=list(cfg.net_arch), vf=list(cfg.net_arch)),
+                                   log_std_init=cfg.log_std_init),
                 tensorboard_log=str(cfg.out / "tb"), seed=cfg.seed, device=cfg.device,
                 verbose=0)
             offline = _offline_phase(model, source, cfg)

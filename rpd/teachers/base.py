@@ -98,6 +98,8 @@ class Teacher(ABC):
     """
 
     kind: ClassVar[str]
+    has_weights: ClassVar[bool] = True
+    """False for a backend whose checkpoint is teacher.json alone (`remote`)."""
 
     def __init__(self, spec: TeacherSpec, config: dict[str, Any],
                  action_stats: dict[str, list[float]] | None = None) -> None:
@@ -218,7 +220,7 @@ def load_teacher(ckpt_dir: str | Path, option: str = "--teacher") -> Teacher:
             f"(known: {', '.join(sorted(_REGISTRY))}); install the backend or upgrade rpd"
         )
     weights = ckpt_dir / TEACHER_WEIGHTS
-    if not weights.is_file():
+    if _REGISTRY[meta["kind"]].has_weights and not weights.is_file():
         raise InputError(f"{option} {ckpt_dir}: {TEACHER_WEIGHTS} is missing; re-create the "
                          "checkpoint with `rpd finetune-teacher`")
     try:
@@ -235,7 +237,9 @@ def load_teacher(ckpt_dir: str | Path, option: str = "--teacher") -> Teacher:
     return teacher
 
 
-BUILTIN_BACKENDS: tuple[str, ...] = ("rpd.teachers.octo", "rpd.teachers.simple")
+BUILTIN_BACKENDS: tuple[str, ...] = ("rpd.teachers.octo", "rpd.teachers.simple",
+                                     "rpd.teachers.remote", "rpd.teachers.openvla",
+                                     "rpd.teachers.pi0")
 
 
 def _import_backends() -> None:

@@ -64,18 +64,46 @@ class TinyCNNTeacher(Teacher):
         super().__init__(spec, config, action_stats)
         self.model = _build_model(spec, config)
 
-    def act_chunk(self, batch: TeacherBatch) -> np.ndarray:
-        """Action chunks [B, chunk_size, A] float32 in env units."""
+    @classmethod
+    def create(cls, spec: TeacherSpec, size: str = "small",
+               action_stats: dict[str, list[float]] | None = None) -> TinyCNNTeacher:
+        """A freshly initialised teacher for `rpd finetune-teacher` (one size: the default)."""
+        from rpd.errors import InputError
+
+        if size not in ("tiny", "small"):
+            raise InputError(f"--size {size!r}: use 'tiny' or 'small'")
+        return cls(spec, {}, action_stats)
+
+    @property
+    def net(self) -> Any:
+        """The torch module (the training stage's name for it)."""
+        return self.model
+
+    def _pixels(self, images: Any) -> Any:
+        """uint8 [B, H, W, 3] -> float [B, 3, s, s] in [0, 1] at the network's input size."""
         import torch
         import torch.nn.functional as F
 
         size = int(self.config["input_size"])
+        x = torch.as_tensor(images).permute(0, 3, 1, 2).float().div_(255.0)
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=True)
+        return x
+
+    def forward_normalized(self, images: Any, instructions: list[str],
+                           proprio: Any = None) -> Any:
+        """Training forward pass: normalised chunks [B, C, A] with gradient. The CNN ignores
+        the instruction (one task per teacher)."""
+        return self.model(self._pixels(images), proprio.float() if proprio is not None else None)
+
+    def act_chunk(self, batch: TeacherBatch) -> np.ndarray:
+        """Action chunks [B, chunk_size, A] float32 in env units."""
+        import torch
+
+        self.model.eval()
         with torch.no_grad():
-            x = torch.as_tensor(np.ascontiguousarray(batch.images)).permute(0, 3, 1, 2)
-            x = x.float().div_(255.0)
-            if x.shape[-2:] != (size, size):
-                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                  antialias=True)
+            x = self._pixels(np.ascontiguousarray(batch.images))
             proprio = None
             if self.spec.proprio_dim:
                 if batch.proprio is None:

@@ -18,7 +18,9 @@ def test_render_stores_frames_actions_proprio_and_is_reused(demo_file: Path) -> 
     traj = open_trajectory(demo_file)
     n = sum(ep["elapsed_steps"] for ep in traj.episodes)
     assert data.frames.shape == (n, 48, 48, 3) and data.frames.dtype == np.uint8
-    assert data.actions.shape == (n, 7) and data.proprio.shape == (n, 9)
+    assert data.actions.shape == (n, 7) and data.proprio.shape == (n, 18)
+    # joint positions then velocities: the arm moves, so some velocities are non-zero
+    assert np.abs(data.proprio[:, 9:]).max() > 1e-3 and np.abs(data.proprio[:, :9]).max() > 0.1
     first = next(traj.iter_episodes())[1]["actions"]
     np.testing.assert_allclose(data.actions[: len(first)], first)
     assert data.frames[0].std() > 5 and not np.array_equal(data.frames[0], data.frames[30])

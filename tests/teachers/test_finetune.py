@@ -80,7 +80,8 @@ def test_receding_horizon_replans_every_k_steps(tiny_teacher_dir: Path) -> None:
 
     teacher.act_chunk = counting  # type: ignore[method-assign]
     policy = ChunkedPolicy(teacher, mode="receding", execute=3)
-    b = TeacherBatch(np.zeros((2, 48, 48, 3), np.uint8), ["x", "x"], np.zeros((2, 9), np.float32))
+    p = teacher.spec.proprio_dim
+    b = TeacherBatch(np.zeros((2, 48, 48, 3), np.uint8), ["x", "x"], np.zeros((2, p), np.float32))
     chunk = original(b)
     actions = [policy.act(b) for _ in range(7)]
     assert len(calls) == 3  # steps 0, 3, 6

@@ -1,0 +1,262 @@
+"""`rpd report`: real tiny `rpd train` runs end to end, and the aggregation math on
+hand-written eval.csv files whose expected numbers are computed by hand below."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rpd.cli import main
+from rpd.pipeline.report import align_curves, rewound_rows, spread, steps_to_threshold
+
+ENV = "PushCube-v1"
+# one in-process env, 4 rollouts of 64 steps, an eval every 2nd: a few seconds per run
+TINY = ["--env", ENV, "--steps", "256", "--envs", "1", "--n-steps", "64", "--batch-size", "32",
+        "--n-epochs", "2", "--eval-every", "128", "--eval-episodes", "1", "--net-arch", "32"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _rpd(*args: str | Path):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def _last_row(run: Path) -> dict[str, float]:
+    with open(run / "eval.csv") as f:
+        return {k: float(v) for k, v in list(csv.DictReader(f))[-1].items()}
+
+
+# ---------------------------------------------------------------- real runs
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A cnn-tiny teacher (no proprio, 32x32 render camera) evaluated by `rpd eval --teacher`,
+    two plain-PPO seeds and one RPD seed (live labels, --live-budget 8 per rollout)."""
+    from rpd.data.envs import CameraSpec
+    from rpd.teachers.base import TeacherSpec
+    from rpd.teachers.simple import TinyCNNTeacher
+
+    root = tmp_path_factory.mktemp("report")
+    spec = TeacherSpec(camera=CameraSpec("render", 32, 32), control_mode="pd_ee_delta_pose",
+                       action_dim=7, chunk_size=4, proprio_dim=0, tasks={ENV: "push the cube"})
+    stats = {"q01": [-0.5] * 6 + [-1.0], "q99": [0.5] * 6 + [1.0]}
+    teacher = TinyCNNTeacher(spec, {"seed": 3, "channels": [8, 16, 16], "hidden": 64},
+                             stats).save(root / "teacher")
+    runs = dict(teacher=teacher, ppo0=root / "ppo-s0", ppo1=root / "ppo-s1", rpd0=root / "rpd-s0")
+    for name, extra in (("rpd0", ["--teacher", teacher, "--live-budget", "8", "--seed", "0"]),
+                        ("ppo0", ["--no-teacher", "--seed", "0"]),
+                        ("ppo1", ["--no-teacher", "--seed", "1"])):
+        r = _rpd("train", *TINY, *extra, "--out", runs[name])
+        assert r.exit_code == 0, r.output
+    # the real command and episode worker, run in this process: its renderer is already warm
+    # from the RPD run's live labeller (a spawned worker would compile the shaders again, ~10 s)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("rpd.pipeline.eval_teacher.run_in_processes",
+                   lambda jobs, workers, progress: [fn(*args, None) for fn, args in jobs])
+        r = _rpd("eval", "--teacher", teacher, "--env", ENV, "--episodes", "1", "--horizon", "5",
+                 "--workers", "1")
+    assert r.exit_code == 0, r.output
+    return runs
+
+
+def test_report_of_real_runs(real_runs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    r = _rpd("report", real_runs["ppo0"], real_runs["ppo1"], real_runs["rpd0"], "--out", out)
+    assert r.exit_code == 0, r.output
+    png = out / f"{ENV}.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
+    report = json.loads((out / "report.json").read_text())
+    groups = {g["method"]: g for g in report["groups"]}
+    assert set(groups) == {"ppo", "rpd"}
+    ppo, rpd = groups["ppo"], groups["rpd"]
+    assert ppo["n_seeds"] == 2 and ppo["seeds"] == [0, 1] and ppo["finished"] == 2
+    assert rpd["n_seeds"] == 1 and ppo["teacher_eval"] is None
+    finals = [_last_row(real_runs[k])["success"] for k in ("ppo0", "ppo1")]
+    assert ppo["final_success"]["mean"] == pytest.approx(np.mean(finals))
+    assert ppo["final_step"]["mean"] == 256 and ppo["curve"]["steps"] == [128, 256]
+    # 4 rollouts x at most 8 live calls, all states novel: 32 calls in 256 steps
+    last = _last_row(real_runs["rpd0"])
+    assert last["live_teacher_calls"] == 32
+    assert rpd["live_teacher_calls_per_step"]["mean"] == pytest.approx(32 / 256)
+    assert ppo["live_teacher_calls_per_step"]["mean"] == 0
+    student = json.loads((real_runs["rpd0"] / "student.json").read_text())
+    assert rpd["steps_per_s"]["mean"] == pytest.approx(student["metrics"]["train_steps_per_s"])
+    assert rpd["teacher_fingerprint"] == student["teacher"]["fingerprint"]
+    # the teacher's own eval JSON, found in TEACHER/eval/ through the run's config.json
+    ev = json.loads((real_runs["teacher"] / "eval" / f"{ENV}-h5.json").read_text())
+    assert rpd["teacher_eval"]["success"] == ev["success_rate"]
+    assert rpd["teacher_eval"]["horizon"] == 5
+    md = (out / "report.md").read_text()
+    assert f"![{ENV} learning curves]({ENV}.png)" in md
+    rpd_row = next(line for line in md.splitlines() if line.startswith("| RPD"))
+    cells = [c.strip() for c in rpd_row.strip("|").split("|")]
+    assert cells[1] == f"{ev['success_rate']:.2f} (h5, 1 ep)"
+    assert cells[6] == "0.125" and cells[-1] == "1"
+    # the same eval JSON given explicitly; and one of another task is refused
+    r = _rpd("report", real_runs["rpd0"], "--out", tmp_path / "r2", "--teacher-eval",
+             real_runs["teacher"] / "eval" / f"{ENV}-h5.json", "--band", "std")
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "PickCube-v1-h5.json"
+    other.write_text(json.dumps(ev | dict(env_id="PickCube-v1")))
+    r = _rpd("report", real_runs["rpd0"], "--out", tmp_path / "r3", "--teacher-eval", other)
+    assert r.exit_code == 2 and "no run is on that task" in r.stderr
+    assert not (tmp_path / "r3").exists()
+
+
+# ---------------------------------------------------------------- hand-written runs
+
+
+def _fake_run(path: Path, rows: list[tuple[int, float, float, float, int]], **config) -> Path:
+    """A run dir with config.json and eval.csv (step, success, return, wall_time_s,
+    live_teacher_calls) only, as an unfinished `rpd train` run leaves it."""
+    path.mkdir(parents=True)
+    cfg = dict(env_id=ENV, no_teacher=True, teacher=None, reward="dense", seed=0,
+               eval_episodes=10, horizon=None, lam=1.0) | config
+    (path / "config.json").write_text(json.dumps(cfg))
+    with open(path / "eval.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "success", "return", "wall_time_s", "live_teacher_calls"])
+        w.writerows(rows)
+    return path
+
+
+def _teacher_eval(teacher: Path, horizon: int, success: float, fingerprint: str = "f") -> None:
+    (teacher / "eval").mkdir(parents=True, exist_ok=True)
+    (teacher / "eval" / f"{ENV}-h{horizon}.json").write_text(json.dumps(dict(
+        env_id=ENV, teacher=str(teacher), fingerprint=fingerprint, horizon=horizon,
+        episodes=20, success_rate=success, success_at_end=success, mean_return=1.0,
+        mean_length=40.0, camera_shift=0.0)))
+
+
+def test_pure_math_by_hand() -> None:
+    assert steps_to_threshold([100, 200, 300], [0.1, 0.6, 0.9], 0.6) == 200
+    assert steps_to_threshold([100, 200, 300], [0.1, 0.59, 0.7], 0.8) is None
+    assert steps_to_threshold([10], [0.8], 0.8) == 10
+    s = spread([0.9, 0.7, None])
+    assert (s["mean"], s["min"], s["max"], s["n"]) == (pytest.approx(0.8), 0.7, 0.9, 2)
+    assert s["std"] == pytest.approx(0.1)  # population std of {0.7, 0.9}
+    assert spread([None])["mean"] is None
+    # seeds evaluated at different steps: grid = union of steps inside [150, 300], each seed
+    # carrying its latest eval forward
+    grid, values = align_curves([([100, 200, 300], [0.1, 0.2, 0.3]),
+                                 ([150, 250, 350], [0.5, 0.6, 0.7])])
+    assert grid.tolist() == [150, 200, 250, 300]
+    assert values.tolist() == [[0.1, 0.2, 0.2, 0.3], [0.5, 0.5, 0.6, 0.6]]
+    # a run resumed from its checkpoint at step 200 evaluated 300 again: the later rows win
+    rows = np.array([[100, 0.1], [200, 0.2], [300, 0.3], [300, 0.4], [400, 0.5]])
+    assert rewound_rows(rows).tolist() == [[100, 0.1], [200, 0.2], [300, 0.4], [400, 0.5]]
+    rows = np.array([[100, 0.1], [200, 0.2], [300, 0.3], [200, 0.25], [300, 0.35]])
+    assert rewound_rows(rows).tolist() == [[100, 0.1], [200, 0.25], [300, 0.35]]
+
+
+def test_aggregation_of_hand_written_runs(tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher"
+    _teacher_eval(teacher, 100, 0.15)
+    _teacher_eval(teacher, 50, 0.05)  # the student's horizon (task default 50) wins
+    a = _fake_run(tmp_path / "a", [(100, 0.2, 1, 10, 50), (200, 0.6, 2, 20, 100),
+                                   (300, 0.7, 3, 30, 150), (400, 0.9, 4, 40, 200)],
+                  no_teacher=False, teacher=str(teacher))
+    b = _fake_run(tmp_path / "b", [(100, 0.0, 1, 15, 25), (200, 0.4, 2, 30, 50),
+                                   (300, 0.9, 3, 45, 75), (400, 0.7, 4, 60, 100)],
+                  no_teacher=False, teacher=str(teacher), seed=1)
+    c = _fake_run(tmp_path / "c", [(100, 0.1, 1, 5, 0), (200, 0.2, 1, 10, 0)])
+    d = _fake_run(tmp_path / "d", [(100, 0.0, 1, 5, 0), (200, 1.0, 1, 10, 0)], lam=10.0)
+    out = tmp_path / "out"
+    r = _rpd("report", a, b, c, d, "--out", out)
+    assert r.exit_code == 0, r.output
+    groups = json.loads((out / "report.json").read_text())["groups"]
+    assert [(g["method"], g["variant"]) for g in groups] == [
+        ("ppo", {"lam": 1.0}), ("ppo", {"lam": 10.0}), ("rpd", {})]
+    rpd = groups[2]
+    # mean curve 0.1, 0.5, 0.8, 0.8 -> 0.6 first reached at 300 (seeds: 200 and 300),
+    # 0.8 at 300 (seeds: 400 and 300)
+    assert rpd["curve"]["mean"] == pytest.approx([0.1, 0.5, 0.8, 0.8])
+    assert rpd["steps_to"]["0.6"] == dict(mean_curve=300, per_seed=[200, 300])
+    assert rpd["steps_to"]["0.8"] == dict(mean_curve=300, per_seed=[400, 300])
+    fs = rpd["final_success"]
+    assert (fs["mean"], fs["std"], fs["min"], fs["max"]) == pytest.approx((0.8, 0.1, 0.7, 0.9))
+    # live calls per step: 200/400 and 100/400; wall-clock: last rows 40 and 60 s
+    assert rpd["live_teacher_calls_per_step"]["mean"] == pytest.approx(0.375)
+    assert rpd["wall_time_s"]["mean"] == pytest.approx(50.0)
+    assert rpd["steps_per_s"]["mean"] is None and rpd["finished"] == 0
+    assert rpd["teacher_eval"]["success"] == 0.05 and rpd["teacher_eval"]["horizon"] == 50
+    assert groups[1]["steps_to"]["0.8"]["mean_curve"] == 200
+    assert groups[0]["steps_to"]["0.6"] == dict(mean_curve=None, per_seed=[None])
+    md = (out / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| RPD"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:6] == ["RPD (teacher), dense", "0.05 (h50, 20 ep)",
+                         "0.80 ± 0.10 [0.70, 0.90]", "400 ± 0 [400, 400]",
+                         "300 (2/2 seeds)", "300 (2/2 seeds)"]
+    assert cells[6] == "0.375 ± 0.125 [0.250, 0.500]" and cells[7] == "0.8 min"
+    assert cells[-1] == "2 (2 unfinished)"
+    assert "| PPO, dense, lam=1.0 |" in md and "not reached (0/1 seeds)" in md
+    assert (out / f"{ENV}.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such directory"),
+    ("no_config", "not an `rpd train` run directory"),
+    ("no_csv", "no eval.csv"),
+    ("header_only", "has no evaluations yet"),
+    ("empty_file", "lacks column(s)"),
+    ("not_numeric", "is not numeric"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, case: str,
+                                                  message: str) -> None:
+    good = _fake_run(tmp_path / "good", [(100, 0.5, 1, 10, 0)])
+    bad = tmp_path / "bad"
+    if case != "missing":
+        _fake_run(bad, [(100, 0.5, 1, 10, 0)])
+    if case == "no_config":
+        (bad / "config.json").unlink()
+    elif case == "no_csv":
+        (bad / "eval.csv").unlink()
+    elif case == "header_only":
+        (bad / "eval.csv").write_text("step,success,return,wall_time_s,live_teacher_calls\n")
+    elif case == "empty_file":
+        (bad / "eval.csv").write_text("")
+    elif case == "not_numeric":
+        with open(bad / "eval.csv", "a") as f:
+            f.write("200,oops,1,2,0\n")
+    out = tmp_path / "out"
+    r = _rpd("report", good, bad, "--out", out)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and str(bad) in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_chain_dry_run_plans_resumes_and_skips(tmp_path: Path) -> None:
+    """benchmarks/rpd_chain.py --dry-run: the stage commands, with finished stages skipped
+    and an unfinished run resumed (nothing is run or written)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[2] / "benchmarks" / "rpd_chain.py"
+    teacher = tmp_path / "teacher"
+    runs = tmp_path / "out" / "runs"
+    _fake_run(runs / f"{ENV}-sparse-rpd-s0", [(100, 0.5, 1, 10, 0)])
+    (runs / f"{ENV}-sparse-rpd-s0" / "student.json").write_text(
+        json.dumps(dict(metrics=dict(steps=1000))))
+    _fake_run(runs / f"{ENV}-sparse-ppo-s0", [(100, 0.5, 1, 10, 0)])  # interrupted
+    out = subprocess.run([sys.executable, str(script), "--env", ENV, "--reward", "sparse",
+                          "--steps", "1000", "--seeds", "0", "1", "--teacher", str(teacher),
+                          "--live-budget", "5", "--out", str(tmp_path / "out"), "--dry-run"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    stages = [line.split("]")[0].lstrip("[") for line in out]
+    assert stages == ["demos", "teacher", "teacher-eval", "train-rpd-s0", "train-ppo-s0",
+                      "train-rpd-s1", "train-ppo-s1", "report"]
+    assert "skipped" in out[0] and "skipped" in out[1] and "skipped" in out[3]
+    assert f"--teacher {teacher}" in out[2] and "--horizon 100" in out[2]
+    assert out[4].endswith("--no-teacher --resume") and "--live-budget" not in out[4]
+    assert "--live-budget 5" in out[5] and "--reward sparse" in out[5]
+    assert "--resume" not in out[5] and not (tmp_path / "out" / "chain.log").exists()
