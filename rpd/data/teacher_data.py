@@ -135,7 +135,8 @@ def render_teacher_data(h5_path: str | Path, camera: CameraSpec, workers: int = 
             if progress is not None:
                 progress(len(traj.episodes))
             return path
-    scratch = path.with_name(f".{path.name}.episodes")
+    # Episodes of an interrupted run, reused only by the same data format.
+    scratch = path.with_name(f".{path.name}.episodes-v{DATA_SCHEMA_VERSION}")
     scratch.mkdir(parents=True, exist_ok=True)
     ids = [ep["episode_id"] for ep in traj.episodes]
     n = max(1, min(workers, len(ids)))

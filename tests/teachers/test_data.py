@@ -30,6 +30,25 @@ def test_render_stores_frames_actions_proprio_and_is_reused(demo_file: Path) -> 
     assert (path / "zarr.json").stat().st_mtime_ns == mtime
 
 
+def test_data_of_an_older_format_is_rendered_again(demo_file: Path) -> None:
+    """Data written before proprio held velocities (format 1, 9 dims) and episodes left by an
+    interrupted run of that format are not reused."""
+    import zarr
+
+    camera = CameraSpec("render", 32, 32)
+    path = render_teacher_data(demo_file, camera, workers=1)
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["schema_version"] = 1
+    stale = path.with_name(f".{path.name}.episodes")  # format 1's scratch dir
+    stale.mkdir()
+    np.savez(stale / "ep_0.npz", frames=np.zeros((1, 32, 32, 3), np.uint8),
+             actions=np.zeros((1, 7), np.float32), proprio=np.zeros((1, 9), np.float32))
+    path = render_teacher_data(demo_file, camera, workers=1)
+    assert zarr.open_group(str(path), mode="r").attrs["schema_version"] == 2
+    data = load_teacher_data([path])
+    assert data.proprio.shape[1] == 18 and len(data) == len(data.frames) > 1
+
+
 def test_chunk_targets_stop_at_episode_end() -> None:
     from rpd.data.teacher_data import TeacherData
 

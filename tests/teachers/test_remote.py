@@ -397,3 +397,24 @@ def test_cache_labelled_over_loopback_keeps_finished_parts_when_the_server_dies(
         labeler, _ = cache_mod._LABELERS.pop(labeler_key, (None, None))
         if labeler is not None:
             labeler.close()
+
+
+@pytest.mark.timeout(120)
+def test_rpd_train_learns_from_a_remote_teacher_over_loopback(remote_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """The student stage with a served teacher: live labels come over the socket, are written
+    to the run's store under the served teacher's fingerprint, and the run finishes."""
+    from rpd.data.store import TeacherStore
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "train", "--env", ENV, "--teacher", str(remote_dir), "--steps", "128", "--envs", "1",
+        "--n-steps", "64", "--batch-size", "32", "--n-epochs", "1", "--eval-every", "128",
+        "--eval-episodes", "1", "--live-budget", "8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    student = json.loads((out / "student.json").read_text())
+    assert student["metrics"]["live_teacher_calls"] == 16  # 2 rollouts x budget 8
+    served = load_teacher(remote_dir).fingerprint
+    assert student["teacher"]["fingerprint"] == served
+    summary = TeacherStore.open(out / "cache").summary()
+    assert summary.teacher_fingerprint == served and summary.entries == 16
