@@ -108,10 +108,15 @@ def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Pa
 
 def test_plain_ppo_then_eval(tmp_path: Path) -> None:
     out = tmp_path / "ppo"
-    code, output = _rpd("train", *TINY, "--no-teacher", "--steps", "64", "--out", str(out))
+    code, output = _rpd("train", *TINY, "--no-teacher", "--steps", "64", "--log-std-init",
+                        "-1.2", "--out", str(out))
     assert code == 0, output
     meta = json.loads((out / "student.json").read_text())
     assert meta["teacher"] is None and meta["lambda_schedule"] is None
+    from stable_baselines3 import PPO
+
+    log_std = PPO.load(out / "student.zip", device="cpu").policy.log_std.detach().numpy()
+    assert abs(log_std.mean() + 1.2) < 0.05  # started at -1.2, one short update since
     assert meta["metrics"]["live_teacher_calls"] == 0 and not (out / "cache").exists()
     assert meta["config"]["gamma"] is None and meta["config"]["n_epochs"] == 2
     code, output = _rpd("eval", "--student", str(out), "--env", ENV_ID, "--episodes", "2",
