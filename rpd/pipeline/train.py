@@ -284,6 +284,32 @@ def evaluate_and_checkpoint(model: Any, env: Any, cfg: TrainConfig,
     return row
 
 
+def _trim_eval_rows(out: Path, info: dict[str, Any]) -> dict[str, Any] | None:
+    """On resume: drop eval.csv rows written after the checkpoint (a run killed between its
+    evaluation and its checkpoint) and return the checkpoint's own evaluation row, so a
+    finished run resumed with the same --steps is not evaluated (and listed) twice."""
+    path = out / EVAL_CSV
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if int(r["step"]) <= int(info["num_timesteps"])]
+    if len(kept) != len(rows):
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(EVAL_COLUMNS)
+            writer.writerows([r[k] for k in EVAL_COLUMNS] for r in kept)
+        tmp.replace(path)
+    last = [r for r in kept if int(r["step"]) == int(info["last_eval"])]
+    if not last:
+        return None
+    r = last[-1]
+    return dict(step=int(r["step"]), success=float(r["success"]), ret=float(r["return"]),
+                wall_time_s=float(r["wall_time_s"]),
+                live_teacher_calls=int(r["live_teacher_calls"]))
+
+
 def _checkpoint(model: Any, cfg: TrainConfig, state: dict[str, Any], wall: float) -> None:
     from rpd.data.schema import write_json_atomic
 
@@ -374,6 +400,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                                 tensorboard_log=str(cfg.out / "tb"))
             state["wall_offset"] = resume_info["wall_time_s"]
             state["last_eval"] = resume_info["last_eval"]
+            state["last_result"] = _trim_eval_rows(cfg.out, resume_info)
             logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
         else:
             model = RPDPPO(
@@ -397,7 +424,8 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                         reset_num_timesteps=False)
         # env steps/s of this invocation's training (rollouts, labels, updates; not evals)
         learn_s = time.perf_counter() - t_learn - state.get("eval_time", 0.0)
-        steps_per_s = (model.num_timesteps - steps_before) / learn_s if learn_s > 0 else None
+        trained = model.num_timesteps - steps_before
+        steps_per_s = trained / learn_s if learn_s > 0 and trained > 0 else None
         if state["last_result"] is None or state["last_eval"] != model.num_timesteps:
             evaluate_and_checkpoint(model, eval_env, cfg, state)
         model.save(cfg.out / STUDENT_ZIP)

@@ -101,6 +101,14 @@ def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Pa
     assert 128 < int(rows[-1]["live_teacher_calls"]) < 192
     assert float(rows[-1]["wall_time_s"]) > float(rows[1]["wall_time_s"])
     assert json.loads((run / "student.json").read_text())["metrics"]["steps"] == 192
+    # a finished run resumed with the same --steps is not evaluated (or listed) again, and a
+    # row written after the last checkpoint (killed before checkpointing) is dropped
+    with open(run / "eval.csv", "a") as f:
+        f.write("256,0.5,0.5,99.0,200\n")
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "192",
+                        "--out", str(run), "--resume")
+    assert code == 0, output
+    assert [int(r["step"]) for r in _eval_rows(run)] == [64, 128, 192]
     code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "256",
                         "--out", str(run), "--resume", "--lambda", "2")
     assert code == 2 and "lam" in output and "--resume" in output
