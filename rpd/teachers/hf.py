@@ -159,3 +159,27 @@ def check_image_batch(images: np.ndarray, spec_camera: Any) -> None:
             f"teacher expects {w}x{h} images from camera {spec_camera.name!r}, got "
             f"{images.shape[2]}x{images.shape[1]}; render the teacher's camera"
         )
+
+
+class SafetensorsCheckpoint:
+    """Checkpoint methods shared by the transformers backends: `net` (base and adapter
+    weights, unmerged) as model.safetensors; loading rebuilds the model from teacher.json's
+    config and loads them back. Mix in before `Teacher`."""
+
+    net: torch.nn.Module
+
+    def _save_weights(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file(state_dict_for_save(self.net), str(path))
+
+    @classmethod
+    def _load(cls, meta: dict[str, Any], weights: Path) -> Any:
+        from safetensors.torch import load_file
+
+        from rpd.teachers.base import TeacherSpec
+
+        teacher = cls(TeacherSpec.from_dict(meta["spec"]), meta["config"],  # type: ignore[call-arg]
+                      meta["action_stats"])
+        teacher.net.load_state_dict(load_file(str(weights)))
+        return teacher

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,7 +95,7 @@ def _count_image_tokens(model: Any, image_size: int) -> int:
 
 
 @register_teacher("openvla")
-class OpenVLATeacher(Teacher):
+class OpenVLATeacher(hf.SafetensorsCheckpoint, Teacher):
     """OpenVLA-style teacher on a transformers VLM (see module docstring). `net` is the model
     (wrapped by peft when LoRA is on)."""
 
@@ -284,21 +283,6 @@ class OpenVLATeacher(Teacher):
         self.net.eval()
         pred = self.forward_normalized(batch.images, list(batch.instructions)).numpy()
         return unnormalize(pred, self.action_stats["q01"], self.action_stats["q99"])
-
-    # ---- checkpoint --------------------------------------------------------------------------
-
-    def _save_weights(self, path: Path) -> None:
-        from safetensors.torch import save_file
-
-        save_file(hf.state_dict_for_save(self.net), str(path))
-
-    @classmethod
-    def _load(cls, meta: dict[str, Any], weights: Path) -> OpenVLATeacher:
-        from safetensors.torch import load_file
-
-        teacher = cls(TeacherSpec.from_dict(meta["spec"]), meta["config"], meta["action_stats"])
-        teacher.net.load_state_dict(load_file(str(weights)))
-        return teacher
 
 
 class _OnlyTokens:

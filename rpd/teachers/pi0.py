@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,7 +60,7 @@ def _tiny_hf_config(vocab_size: int, spec: TeacherSpec) -> dict[str, Any]:
 
 
 @register_teacher("pi0")
-class PI0Teacher(Teacher):
+class PI0Teacher(hf.SafetensorsCheckpoint, Teacher):
     """π0 teacher on transformers' PI0ForConditionalGeneration (see module docstring)."""
 
     def __init__(self, spec: TeacherSpec, config: dict[str, Any],
@@ -208,18 +207,3 @@ class PI0Teacher(Teacher):
         self.net.eval()
         pred = self.forward_normalized(batch.images, list(batch.instructions), batch.proprio)
         return unnormalize(pred.numpy(), self.action_stats["q01"], self.action_stats["q99"])
-
-    # ---- checkpoint --------------------------------------------------------------------------
-
-    def _save_weights(self, path: Path) -> None:
-        from safetensors.torch import save_file
-
-        save_file(hf.state_dict_for_save(self.net), str(path))
-
-    @classmethod
-    def _load(cls, meta: dict[str, Any], weights: Path) -> PI0Teacher:
-        from safetensors.torch import load_file
-
-        teacher = cls(TeacherSpec.from_dict(meta["spec"]), meta["config"], meta["action_stats"])
-        teacher.net.load_state_dict(load_file(str(weights)))
-        return teacher
