@@ -95,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=10_000)
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--train-args", default="", help="Extra `rpd train` options (both runs).")
+    p.add_argument("--methods", nargs="+", choices=("rpd", "ppo"), default=["rpd", "ppo"],
+                   help="Student runs per seed (two chains with one method each can share "
+                        "an --out and run side by side).")
     args = p.parse_args(argv)
     if args.steps <= 0 or args.envs <= 0:
         p.error("--steps and --envs must be positive")
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     chain.make_teacher()
     chain.eval_teacher()
     chain.make_cache()
-    runs = [chain.train(method, seed) for seed in chain.a.seeds for method in ("rpd", "ppo")]
+    runs = [chain.train(method, seed) for seed in chain.a.seeds for method in chain.a.methods]
     chain.report(runs)
     if not chain.a.dry_run:
         print(f"report: {chain.out / 'report' / 'report.md'}")

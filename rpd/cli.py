@@ -69,6 +69,7 @@ def _register() -> None:
     for command in (demos.demos, teacher.finetune_teacher_cmd, teacher.eval_cmd, cache.cache,
                     train.train, report.report):
         main.add_command(command)
+    main.add_command(teacher.scripted_teacher_cmd)
     main.add_command(remote.serve_teacher_cmd)
     main.add_command(remote.connect_teacher_cmd)
 

@@ -128,3 +128,36 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
             ("mean length", f"{pick('mean_length', 'length'):.1f}"), ("results", str(path))]
     for k, v in rows:
         click.echo(f"{k:<16} {v}")
+
+
+@click.command("scripted-teacher")
+@click.option("--env", "env_id", required=True,
+              help="Task: PushCube-v1, PullCube-v1 or PickCube-v1.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Teacher directory to write (teacher.json).")
+@click.option("--offset", type=float, nargs=3, default=(0.0, 0.0, 0.0), show_default=True,
+              help="DX DY DZ (m): where the teacher believes the object is, relative to where "
+                   "it is (a perception error).")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="Largest step as a fraction of the controller's 0.1 m (a slow teacher).")
+@click.option("--force", is_flag=True, help="Replace a teacher already in --out.")
+def scripted_teacher_cmd(env_id: str, out: Path, offset: tuple[float, float, float],
+                         speed: float, force: bool) -> None:
+    """Write a state-based scripted teacher of controlled error.
+
+    It reads object and gripper poses from the simulator instead of an image, so it
+    separates what RPD does from how good a VLA teacher is. Use the directory as --teacher
+    anywhere (rpd eval, cache, train).
+    """
+    from rpd.data.schema import TEACHER_JSON
+    from rpd.errors import InputError
+    from rpd.teachers.scripted import ScriptedTeacher
+
+    if (out / TEACHER_JSON).exists() and not force:
+        raise InputError(f"--out {out}: already holds a teacher; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; give a directory")
+    teacher = ScriptedTeacher.build(env_id, offset=offset, speed=speed)
+    teacher.save(out)
+    click.echo(f"wrote scripted teacher to {out}: {env_id}, offset {list(offset)} m, "
+               f"speed {speed}, fingerprint {teacher.fingerprint}")

@@ -63,16 +63,18 @@ class TeacherEvalConfig:
 def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[dict[str, Any]]:
     import torch
 
-    from rpd.data.envs import EnvConfig, make_env, robot_proprio, teacher_image
-    from rpd.teachers.base import TeacherBatch, load_teacher
+    from rpd.data.envs import EnvConfig, get_env_state, make_env, robot_proprio, teacher_image
+    from rpd.teachers.base import TeacherBatch, load_teacher, no_images
     from rpd.teachers.chunking import ChunkedPolicy
 
     torch.set_num_threads(1)
     teacher = load_teacher(cfg.teacher)
     instruction = teacher.spec.instruction(cfg.env_id)
     camera = replace(teacher.spec.camera, shift_deg=cfg.camera_shift)
+    sees = not teacher.uses_env_state  # a state-reading teacher needs no rendering
     env = make_env(EnvConfig(cfg.env_id, control_mode=teacher.spec.control_mode,
-                             max_episode_steps=cfg.horizon, camera=camera))
+                             max_episode_steps=cfg.horizon,
+                             camera=camera if sees or cfg.video_dir else None))
     policy = ChunkedPolicy(teacher, mode=cfg.chunk_mode, execute=cfg.execute)  # type: ignore[arg-type]
     results = []
     for seed in seeds:
@@ -80,11 +82,13 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
         policy.reset(1)
         frames, ret, success_once, length = [], 0.0, False, 0
         for t in range(cfg.horizon):
-            img = teacher_image(env, camera)
+            img = teacher_image(env, camera) if sees or cfg.video_dir else no_images(1)
             if cfg.video_dir is not None:
                 frames.append(img[0])
-            proprio = robot_proprio(env)
-            action = policy.act(TeacherBatch(img, [instruction], proprio))
+            batch = TeacherBatch(img if sees else no_images(1), [instruction],
+                                 robot_proprio(env),
+                                 None if sees else get_env_state(env))
+            action = policy.act(batch)
             _, reward, terminated, truncated, info = env.step(action)
             ret += float(reward[0])
             length = t + 1

@@ -20,7 +20,7 @@ from rpd.data.envs import (
     set_env_state,
     teacher_image,
 )
-from rpd.teachers.base import Teacher, TeacherBatch
+from rpd.teachers.base import Teacher, TeacherBatch, no_images
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ class TeacherLabeler:
     """Labels env states of one task with one teacher, keeping its env open between calls.
 
     The env has `obs_mode="state"` (so the student observation of each state comes for free)
-    and renders exactly the teacher's camera. Close it with `close()` or use `with`.
+    and renders exactly the teacher's camera (nothing for a teacher that reads simulator
+    states, `Teacher.uses_env_state`). Close it with `close()` or use `with`.
 
     Args:
         teacher: Any registered teacher.
@@ -47,7 +48,8 @@ class TeacherLabeler:
         self.batch_size = int(batch_size)
         self.instruction = teacher.spec.instruction(env_id)
         self.cfg = EnvConfig(env_id, obs_mode="state", control_mode=teacher.spec.control_mode,
-                             camera=teacher.spec.camera, max_episode_steps=max_episode_steps,
+                             camera=None if teacher.uses_env_state else teacher.spec.camera,
+                             max_episode_steps=max_episode_steps,
                              env_kwargs=dict(env_kwargs or {}))
         self._env: Any = None
 
@@ -75,8 +77,11 @@ class TeacherLabeler:
     def observe(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Teacher inputs in the env's current state: (image [1, H, W, 3] u8, proprio [1, P]
         f32 or None). Proprio is `robot_proprio` (joint positions, then velocities), first
-        `proprio_dim` dims."""
-        image = teacher_image(self.env, self.teacher.spec.camera)
+        `proprio_dim` dims. A teacher that reads simulator states gets `no_images(1)`."""
+        if self.teacher.uses_env_state:
+            image = no_images(1)
+        else:
+            image = teacher_image(self.env, self.teacher.spec.camera)
         p = self.teacher.spec.proprio_dim
         if not p:
             return image, None
@@ -87,15 +92,17 @@ class TeacherLabeler:
         obs = self.env.unwrapped.get_obs()
         return np.asarray(obs.cpu().numpy() if hasattr(obs, "cpu") else obs, np.float32)
 
-    def act(self, images: np.ndarray, proprio: np.ndarray | None) -> np.ndarray:
-        """Teacher actions for stacked inputs (images [N, H, W, 3], proprio [N, P] | None),
-        in calls of `batch_size`: [N, A] f32."""
+    def act(self, images: np.ndarray, proprio: np.ndarray | None,
+            env_states: np.ndarray | None = None) -> np.ndarray:
+        """Teacher actions for stacked inputs (images [N, H, W, 3], proprio [N, P] | None,
+        env states [N, S] | None), in calls of `batch_size`: [N, A] f32."""
         out = []
         for i in range(0, len(images), self.batch_size):
             sl = slice(i, i + self.batch_size)
             batch = TeacherBatch(images=images[sl],
                                  instructions=[self.instruction] * len(images[sl]),
-                                 proprio=None if proprio is None else proprio[sl])
+                                 proprio=None if proprio is None else proprio[sl],
+                                 env_states=None if env_states is None else env_states[sl])
             out.append(np.asarray(self.teacher.act(batch), np.float32))
         if not out:
             return np.zeros((0, self.teacher.spec.action_dim), np.float32)
@@ -135,8 +142,11 @@ class TeacherLabeler:
             return (np.zeros((0, self.teacher.spec.action_dim), np.float32),
                     np.zeros((0, d), np.float32))
         stacked_p = None if proprio[0] is None else np.concatenate(proprio)
-        actions = self.act(np.concatenate(images), stacked_p)
+        actions = self.act(np.concatenate(images), stacked_p, self._states_for_teacher(env_states))
         return actions, np.concatenate(obs)
+
+    def _states_for_teacher(self, env_states: np.ndarray) -> np.ndarray | None:
+        return env_states if self.teacher.uses_env_state else None
 
     def states_from_dicts(self, state_dicts: list[dict[str, Any]]) -> np.ndarray:
         """Flat states [N, S] for ManiSkill nested state dicts (as stored in demo .h5 files)."""
@@ -165,7 +175,7 @@ class TeacherLabeler:
             observations.append(np.asarray(obs.cpu().numpy() if hasattr(obs, "cpu") else obs,
                                            np.float32))
             image, p = self.observe()
-            action = self.act(image, p)
+            action = self.act(image, p, self._states_for_teacher(states[-1]))
             actions.append(action)
             executed = action
             if noise > 0:

@@ -72,11 +72,15 @@ class TeacherBatch:
         images: Teacher-camera RGB [B, H, W, 3] uint8.
         instructions: B instruction strings.
         proprio: [B, P] float32, or None when the teacher takes none.
+        env_states: [B, S] simulator states (`rpd.data.envs.get_env_state`) for a teacher
+            that reads the state (`Teacher.uses_env_state`), else None. Such a teacher gets
+            `no_images(B)` as images: nothing is rendered for it.
     """
 
     images: np.ndarray
     instructions: list[str]
     proprio: np.ndarray | None = None
+    env_states: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[-1] != 3:
@@ -90,6 +94,11 @@ class TeacherBatch:
         return len(self.images)
 
 
+def no_images(n: int) -> np.ndarray:
+    """The images of a batch for a teacher that reads simulator states: [n, 0, 0, 3] uint8."""
+    return np.zeros((n, 0, 0, 3), np.uint8)
+
+
 class Teacher(ABC):
     """A batched, gradient-free policy from (image, instruction[, proprio]) to actions.
 
@@ -99,7 +108,10 @@ class Teacher(ABC):
 
     kind: ClassVar[str]
     has_weights: ClassVar[bool] = True
-    """False for a backend whose checkpoint is teacher.json alone (`remote`)."""
+    """False for a backend whose checkpoint is teacher.json alone (`remote`, `scripted`)."""
+    uses_env_state: ClassVar[bool] = False
+    """True for a privileged teacher that acts on `TeacherBatch.env_states` (`scripted`):
+    callers then pass simulator states and render nothing."""
 
     def __init__(self, spec: TeacherSpec, config: dict[str, Any],
                  action_stats: dict[str, list[float]] | None = None) -> None:
@@ -135,9 +147,10 @@ class Teacher(ABC):
 
         ckpt_dir = Path(ckpt_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_dir / f".{TEACHER_WEIGHTS}.tmp"
-        self._save_weights(tmp)
-        tmp.replace(ckpt_dir / TEACHER_WEIGHTS)
+        if self.has_weights:
+            tmp = ckpt_dir / f".{TEACHER_WEIGHTS}.tmp"
+            self._save_weights(tmp)
+            tmp.replace(ckpt_dir / TEACHER_WEIGHTS)
         meta = dict(schema_version=TEACHER_SCHEMA_VERSION, kind=self.kind,
                     spec=self.spec.to_dict(), config=self.config,
                     action_stats=self.action_stats, training=self.training,
@@ -151,6 +164,7 @@ class Teacher(ABC):
         """Content hash of kind + spec + config + action statistics + weights (16 hex chars).
 
         Training logs and metrics are left out: they do not change what the teacher does.
+        A teacher without weights is its config.
         """
         if self._fingerprint is None:
             import tempfile
@@ -159,6 +173,9 @@ class Teacher(ABC):
             identity = dict(kind=self.kind, spec=self.spec.to_dict(), config=self.config,
                             action_stats=self.action_stats)
             h.update(json.dumps(identity, sort_keys=True).encode())
+            if not self.has_weights:
+                self._fingerprint = h.hexdigest()[:16]
+                return self._fingerprint
             with tempfile.TemporaryDirectory() as d:
                 path = Path(d) / TEACHER_WEIGHTS
                 self._save_weights(path)
@@ -239,7 +256,7 @@ def load_teacher(ckpt_dir: str | Path, option: str = "--teacher") -> Teacher:
 
 BUILTIN_BACKENDS: tuple[str, ...] = ("rpd.teachers.octo", "rpd.teachers.simple",
                                      "rpd.teachers.remote", "rpd.teachers.openvla",
-                                     "rpd.teachers.pi0")
+                                     "rpd.teachers.pi0", "rpd.teachers.scripted")
 
 
 def _import_backends() -> None:

@@ -78,4 +78,5 @@ class ChunkedPolicy:
 def _subset(batch: TeacherBatch, idx: list[int]) -> TeacherBatch:
     return TeacherBatch(images=batch.images[idx],
                         instructions=[batch.instructions[i] for i in idx],
-                        proprio=None if batch.proprio is None else batch.proprio[idx])
+                        proprio=None if batch.proprio is None else batch.proprio[idx],
+                        env_states=None if batch.env_states is None else batch.env_states[idx])

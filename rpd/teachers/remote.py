@@ -235,19 +235,6 @@ class RemoteTeacher(Teacher):
         """The served teacher's fingerprint (so labels it wrote stay valid here)."""
         return str(self.config["fingerprint"])
 
-    def save(self, ckpt_dir: str | Path) -> Path:
-        """Write teacher.json (there are no local weights)."""
-        from rpd.data.schema import TEACHER_JSON, TEACHER_SCHEMA_VERSION, write_json_atomic
-
-        ckpt_dir = Path(ckpt_dir)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        meta = dict(schema_version=TEACHER_SCHEMA_VERSION, kind=self.kind,
-                    spec=self.spec.to_dict(), config=self.config,
-                    action_stats=self.action_stats, training=self.training,
-                    metrics=self.metrics)
-        write_json_atomic(ckpt_dir / TEACHER_JSON, meta)
-        return ckpt_dir
-
     def _save_weights(self, path: Path) -> None:
         raise TypeError("a remote teacher has no local weights")
 
@@ -602,7 +589,8 @@ def open_server(ckpt_dir: str | Path, host: str = "127.0.0.1",
     `serve_forever()` on the result).
 
     Raises:
-        InputError: not a teacher checkpoint, a remote teacher, or the port is taken.
+        InputError: not a teacher checkpoint, a remote or state-reading teacher, or the port
+            is taken.
     """
     from rpd.teachers.base import load_teacher
 
@@ -610,4 +598,7 @@ def open_server(ckpt_dir: str | Path, host: str = "127.0.0.1",
     if isinstance(teacher, RemoteTeacher):
         raise InputError(f"DIR {ckpt_dir}: is itself a remote teacher (of {teacher.url}); "
                          "serve the checkpoint it points to instead")
+    if teacher.uses_env_state:
+        raise InputError(f"DIR {ckpt_dir}: a {teacher.kind} teacher reads simulator states, "
+                         "which the protocol does not carry; use the directory directly")
     return TeacherServer(teacher, host, port)

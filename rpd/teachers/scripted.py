@@ -1,0 +1,207 @@
+"""`scripted`: a state-based teacher of controlled error, to separate the method from the teacher.
+
+A hand-written controller that reads the simulator state (object, goal and gripper poses)
+instead of an image. Two knobs make it as weak as a fine-tuned VLA, in known ways:
+
+- `offset` [dx, dy, dz] (m): where the teacher believes the object is, relative to where it
+  is (a perception error). On PickCube the grasp lands off-centre; on Push/PullCube the push
+  line misses the cube's centre.
+- `speed` (0, 1]: the largest end-effector step it takes, as a fraction of the controller's
+  0.1 m. A slow teacher is right but runs out of time at a short horizon, as VLAs imitating
+  slow motion-planned demos do.
+
+The policy is a pure function of the state (no memory), so any visited state can be labelled
+on its own: it restores each state in a private state-only env and reads the poses there.
+Actions are `pd_ee_delta_pose` (normalised position delta, rotation delta, gripper).
+`rpd scripted-teacher` writes its checkpoint (teacher.json only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rpd.data.envs import DEFAULT_CONTROL_MODE, CameraSpec, get_task
+from rpd.errors import InputError
+from rpd.teachers.base import Teacher, TeacherBatch, TeacherSpec, register_teacher
+
+STEP_M = 0.1
+"""The controller's largest position step (m) for a normalised action of 1."""
+ROT_STEP = 0.1
+"""The controller's largest rotation step (rad) for a normalised action of 1."""
+GRIPPER_OPEN, GRIPPER_CLOSED = 1.0, -1.0
+
+PUSH_TASKS = ("PushCube-v1", "PullCube-v1")
+PICK_TASKS = ("PickCube-v1",)
+SCRIPTED_TASKS = PUSH_TASKS + PICK_TASKS
+
+CUBE_HALF = 0.02
+PUSH_BEHIND = 0.045
+"""Distance behind the cube centre (m) the fingertips start a push from."""
+APPROACH_HEIGHT = 0.08
+"""Height (m) above the table at which the gripper travels to the start of a push."""
+HOVER = 0.06
+"""Height (m) above the grasp point from which the gripper descends."""
+
+
+@register_teacher("scripted")
+class ScriptedTeacher(Teacher):
+    """A scripted controller on the simulator state (see the module docstring).
+
+    `config`: env_id, offset [3] (m), speed (0, 1].
+    """
+
+    has_weights = False
+    uses_env_state = True
+
+    def __init__(self, spec: TeacherSpec, config: dict[str, Any],
+                 action_stats: dict[str, list[float]] | None = None) -> None:
+        config = dict(config)
+        env_id = config.get("env_id")
+        if env_id not in SCRIPTED_TASKS:
+            raise InputError(f"--env {env_id}: the scripted teacher knows "
+                             f"{', '.join(SCRIPTED_TASKS)}; pick one of them")
+        offset = config.get("offset", [0.0, 0.0, 0.0])
+        if len(offset) != 3 or not all(np.isfinite(offset)):
+            raise InputError(f"--offset {offset}: give three finite numbers dx dy dz (m)")
+        speed = float(config.get("speed", 1.0))
+        if not 0 < speed <= 1:
+            raise InputError(f"--speed {speed}: must be in (0, 1] (fraction of the 0.1 m step)")
+        config.update(offset=[float(v) for v in offset], speed=speed)
+        super().__init__(spec, config, action_stats)
+        self._env: Any = None
+
+    @classmethod
+    def build(cls, env_id: str, offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
+              speed: float = 1.0) -> ScriptedTeacher:
+        """A scripted teacher for `env_id` (see the module docstring for the knobs)."""
+        get_task(env_id)
+        spec = TeacherSpec(camera=CameraSpec(), control_mode=DEFAULT_CONTROL_MODE,
+                           action_dim=7, chunk_size=1, proprio_dim=0,
+                           tasks={env_id: get_task(env_id).instruction})
+        return cls(spec, dict(env_id=env_id, offset=list(offset), speed=speed))
+
+    @classmethod
+    def create(cls, *args: Any, **kwargs: Any) -> ScriptedTeacher:
+        raise InputError("--kind scripted: a scripted teacher is not fine-tuned; make one with "
+                         "`rpd scripted-teacher --env ENV --out DIR`")
+
+    # ---- checkpoint -----------------------------------------------------------------------
+
+    def _save_weights(self, path: Path) -> None:
+        raise TypeError("a scripted teacher has no weights")
+
+    @classmethod
+    def _load(cls, meta: dict[str, Any], weights: Path) -> ScriptedTeacher:
+        try:
+            return cls(TeacherSpec.from_dict(meta["spec"]), dict(meta["config"]))
+        except (TypeError, KeyError, ValueError) as e:
+            raise InputError(f"{weights.parent / 'teacher.json'}: malformed scripted teacher "
+                             f"({e}); re-create it with `rpd scripted-teacher`") from None
+
+    # ---- acting ---------------------------------------------------------------------------
+
+    @property
+    def env(self) -> Any:
+        """A private state-only env of the task, to read poses from restored states."""
+        if self._env is None:
+            from rpd.data.envs import EnvConfig, make_env
+
+            self._env = make_env(EnvConfig(self.config["env_id"],
+                                           control_mode=self.spec.control_mode))
+            self._env.reset(seed=0)
+        return self._env
+
+    def act_chunk(self, batch: TeacherBatch) -> np.ndarray:
+        """Actions [B, 1, 7] for the states in `batch.env_states` (images are ignored)."""
+        if batch.env_states is None:
+            raise InputError("the scripted teacher needs simulator states (it reads no image); "
+                             "use it through rpd train, rpd cache or rpd eval")
+        from rpd.data.envs import set_env_state
+
+        out = np.zeros((len(batch), 1, 7), np.float32)
+        for i, state in enumerate(np.asarray(batch.env_states, np.float32)):
+            set_env_state(self.env, state)
+            out[i, 0] = self.act_in_env(self.env.unwrapped)
+        return out
+
+    def act_in_env(self, base: Any) -> np.ndarray:
+        """The action in the current state of ManiSkill env `base` (unwrapped): [7] f32."""
+        poses = _poses(base, self.config["env_id"])
+        poses["obj"] = poses["obj"] + np.asarray(self.config["offset"], np.float64)
+        if self.config["env_id"] in PUSH_TASKS:
+            target, gripper, yaw = _push(poses), GRIPPER_CLOSED, 0.0
+        else:
+            target, gripper, yaw = _pick(poses)
+        speed = self.config["speed"]
+        action = np.zeros(7, np.float32)
+        action[:3] = np.clip((target - poses["tcp"]) / STEP_M, -speed, speed)
+        action[5] = np.clip(-yaw / ROT_STEP, -speed, speed)  # the tool frame's z points down
+        action[6] = gripper
+        return action
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+def _np(x: Any) -> np.ndarray:
+    x = x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+    return np.asarray(x[0] if x.ndim > 1 else x, np.float64)
+
+
+def _poses(base: Any, env_id: str) -> dict[str, Any]:
+    """Positions (and the gripper state) the controllers need, from the env's current state."""
+    obj = base.obj if env_id in PUSH_TASKS else base.cube
+    goal = base.goal_region if env_id in PUSH_TASKS else base.goal_site
+    qpos = _np(base.agent.robot.get_qpos())
+    return dict(tcp=_np(base.agent.tcp.pose.p), tcp_q=_np(base.agent.tcp.pose.q),
+                obj=_np(obj.pose.p), obj_q=_np(obj.pose.q), goal=_np(goal.pose.p),
+                gripper_width=float(qpos[-2:].sum()))
+
+
+def _push(p: dict[str, Any]) -> np.ndarray:
+    """Push the cube along the line from it to the goal: get behind it high, descend, push."""
+    tcp, obj, goal = p["tcp"], p["obj"], p["goal"]
+    d = goal[:2] - obj[:2]
+    d /= np.linalg.norm(d) + 1e-9
+    perp = np.array([-d[1], d[0]])
+    start = obj[:2] - PUSH_BEHIND * d
+    rel = tcp[:2] - obj[:2]
+    lined_up = rel @ d < -(CUBE_HALF + 0.01) and abs(rel @ perp) < 0.015
+    if lined_up:
+        if tcp[2] > CUBE_HALF + 0.015:
+            return np.array([*start, CUBE_HALF])
+        return np.array([*(goal[:2] - CUBE_HALF * d), CUBE_HALF])
+    near_start = np.linalg.norm(tcp[:2] - start) < 0.02
+    if near_start:
+        return np.array([*start, CUBE_HALF])
+    if tcp[2] < APPROACH_HEIGHT - 0.03:
+        return np.array([*tcp[:2], APPROACH_HEIGHT])  # lift clear of the cube first
+    return np.array([*start, APPROACH_HEIGHT])
+
+
+def _pick(p: dict[str, Any]) -> tuple[np.ndarray, float, float]:
+    """(target, gripper, yaw error): hover over the cube, descend, close, carry to the goal."""
+    tcp, obj, goal = p["tcp"], p["obj"], p["goal"]
+    yaw = (_yaw(p["obj_q"]) - _yaw(p["tcp_q"]) + np.pi / 4) % (np.pi / 2) - np.pi / 4
+    holding = (np.linalg.norm(tcp - obj) < 0.03 and p["gripper_width"] < 2 * CUBE_HALF + 0.005)
+    if holding:
+        return goal + (tcp - obj), GRIPPER_CLOSED, 0.0
+    xy = np.linalg.norm(tcp[:2] - obj[:2])
+    if xy > 0.01:
+        hover = obj[2] + HOVER
+        z = max(hover, tcp[2]) if xy < 0.03 else hover  # no descent before lined up
+        return np.array([*obj[:2], z]), GRIPPER_OPEN, yaw
+    if tcp[2] - obj[2] > 0.01:
+        return obj.copy(), GRIPPER_OPEN, yaw
+    return obj.copy(), GRIPPER_CLOSED, yaw
+
+
+def _yaw(q: np.ndarray) -> float:
+    """Rotation about z of a wxyz quaternion."""
+    w, x, y, z = q
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))

@@ -1,0 +1,146 @@
+"""The `scripted` teacher: a state-reading controller whose knobs control its error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rpd.cli import main
+from rpd.data.envs import EnvConfig, get_env_state, make_env
+from rpd.data.schema import TEACHER_JSON, TEACHER_WEIGHTS
+from rpd.errors import InputError
+from rpd.pipeline.labeling import TeacherLabeler
+from rpd.teachers.base import TeacherBatch, load_teacher, no_images
+from rpd.teachers.scripted import ScriptedTeacher
+
+
+def _rpd(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def _scripted(tmp_path: Path, name: str, env_id: str, *options: str) -> Path:
+    out = tmp_path / name
+    code, output = _rpd("scripted-teacher", "--env", env_id, "--out", str(out), *options)
+    assert code == 0, output
+    return out
+
+
+def _success_rate(teacher: Path, env_id: str, tmp_path: Path, episodes: int = 4) -> float:
+    js = tmp_path / f"{teacher.name}.json"
+    code, output = _rpd("eval", "--teacher", str(teacher), "--env", env_id, "--episodes",
+                        str(episodes), "--horizon", "50", "--workers", "1", "--json", str(js))
+    assert code == 0, output
+    return json.loads(js.read_text())["success_rate"]
+
+
+def test_saved_teacher_is_config_only_and_reloads_identically(tmp_path: Path) -> None:
+    out = _scripted(tmp_path, "t", "PickCube-v1", "--offset", "0.01", "0", "0", "--speed", "0.5")
+    assert (out / TEACHER_JSON).is_file() and not (out / TEACHER_WEIGHTS).exists()
+    teacher = load_teacher(out)
+    assert teacher.kind == "scripted" and teacher.uses_env_state
+    assert teacher.config == dict(env_id="PickCube-v1", offset=[0.01, 0.0, 0.0], speed=0.5)
+    other = ScriptedTeacher.build("PickCube-v1", offset=(0.02, 0.0, 0.0), speed=0.5)
+    assert teacher.fingerprint == load_teacher(out).fingerprint != other.fingerprint
+
+
+def test_actions_are_a_function_of_the_state_alone() -> None:
+    """Labels of the same states agree whatever order and batch they come in (no memory)."""
+    teacher = ScriptedTeacher.build("PickCube-v1", speed=0.5)
+    env = make_env(EnvConfig("PickCube-v1"))
+    states = []
+    for seed in range(3):
+        env.reset(seed=seed)
+        for _ in range(4):
+            states.append(get_env_state(env))
+            env.step(env.action_space.sample())
+    env.close()
+    states = np.concatenate(states)
+
+    def act(s: np.ndarray) -> np.ndarray:
+        return teacher.act(TeacherBatch(no_images(len(s)), ["x"] * len(s), env_states=s))
+
+    forward, backward = act(states), act(states[::-1])[::-1]
+    np.testing.assert_array_equal(forward, backward)
+    assert forward.shape == (12, 7) and forward.dtype == np.float32
+    assert np.abs(forward[:, :3]).max() <= 0.5 + 1e-6  # --speed caps the position step
+    assert set(np.unique(forward[:, 6])) <= {-1.0, 1.0}
+    with pytest.raises(InputError, match="simulator states"):
+        teacher.act(TeacherBatch(no_images(1), ["x"]))
+    teacher.close()
+
+
+def test_labeller_passes_states_and_renders_nothing() -> None:
+    teacher = ScriptedTeacher.build("PushCube-v1")
+    with TeacherLabeler(teacher, "PushCube-v1") as labeler:
+        episode = labeler.rollout(seed=3, steps=50)
+        assert episode["success"]  # the exact teacher pushes the cube onto the target
+        relabelled = labeler.label_env_states(episode["env_state"])
+        assert labeler.env.unwrapped.render_mode is None
+    np.testing.assert_array_equal(relabelled, episode["teacher_action"])
+
+
+def _rollout_successes(teacher: ScriptedTeacher, seeds: range) -> list[bool]:
+    with TeacherLabeler(teacher, teacher.config["env_id"], max_episode_steps=50) as labeler:
+        wins = [bool(labeler.rollout(seed=s, steps=50)["success"]) for s in seeds]
+    teacher.close()
+    return wins
+
+
+def test_offset_and_speed_control_the_error() -> None:
+    """Exact: succeeds; a 6 cm lateral perception error misses the cube; speed 0.05 is too
+    slow for 50 steps."""
+    seeds = range(100, 103)
+    assert all(_rollout_successes(ScriptedTeacher.build("PushCube-v1"), seeds))
+    assert not any(_rollout_successes(
+        ScriptedTeacher.build("PushCube-v1", offset=(0.0, 0.06, 0.0)), seeds))
+    assert not any(_rollout_successes(ScriptedTeacher.build("PushCube-v1", speed=0.05), seeds))
+
+
+def test_rpd_eval_of_the_exact_pick_teacher(tmp_path: Path) -> None:
+    teacher = _scripted(tmp_path, "pick", "PickCube-v1")
+    assert _success_rate(teacher, "PickCube-v1", tmp_path, episodes=3) >= 2 / 3
+
+
+def test_rpd_train_with_a_scripted_teacher_labels_every_state(tmp_path: Path) -> None:
+    teacher = _scripted(tmp_path, "t", "PushCube-v1")
+    out = tmp_path / "run"
+    code, output = _rpd("train", "--env", "PushCube-v1", "--envs", "1", "--n-steps", "64",
+                        "--batch-size", "32", "--n-epochs", "1", "--eval-every", "64",
+                        "--eval-episodes", "1", "--net-arch", "32", "--steps", "64",
+                        "--teacher", str(teacher), "--out", str(out))
+    assert code == 0, output
+    meta = json.loads((out / "student.json").read_text())
+    assert meta["teacher"]["fingerprint"] == load_teacher(teacher).fingerprint
+    assert meta["metrics"]["live_teacher_calls"] == 64
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env", "StackCube-v1"], "--env StackCube-v1"),
+    (["--env", "PushCube-v1", "--speed", "0"], "--speed 0.0"),
+    (["--env", "PushCube-v1", "--speed", "1.5"], "--speed 1.5"),
+    (["--env", "PushCube-v1", "--offset", "0", "nan", "0"], "--offset"),
+])
+def test_bad_options_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    code, output = _rpd("scripted-teacher", *args, "--out", str(tmp_path / "t"))
+    assert code == 2 and message in output and len(output.strip().splitlines()) == 1
+    assert not (tmp_path / "t").exists()
+
+
+def test_existing_teacher_is_kept_without_force_and_not_served(tmp_path: Path) -> None:
+    out = _scripted(tmp_path, "t", "PushCube-v1", "--speed", "0.3")
+    before = (out / TEACHER_JSON).read_text()
+    code, output = _rpd("scripted-teacher", "--env", "PickCube-v1", "--out", str(out))
+    assert code == 2 and "--force" in output
+    assert (out / TEACHER_JSON).read_text() == before
+    code, output = _rpd("serve-teacher", str(out), "--port", "0")
+    assert code == 2 and "simulator states" in output
+    code, output = _rpd("finetune-teacher", "--demos", str(tmp_path / "none.h5"), "--out",
+                        str(tmp_path / "ft"), "--kind", "scripted")
+    assert code == 2
