@@ -47,6 +47,8 @@ from rpd.commands._common import Progress
 @click.option("--net-arch", default="256,256", show_default=True, help="Hidden layer sizes.")
 @click.option("--log-std-init", type=float, default=-0.5, show_default=True,
               help="Initial log std of the policy's Gaussian (ManiSkill's PPO baseline).")
+@click.option("--teacher-camera-shift", type=float, default=0.0, show_default=True,
+              help="The teacher sees its camera rotated by this many degrees (robustness).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out: Path,
@@ -55,7 +57,7 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
           lambda_decay_steps: int | None, distill: str, live_budget: int | None,
           cache_radius: float | None, n_epochs: int, n_steps: int, batch_size: int,
           max_grad_norm: float, eval_every: int, eval_episodes: int, net_arch: str,
-          log_std_init: float, seed: int, resume: bool) -> None:
+          log_std_init: float, teacher_camera_shift: float, seed: int, resume: bool) -> None:
     """Train a PPO student distilling --teacher's actions (RPD, arXiv 2503.05833)."""
     from rpd.errors import InputError
     from rpd.pipeline.train import TrainConfig
@@ -73,7 +75,8 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       live_budget=live_budget, cache_radius=cache_radius, n_epochs=n_epochs,
                       n_steps=n_steps, batch_size=batch_size, max_grad_norm=max_grad_norm,
                       eval_every=eval_every, eval_episodes=eval_episodes, net_arch=arch,
-                      log_std_init=log_std_init, seed=seed, resume=resume)
+                      log_std_init=log_std_init, teacher_camera_shift=teacher_camera_shift,
+                      seed=seed, resume=resume)
     with Progress(steps, f"train {env_id}", "step") as bar:
         meta = run_train(cfg, progress=bar.update)
     m = meta["metrics"]

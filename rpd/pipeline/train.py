@@ -93,6 +93,8 @@ class TrainConfig:
         eval_episodes: Episodes per evaluation (fixed seeds `eval_seed`...).
         eval_seed: First evaluation seed (far from the training seeds).
         teacher_batch: States per live teacher forward pass.
+        teacher_camera_shift: The teacher sees its camera rotated by this many degrees about
+            the scene's vertical axis (the paper's changed-perspective robustness test).
         device: Torch device for the student ("auto": CUDA when present).
     """
 
@@ -131,6 +133,7 @@ class TrainConfig:
     eval_episodes: int = 10
     eval_seed: int = 10_000
     teacher_batch: int = 64
+    teacher_camera_shift: float = 0.0
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -144,6 +147,9 @@ class TrainConfig:
         if self.no_teacher and self.cache is not None:
             raise InputError(f"--cache {self.cache}: plain PPO (--no-teacher) uses no teacher "
                              "labels; drop --cache or --no-teacher")
+        if self.no_teacher and self.teacher_camera_shift:
+            raise InputError(f"--teacher-camera-shift {self.teacher_camera_shift}: plain PPO "
+                             "(--no-teacher) has no teacher; drop one of the two")
         if self.reward not in ("dense", "sparse"):
             raise InputError(f"--reward {self.reward!r}: use 'dense' or 'sparse'")
         if self.obs != "state":
@@ -210,7 +216,7 @@ class TrainConfig:
 # The options a resumed run must share with the original (everything but the length).
 _RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "envs", "horizon",
                  "lam", "lambda_schedule", "lambda_decay_steps", "distill", "seed", "n_steps",
-                 "batch_size", "n_epochs", "net_arch", "log_std_init")
+                 "batch_size", "n_epochs", "net_arch", "log_std_init", "teacher_camera_shift")
 
 
 def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSource:
@@ -379,6 +385,8 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         from rpd.teachers.base import load_teacher
 
         teacher = load_teacher(cfg.teacher)  # type: ignore[arg-type]
+        if cfg.teacher_camera_shift:
+            teacher.with_camera_shift(cfg.teacher_camera_shift)
         if teacher.spec.control_mode != cfg.env_config.control_mode:
             raise InputError(f"--teacher {cfg.teacher}: acts in {teacher.spec.control_mode}, the "
                              f"student in {cfg.env_config.control_mode}; use a teacher "

@@ -139,6 +139,20 @@ class Teacher(ABC):
     def _load(cls, meta: dict[str, Any], weights: Path) -> Teacher:
         """Rebuild the teacher from its teacher.json dict and weights file."""
 
+    def with_camera_shift(self, degrees: float, option: str = "--teacher-camera-shift"
+                          ) -> Teacher:
+        """Make this teacher see its camera rotated by `degrees` about the scene's vertical
+        axis (the paper's changed-perspective test) and return it. Its fingerprint changes
+        with the view, so labels from the two views never mix in a store."""
+        from dataclasses import replace
+
+        if self.uses_env_state:
+            raise InputError(f"{option} {degrees}: a {self.kind} teacher reads simulator states "
+                             "and sees no camera; drop the option")
+        self.spec = replace(self.spec, camera=replace(self.spec.camera, shift_deg=float(degrees)))
+        self._fingerprint = None
+        return self
+
     # ---- checkpoint ------------------------------------------------------------------------
 
     def save(self, ckpt_dir: str | Path) -> Path:

@@ -26,6 +26,8 @@ line naming the URL and what to do).
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import threading
 import time
@@ -232,8 +234,13 @@ class RemoteTeacher(Teacher):
 
     @property
     def fingerprint(self) -> str:
-        """The served teacher's fingerprint (so labels it wrote stay valid here)."""
-        return str(self.config["fingerprint"])
+        """The served teacher's fingerprint (so labels it wrote stay valid here); seen through
+        a shifted camera (`with_camera_shift`), a fingerprint derived from it and the shift."""
+        served = str(self.config["fingerprint"])
+        shift = self.spec.camera.shift_deg
+        if not shift:
+            return served
+        return hashlib.sha256(f"{served}/shift_deg={shift!r}".encode()).hexdigest()[:16]
 
     def _save_weights(self, path: Path) -> None:
         raise TypeError("a remote teacher has no local weights")
