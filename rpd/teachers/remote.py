@@ -27,7 +27,6 @@ line naming the URL and what to do).
 from __future__ import annotations
 
 import hashlib
-
 import logging
 import threading
 import time
