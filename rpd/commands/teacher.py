@@ -85,6 +85,9 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
 @click.option("--workers", type=int, default=2, show_default=True, help="Parallel processes.")
 @click.option("--camera-shift", type=float, default=0.0, show_default=True,
               help="Rotate the teacher camera about the scene by DEG degrees.")
+@click.option("--object-color", default=None,
+              help="Show the teacher the task's object in this colour: green, red or yellow "
+                   "(a task variation).")
 @click.option("--chunk-mode", type=click.Choice(["receding", "ensemble"]), default="receding",
               show_default=True, help="How action chunks are executed.")
 @click.option("--video", type=click.Path(path_type=Path), default=None,
@@ -92,7 +95,8 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results [default: DIR/eval/ENV-h{horizon}[-shift].json].")
 def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
-             seed: int | None, horizon: int, workers: int, camera_shift: float, chunk_mode: str,
+             seed: int | None, horizon: int, workers: int, camera_shift: float,
+             object_color: str | None, chunk_mode: str,
              video: Path | None, json_out: Path | None) -> None:
     """Closed-loop success of a teacher (or a student) on a task."""
     from rpd.errors import InputError
@@ -100,12 +104,20 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
 
     if (teacher is None) == (student is None):
         raise InputError("give exactly one of --teacher DIR or --student RUN")
+    if student is not None and (camera_shift or object_color):
+        raise InputError("--camera-shift/--object-color change what a teacher sees; a state "
+                         "student sees no camera: use them with --teacher")
+    if object_color is not None:
+        from rpd.data.envs import CameraSpec
+
+        CameraSpec(object_color=object_color)  # checks the name before any work
     seed = DEFAULT_EVAL_SEED if seed is None else seed
     with Progress(episodes, f"eval {env_id}", "ep") as bar:
         if teacher is not None:
             result = evaluate_teacher(
                 TeacherEvalConfig(teacher=teacher, env_id=env_id, episodes=episodes, seed=seed,
-                                  horizon=horizon, workers=workers, camera_shift=camera_shift,
+                                  horizon=horizon, workers=workers,
+                                  camera_shift=camera_shift, object_color=object_color,
                                   chunk_mode=chunk_mode, video_dir=video),
                 progress=bar.update)
         else:
@@ -113,7 +125,8 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
 
             result = evaluate_student(student, env_id, episodes, seed, horizon)
     base = teacher if teacher is not None else student
-    suffix = f"-shift{camera_shift:g}" if camera_shift else ""
+    suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
+        f"-{object_color}" if object_color else "")
     path = json_out or base / "eval" / f"{env_id}-h{horizon}{suffix}.json"  # type: ignore[operator]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

@@ -49,6 +49,9 @@ from rpd.commands._common import Progress
               help="Initial log std of the policy's Gaussian (ManiSkill's PPO baseline).")
 @click.option("--teacher-camera-shift", type=float, default=0.0, show_default=True,
               help="The teacher sees its camera rotated by this many degrees (robustness).")
+@click.option("--teacher-object-color", default=None,
+              help="The teacher sees the task's object in this colour: green, red or yellow "
+                   "(a task variation it was not fine-tuned on).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out: Path,
@@ -57,7 +60,8 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
           lambda_decay_steps: int | None, distill: str, live_budget: int | None,
           cache_radius: float | None, n_epochs: int, n_steps: int, batch_size: int,
           max_grad_norm: float, eval_every: int, eval_episodes: int, net_arch: str,
-          log_std_init: float, teacher_camera_shift: float, seed: int, resume: bool) -> None:
+          log_std_init: float, teacher_camera_shift: float,
+          teacher_object_color: str | None, seed: int, resume: bool) -> None:
     """Train a PPO student distilling --teacher's actions (RPD, arXiv 2503.05833)."""
     from rpd.errors import InputError
     from rpd.pipeline.train import TrainConfig
@@ -76,6 +80,7 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       n_steps=n_steps, batch_size=batch_size, max_grad_norm=max_grad_norm,
                       eval_every=eval_every, eval_episodes=eval_episodes, net_arch=arch,
                       log_std_init=log_std_init, teacher_camera_shift=teacher_camera_shift,
+                      teacher_object_color=teacher_object_color,
                       seed=seed, resume=resume)
     with Progress(steps, f"train {env_id}", "step") as bar:
         meta = run_train(cfg, progress=bar.update)

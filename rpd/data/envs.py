@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -81,16 +81,40 @@ class CameraSpec:
         height: Image height in pixels.
         shift_deg: Rotate the camera about the vertical axis through the scene origin by this
             many degrees (the paper's changed-perspective robustness test). 0 = task default.
+        object_color: Paint the task's object in this colour (`OBJECT_COLORS`), a task
+            variation a teacher was not fine-tuned on; None = the task's own colour. It changes
+            only what is rendered (the simulation is the same).
     """
 
     name: str = "render"
     width: int = 128
     height: int = 128
     shift_deg: float = 0.0
+    object_color: str | None = None
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
             raise InputError(f"camera size {self.width}x{self.height}: must be positive")
+        if self.object_color is not None and self.object_color not in OBJECT_COLORS:
+            raise InputError(f"--object-color {self.object_color!r}: use one of "
+                             f"{', '.join(OBJECT_COLORS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, without `object_color` when unset (older teachers' fingerprints hold)."""
+        d = asdict(self)
+        if d["object_color"] is None:
+            del d["object_color"]
+        return d
+
+
+OBJECT_COLORS: dict[str, tuple[float, float, float]] = {
+    "green": (0.1, 0.7, 0.1), "red": (0.85, 0.1, 0.1), "yellow": (0.9, 0.8, 0.1),
+}
+"""Colours for `CameraSpec.object_color` (linear RGB)."""
+TASK_OBJECTS: dict[str, str] = {
+    "PushCube-v1": "obj", "PullCube-v1": "obj", "PickCube-v1": "cube", "StackCube-v1": "cubeA",
+}
+"""The attribute of each task's env holding the object a colour variation paints."""
 
 
 @dataclass
@@ -223,7 +247,27 @@ def make_env(cfg: EnvConfig, *, num_envs: int = 1, render: bool | None = None) -
         raise
     if camera is not None and camera.shift_deg:
         _shift_camera(env, camera)
+    if camera is not None and camera.object_color:
+        _paint_object(env, camera.object_color)
     return env
+
+
+def _paint_object(env: Any, color: str) -> None:
+    """Give the task's object (`TASK_OBJECTS`) the colour `OBJECT_COLORS[color]` (kept across
+    resets that do not rebuild the scene)."""
+    import sapien
+
+    base = env.unwrapped
+    env_id = base.spec.id
+    if env_id not in TASK_OBJECTS:
+        raise InputError(f"--object-color {color}: {env_id} has no object to paint; "
+                         f"colour variations exist for {', '.join(TASK_OBJECTS)}")
+    rgba = [*OBJECT_COLORS[color], 1.0]
+    for entity in getattr(base, TASK_OBJECTS[env_id])._objs:
+        body = entity.find_component_by_type(sapien.render.RenderBodyComponent)
+        for shape in body.render_shapes if body is not None else []:
+            for part in getattr(shape, "parts", [shape]):
+                part.material.set_base_color(rgba)
 
 
 def _shift_camera(env: Any, camera: CameraSpec) -> None:

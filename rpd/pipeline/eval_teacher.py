@@ -32,6 +32,7 @@ class TeacherEvalConfig:
         horizon: Steps per episode. Motion-planned demos take 60-80 steps, so ~100.
         workers: Parallel processes.
         camera_shift: Rotate the teacher camera by this many degrees (robustness test).
+        object_color: Paint the task's object in this colour (a task variation).
         chunk_mode: "receding" or "ensemble" execution of action chunks.
         execute: Actions executed per chunk in receding mode.
         video_dir: Write one mp4 of the teacher's view per episode here.
@@ -44,6 +45,7 @@ class TeacherEvalConfig:
     horizon: int = 100
     workers: int = 2
     camera_shift: float = 0.0
+    object_color: str | None = None
     chunk_mode: str = "receding"
     execute: int = 4
     video_dir: Path | None = None
@@ -70,7 +72,8 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
     torch.set_num_threads(1)
     teacher = load_teacher(cfg.teacher)
     instruction = teacher.spec.instruction(cfg.env_id)
-    camera = replace(teacher.spec.camera, shift_deg=cfg.camera_shift)
+    camera = replace(teacher.spec.camera, shift_deg=cfg.camera_shift,
+                     object_color=cfg.object_color)
     sees = not teacher.uses_env_state  # a state-reading teacher needs no rendering
     env = make_env(EnvConfig(cfg.env_id, control_mode=teacher.spec.control_mode,
                              max_episode_steps=cfg.horizon,
@@ -123,7 +126,8 @@ def evaluate_teacher(cfg: TeacherEvalConfig,
     return summarize_episodes(episodes) | dict(
         teacher=str(cfg.teacher), fingerprint=teacher.fingerprint, env_id=cfg.env_id,
         horizon=cfg.horizon, seed=cfg.seed, camera=teacher.spec.camera.name,
-        camera_shift=cfg.camera_shift, chunk_mode=cfg.chunk_mode, execute=cfg.execute,
+        camera_shift=cfg.camera_shift, object_color=cfg.object_color,
+        chunk_mode=cfg.chunk_mode, execute=cfg.execute,
         wall_time_s=round(time.time() - t0, 1), per_episode=episodes)
 
 

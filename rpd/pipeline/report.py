@@ -291,7 +291,8 @@ def read_teacher_eval(path: Path, option: str = "--teacher-eval") -> dict[str, A
     return dict(success=float(d["success_rate"]), horizon=int(d["horizon"]),
                 episodes=int(d["episodes"]), env_id=str(d["env_id"]),
                 fingerprint=d.get("fingerprint"), teacher=d.get("teacher"),
-                camera_shift=float(d.get("camera_shift") or 0.0), path=str(path))
+                camera_shift=float(d.get("camera_shift") or 0.0),
+                object_color=d.get("object_color"), path=str(path))
 
 
 def _discover_teacher_eval(teacher: str, env_id: str, horizon: int) -> dict[str, Any] | None:
@@ -304,7 +305,7 @@ def _discover_teacher_eval(teacher: str, env_id: str, horizon: int) -> dict[str,
         except InputError as e:
             logger.warning("ignoring %s", e)
             continue
-        if d["env_id"] == env_id and d["camera_shift"] == 0.0:
+        if d["env_id"] == env_id and d["camera_shift"] == 0.0 and d["object_color"] is None:
             found.append(d)
     if not found:
         return None

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from rpd.data.envs import EnvConfig, get_task, limit_cpu_threads, make_env, make_vec_env
+from rpd.data.envs import CameraSpec, EnvConfig, get_task, limit_cpu_threads, make_env, make_vec_env
 from rpd.errors import InputError
 from rpd.pipeline.evaluate import STUDENT_JSON, STUDENT_ZIP, run_episodes_student
 from rpd.student.labels import InMemoryLabelSource, LabelSource
@@ -95,6 +95,8 @@ class TrainConfig:
         teacher_batch: States per live teacher forward pass.
         teacher_camera_shift: The teacher sees its camera rotated by this many degrees about
             the scene's vertical axis (the paper's changed-perspective robustness test).
+        teacher_object_color: The teacher sees the task's object in this colour
+            (`rpd.data.envs.OBJECT_COLORS`): a task variation it was not fine-tuned on.
         device: Torch device for the student ("auto": CUDA when present).
     """
 
@@ -134,6 +136,7 @@ class TrainConfig:
     eval_seed: int = 10_000
     teacher_batch: int = 64
     teacher_camera_shift: float = 0.0
+    teacher_object_color: str | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -147,9 +150,11 @@ class TrainConfig:
         if self.no_teacher and self.cache is not None:
             raise InputError(f"--cache {self.cache}: plain PPO (--no-teacher) uses no teacher "
                              "labels; drop --cache or --no-teacher")
-        if self.no_teacher and self.teacher_camera_shift:
-            raise InputError(f"--teacher-camera-shift {self.teacher_camera_shift}: plain PPO "
-                             "(--no-teacher) has no teacher; drop one of the two")
+        if self.no_teacher and (self.teacher_camera_shift or self.teacher_object_color):
+            raise InputError("--teacher-camera-shift/--teacher-object-color: plain PPO "
+                             "(--no-teacher) has no teacher; drop one of them")
+        if self.teacher_object_color is not None:
+            CameraSpec(object_color=self.teacher_object_color)  # checks the name
         if self.reward not in ("dense", "sparse"):
             raise InputError(f"--reward {self.reward!r}: use 'dense' or 'sparse'")
         if self.obs != "state":
@@ -216,7 +221,8 @@ class TrainConfig:
 # The options a resumed run must share with the original (everything but the length).
 _RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "envs", "horizon",
                  "lam", "lambda_schedule", "lambda_decay_steps", "distill", "seed", "n_steps",
-                 "batch_size", "n_epochs", "net_arch", "log_std_init", "teacher_camera_shift")
+                 "batch_size", "n_epochs", "net_arch", "log_std_init", "teacher_camera_shift",
+                 "teacher_object_color")
 
 
 def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSource:
@@ -385,8 +391,9 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         from rpd.teachers.base import load_teacher
 
         teacher = load_teacher(cfg.teacher)  # type: ignore[arg-type]
-        if cfg.teacher_camera_shift:
-            teacher.with_camera_shift(cfg.teacher_camera_shift)
+        if cfg.teacher_camera_shift or cfg.teacher_object_color:
+            teacher.with_view(shift_deg=cfg.teacher_camera_shift,
+                              object_color=cfg.teacher_object_color)
         if teacher.spec.control_mode != cfg.env_config.control_mode:
             raise InputError(f"--teacher {cfg.teacher}: acts in {teacher.spec.control_mode}, the "
                              f"student in {cfg.env_config.control_mode}; use a teacher "

@@ -46,7 +46,7 @@ class TeacherSpec:
     tasks: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "camera": self.camera.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TeacherSpec:
@@ -139,17 +139,18 @@ class Teacher(ABC):
     def _load(cls, meta: dict[str, Any], weights: Path) -> Teacher:
         """Rebuild the teacher from its teacher.json dict and weights file."""
 
-    def with_camera_shift(self, degrees: float, option: str = "--teacher-camera-shift"
-                          ) -> Teacher:
-        """Make this teacher see its camera rotated by `degrees` about the scene's vertical
-        axis (the paper's changed-perspective test) and return it. Its fingerprint changes
-        with the view, so labels from the two views never mix in a store."""
+    def with_view(self, *, shift_deg: float = 0.0, object_color: str | None = None) -> Teacher:
+        """Make this teacher see its camera rotated by `shift_deg` about the scene's vertical
+        axis (the paper's changed-perspective test) and the task's object painted
+        `object_color` (a task variation), and return it. Its fingerprint changes with the
+        view, so labels from different views never mix in a store."""
         from dataclasses import replace
 
         if self.uses_env_state:
-            raise InputError(f"{option} {degrees}: a {self.kind} teacher reads simulator states "
-                             "and sees no camera; drop the option")
-        self.spec = replace(self.spec, camera=replace(self.spec.camera, shift_deg=float(degrees)))
+            raise InputError(f"--teacher-camera-shift/--teacher-object-color: a {self.kind} "
+                             "teacher reads simulator states and sees no camera; drop them")
+        camera = replace(self.spec.camera, shift_deg=float(shift_deg), object_color=object_color)
+        self.spec = replace(self.spec, camera=camera)
         self._fingerprint = None
         return self
 

@@ -46,7 +46,8 @@ PROTOCOL_VERSION = 1
 """Version of the rpd fields in the metadata (`protocol_version`); a client refuses newer."""
 
 METADATA_KEYS: dict[str, str] = {
-    "spec": "TeacherSpec.to_dict(): camera {name, width, height, shift_deg}, control_mode, "
+    "spec": "TeacherSpec.to_dict(): camera {name, width, height, shift_deg[, object_color]}, "
+            "control_mode, "
             "action_dim, chunk_size, proprio_dim, tasks {env id: instruction} (required)",
     "fingerprint": "a stable id of the served model and weights, <= 64 chars (required)",
     "kind": "the served teacher's backend kind (informational)",
@@ -234,12 +235,13 @@ class RemoteTeacher(Teacher):
     @property
     def fingerprint(self) -> str:
         """The served teacher's fingerprint (so labels it wrote stay valid here); seen through
-        a shifted camera (`with_camera_shift`), a fingerprint derived from it and the shift."""
+        a changed view (`with_view`), a fingerprint derived from it and the view."""
         served = str(self.config["fingerprint"])
-        shift = self.spec.camera.shift_deg
-        if not shift:
+        camera = self.spec.camera
+        if not camera.shift_deg and camera.object_color is None:
             return served
-        return hashlib.sha256(f"{served}/shift_deg={shift!r}".encode()).hexdigest()[:16]
+        view = f"{served}/shift_deg={camera.shift_deg!r}/object_color={camera.object_color}"
+        return hashlib.sha256(view.encode()).hexdigest()[:16]
 
     def _save_weights(self, path: Path) -> None:
         raise TypeError("a remote teacher has no local weights")

@@ -143,6 +143,7 @@ def test_plain_ppo_then_eval(tmp_path: Path) -> None:
     (["--steps", "0", "--no-teacher"], "--steps 0"),
     (["--steps", "64", "--no-teacher", "--obs", "rgb"], "--obs"),
     (["--steps", "64", "--no-teacher", "--teacher-camera-shift", "10"], "--teacher-camera-shift"),
+    (["--steps", "64", "--teacher", "T", "--teacher-object-color", "purple"], "purple"),
 ])
 def test_bad_train_input_exits_2(args: list[str], message: str, tmp_path: Path) -> None:
     code, output = _rpd("train", "--env", ENV_ID, "--out", str(tmp_path / "r"), *args)
@@ -159,22 +160,26 @@ def test_existing_out_and_non_run_dirs_are_refused(tmp_path: Path) -> None:
     assert code == 2 and "--student" in output
 
 
-def test_teacher_camera_shift_changes_the_view_and_the_labels_identity(
+def test_teacher_view_changes_reach_the_labeller_and_the_labels_identity(
         teacher_dir: Path, tmp_path: Path) -> None:
-    """The robustness run: the live teacher renders a rotated camera, and its labels are
-    stored under a fingerprint of their own (never mixed with unshifted labels)."""
+    """The robustness runs: the live teacher renders a rotated camera and a repainted object,
+    and its labels are stored under a fingerprint of their own (never mixed with others)."""
     from rpd.pipeline.labeling import TeacherLabeler
 
-    plain, shifted = load_teacher(teacher_dir), load_teacher(teacher_dir).with_camera_shift(20)
+    plain = load_teacher(teacher_dir)
+    shifted = load_teacher(teacher_dir).with_view(shift_deg=20, object_color="green")
+    assert load_teacher(teacher_dir).with_view().fingerprint == plain.fingerprint
     assert shifted.fingerprint != plain.fingerprint
     with TeacherLabeler(plain, ENV_ID) as a, TeacherLabeler(shifted, ENV_ID) as b:
         view_a, view_b = a.observe()[0], b.observe()[0]
     assert view_a.shape == view_b.shape and np.abs(view_a.astype(int) - view_b).mean() > 5
     out = tmp_path / "run"
     code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "64",
-                        "--teacher-camera-shift", "20", "--out", str(out))
+                        "--teacher-camera-shift", "20", "--teacher-object-color", "green",
+                        "--out", str(out))
     assert code == 0, output
     meta = json.loads((out / "student.json").read_text())
     assert meta["teacher"]["fingerprint"] == shifted.fingerprint
     assert meta["config"]["teacher_camera_shift"] == 20.0
+    assert meta["config"]["teacher_object_color"] == "green"
     assert TeacherStore.open(out / "cache").identity.teacher_fingerprint == shifted.fingerprint
