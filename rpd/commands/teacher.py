@@ -88,6 +88,8 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
 @click.option("--object-color", default=None,
               help="Show the teacher the task's object in this colour: green, red or yellow "
                    "(a task variation).")
+@click.option("--stochastic", is_flag=True,
+              help="Student: sample actions from the policy instead of taking its mean.")
 @click.option("--chunk-mode", type=click.Choice(["receding", "ensemble"]), default="receding",
               show_default=True, help="How action chunks are executed.")
 @click.option("--video", type=click.Path(path_type=Path), default=None,
@@ -96,7 +98,7 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
               help="Where to write the results [default: DIR/eval/ENV-h{horizon}[-shift].json].")
 def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
              seed: int | None, horizon: int, workers: int, camera_shift: float,
-             object_color: str | None, chunk_mode: str,
+             object_color: str | None, stochastic: bool, chunk_mode: str,
              video: Path | None, json_out: Path | None) -> None:
     """Closed-loop success of a teacher (or a student) on a task."""
     from rpd.errors import InputError
@@ -107,6 +109,8 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
     if student is not None and (camera_shift or object_color):
         raise InputError("--camera-shift/--object-color change what a teacher sees; a state "
                          "student sees no camera: use them with --teacher")
+    if teacher is not None and stochastic:
+        raise InputError("--stochastic samples a student's actions; teachers act as they are")
     if object_color is not None:
         from rpd.data.envs import CameraSpec
 
@@ -123,10 +127,11 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
         else:
             from rpd.pipeline.evaluate import evaluate_student
 
-            result = evaluate_student(student, env_id, episodes, seed, horizon)
+            result = evaluate_student(student, env_id, episodes, seed, horizon,
+                                      stochastic=stochastic)
     base = teacher if teacher is not None else student
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
-        f"-{object_color}" if object_color else "")
+        f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "")
     path = json_out or base / "eval" / f"{env_id}-h{horizon}{suffix}.json"  # type: ignore[operator]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

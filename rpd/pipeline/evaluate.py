@@ -23,26 +23,33 @@ STUDENT_ZIP = "student.zip"
 STUDENT_JSON = "student.json"
 
 
-def run_episodes_student(model: Any, env: Any, episodes: int, seed: int) -> dict[str, float]:
-    """Roll out `model` deterministically in a single ManiSkill env (batched torch API, 1 env).
+def run_episodes_student(model: Any, env: Any, episodes: int, seed: int,
+                         deterministic: bool = True) -> dict[str, float]:
+    """Roll out `model` in a single ManiSkill env (batched torch API, 1 env).
 
     Args:
         model: An SB3 algorithm (anything with `predict(obs, deterministic=True)`).
         env: From `make_env` (num_envs=1).
         episodes: N episodes, seeds `seed` .. `seed + N - 1`.
         seed: First episode seed.
+        deterministic: The policy's mean action (default), or actions sampled from its
+            Gaussian (torch seeded with `seed`, so repeatable).
 
     Returns:
         success (fraction of episodes that succeeded at any step), return (mean undiscounted),
         length (mean steps), episodes.
     """
     successes, returns, lengths = [], [], []
+    if not deterministic:
+        import torch
+
+        torch.manual_seed(seed)
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         done, success, ret, steps = False, False, 0.0, 0
         while not done:
             obs_np = obs.cpu().numpy() if hasattr(obs, "cpu") else np.asarray(obs)
-            action, _ = model.predict(obs_np, deterministic=True)
+            action, _ = model.predict(obs_np, deterministic=deterministic)
             obs, reward, terminated, truncated, info = env.step(action)
             ret += float(reward.reshape(-1)[0])
             success |= bool(np.asarray(_to_np(info["success"])).reshape(-1)[0])
@@ -81,7 +88,8 @@ def load_student(run_dir: str | Path, option: str = "--student") -> tuple[Any, d
 
 
 def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: int = 50,
-                     seed: int = 10_000, horizon: int | None = None) -> dict[str, Any]:
+                     seed: int = 10_000, horizon: int | None = None,
+                     stochastic: bool = False) -> dict[str, Any]:
     """Score a trained student on fixed seeds.
 
     Args:
@@ -91,6 +99,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         episodes: Number of episodes (seeds seed .. seed+episodes-1).
         seed: First seed (the default is far from training seeds).
         horizon: Episode length; None = the horizon the student was trained with.
+        stochastic: Sample actions from the policy instead of taking its mean.
 
     Returns:
         dict with env, episodes, seed, horizon, success, return, length, wall_time_s.
@@ -112,10 +121,11 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
                              f"student was trained on {model.observation_space.shape}; evaluate "
                              f"on {meta['env']['env_id']}")
         t0 = time.perf_counter()
-        res = run_episodes_student(model, env, episodes, seed)
+        res = run_episodes_student(model, env, episodes, seed, deterministic=not stochastic)
     finally:
         env.close()
     return {"env": env_cfg.env_id, "episodes": episodes, "seed": seed,
             "horizon": env_cfg.max_episode_steps or env.spec.max_episode_steps,
+            "actions": "sampled" if stochastic else "mean",
             "success": res["success"], "return": res["ret"], "length": res["length"],
             "wall_time_s": round(time.perf_counter() - t0, 2)}

@@ -133,6 +133,16 @@ def test_plain_ppo_then_eval(tmp_path: Path) -> None:
     res = json.loads((tmp_path / "eval.json").read_text())
     assert res["horizon"] == 20
     assert res["episodes"] == 2 and 0.0 <= res["success"] <= 1.0 and res["env"] == ENV_ID
+    assert res["actions"] == "mean"
+    sampled = []
+    for i in range(2):
+        code, output = _rpd("eval", "--student", str(out), "--env", ENV_ID, "--episodes", "2",
+                            "--horizon", "20", "--stochastic", "--json",
+                            str(tmp_path / f"sampled{i}.json"))
+        assert code == 0, output
+        sampled.append(json.loads((tmp_path / f"sampled{i}.json").read_text()))
+    assert sampled[0]["actions"] == "sampled"
+    assert sampled[0]["return"] == sampled[1]["return"] != res["return"]  # seeded, not the mean
 
 
 @pytest.mark.parametrize("args, message", [
