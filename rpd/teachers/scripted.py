@@ -32,6 +32,9 @@ STEP_M = 0.1
 ROT_STEP = 0.1
 """The controller's largest rotation step (rad) for a normalised action of 1."""
 GRIPPER_OPEN, GRIPPER_CLOSED = 1.0, -1.0
+CONTROLLER_VERSION = 2
+"""Bumped whenever the controller acts differently, so a teacher.json written by another
+version is refused rather than silently acting otherwise under the same fingerprint."""
 
 PUSH_TASKS = ("PushCube-v1", "PullCube-v1")
 PICK_TASKS = ("PickCube-v1",)
@@ -50,7 +53,7 @@ HOVER = 0.06
 class ScriptedTeacher(Teacher):
     """A scripted controller on the simulator state (see the module docstring).
 
-    `config`: env_id, offset [3] (m), speed (0, 1].
+    `config`: env_id, offset [3] (m), speed (0, 1], controller (`CONTROLLER_VERSION`).
     """
 
     has_weights = False
@@ -69,6 +72,10 @@ class ScriptedTeacher(Teacher):
         speed = float(config.get("speed", 1.0))
         if not 0 < speed <= 1:
             raise InputError(f"--speed {speed}: must be in (0, 1] (fraction of the 0.1 m step)")
+        version = config.setdefault("controller", CONTROLLER_VERSION)
+        if version != CONTROLLER_VERSION:
+            raise InputError(f"scripted teacher of controller version {version}, this rpd has "
+                             f"{CONTROLLER_VERSION}: re-create it with `rpd scripted-teacher`")
         config.update(offset=[float(v) for v in offset], speed=speed)
         super().__init__(spec, config, action_stats)
         self._env: Any = None
@@ -138,7 +145,10 @@ class ScriptedTeacher(Teacher):
         speed = self.config["speed"]
         action = np.zeros(7, np.float32)
         action[:3] = np.clip((target - poses["tcp"]) / STEP_M, -speed, speed)
-        action[5] = np.clip(-yaw / ROT_STEP, -speed, speed)  # the tool frame's z points down
+        # proportional, so the label is a smooth function of the state (a bang-bang yaw
+        # command was the one action dim a student MLP could not fit); the tool frame's z
+        # points down, hence the sign
+        action[5] = np.clip(-yaw / (np.pi / 4), -speed, speed)
         action[6] = gripper
         return action
 

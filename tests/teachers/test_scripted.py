@@ -15,7 +15,7 @@ from rpd.data.schema import TEACHER_JSON, TEACHER_WEIGHTS
 from rpd.errors import InputError
 from rpd.pipeline.labeling import TeacherLabeler
 from rpd.teachers.base import TeacherBatch, load_teacher, no_images
-from rpd.teachers.scripted import ScriptedTeacher
+from rpd.teachers.scripted import CONTROLLER_VERSION, ScriptedTeacher
 
 
 def _rpd(*args: str) -> tuple[int, str]:
@@ -45,9 +45,15 @@ def test_saved_teacher_is_config_only_and_reloads_identically(tmp_path: Path) ->
     assert (out / TEACHER_JSON).is_file() and not (out / TEACHER_WEIGHTS).exists()
     teacher = load_teacher(out)
     assert teacher.kind == "scripted" and teacher.uses_env_state
-    assert teacher.config == dict(env_id="PickCube-v1", offset=[0.01, 0.0, 0.0], speed=0.5)
+    assert teacher.config == dict(env_id="PickCube-v1", offset=[0.01, 0.0, 0.0], speed=0.5,
+                                  controller=CONTROLLER_VERSION)
     other = ScriptedTeacher.build("PickCube-v1", offset=(0.02, 0.0, 0.0), speed=0.5)
     assert teacher.fingerprint == load_teacher(out).fingerprint != other.fingerprint
+    meta = json.loads((out / TEACHER_JSON).read_text())
+    meta["config"]["controller"] = CONTROLLER_VERSION - 1
+    (out / TEACHER_JSON).write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="re-create it"):
+        load_teacher(out)
 
 
 def test_actions_are_a_function_of_the_state_alone() -> None:
