@@ -349,6 +349,9 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
         saved = json.loads(cfg_path.read_text())
         new = cfg.to_dict()
         saved.setdefault("log_std_init", 0.0)  # runs from before the option used SB3's 0
+        # runs from before these options saw the teacher's own view
+        saved.setdefault("teacher_camera_shift", 0.0)
+        saved.setdefault("teacher_object_color", None)
         for k in _RESUME_FIXED:
             if saved.get(k) != new.get(k):
                 raise InputError(f"--resume: {cfg.out} was trained with {k}={saved.get(k)!r}, "

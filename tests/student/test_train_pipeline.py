@@ -92,6 +92,10 @@ def test_cache_hits_live_misses_and_write_back(rpd_run: Path, teacher_dir: Path,
 def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(rpd_run, run)
+    config = json.loads((run / "config.json").read_text())
+    for key in ("teacher_camera_shift", "teacher_object_color"):  # a run from an older rpd
+        del config[key]
+    (run / "config.json").write_text(json.dumps(config))
     code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "192",
                         "--out", str(run), "--resume")
     assert code == 0, output
