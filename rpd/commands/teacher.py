@@ -81,7 +81,9 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
 @click.option("--episodes", type=int, default=50, show_default=True)
 @click.option("--seed", type=int, default=None,
               help="First episode seed [default: 1000000000, unseen by generated demos].")
-@click.option("--horizon", type=int, default=100, show_default=True, help="Steps per episode.")
+@click.option("--horizon", type=int, default=None,
+              help="Steps per episode [default: 100 for a teacher (demos take 60-80 steps); "
+                   "a student's training horizon].")
 @click.option("--workers", type=int, default=2, show_default=True, help="Parallel processes.")
 @click.option("--camera-shift", type=float, default=0.0, show_default=True,
               help="Rotate the teacher camera about the scene by DEG degrees.")
@@ -97,7 +99,7 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results [default: DIR/eval/ENV-h{horizon}[-shift].json].")
 def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
-             seed: int | None, horizon: int, workers: int, camera_shift: float,
+             seed: int | None, horizon: int | None, workers: int, camera_shift: float,
              object_color: str | None, stochastic: bool, chunk_mode: str,
              video: Path | None, json_out: Path | None) -> None:
     """Closed-loop success of a teacher (or a student) on a task."""
@@ -116,6 +118,8 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
 
         CameraSpec(object_color=object_color)  # checks the name before any work
     seed = DEFAULT_EVAL_SEED if seed is None else seed
+    if teacher is not None and horizon is None:
+        horizon = 100
     with Progress(episodes, f"eval {env_id}", "ep") as bar:
         if teacher is not None:
             result = evaluate_teacher(
@@ -132,6 +136,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
     base = teacher if teacher is not None else student
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
         f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "")
+    horizon = result.get("horizon", horizon)
     path = json_out or base / "eval" / f"{env_id}-h{horizon}{suffix}.json"  # type: ignore[operator]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

@@ -125,7 +125,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
     finally:
         env.close()
     return {"env": env_cfg.env_id, "episodes": episodes, "seed": seed,
-            "horizon": env_cfg.max_episode_steps or env.spec.max_episode_steps,
+            "horizon": env_cfg.max_episode_steps or getattr(env, "_max_episode_steps", None),
             "actions": "sampled" if stochastic else "mean",
             "success": res["success"], "return": res["ret"], "length": res["length"],
             "wall_time_s": round(time.perf_counter() - t0, 2)}

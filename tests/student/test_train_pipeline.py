@@ -147,6 +147,10 @@ def test_plain_ppo_then_eval(tmp_path: Path) -> None:
         sampled.append(json.loads((tmp_path / f"sampled{i}.json").read_text()))
     assert sampled[0]["actions"] == "sampled"
     assert sampled[0]["return"] == sampled[1]["return"] != res["return"]  # seeded, not the mean
+    code, output = _rpd("eval", "--student", str(out), "--env", ENV_ID, "--episodes", "1",
+                        "--json", str(tmp_path / "default.json"))
+    assert code == 0, output  # no --horizon: the one it was trained with (the task's 50)
+    assert json.loads((tmp_path / "default.json").read_text())["horizon"] == 50
 
 
 @pytest.mark.parametrize("args, message", [
