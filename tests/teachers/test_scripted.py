@@ -150,3 +150,20 @@ def test_existing_teacher_is_kept_without_force_and_not_served(tmp_path: Path) -
     code, output = _rpd("finetune-teacher", "--demos", str(tmp_path / "none.h5"), "--out",
                         str(tmp_path / "ft"), "--kind", "scripted")
     assert code == 2
+
+
+def test_rpd_cache_labels_rollouts_of_a_scripted_teacher(tmp_path: Path) -> None:
+    """The cache stage (dask workers on loopback) takes a state-reading teacher too."""
+    from rpd.data.store import TeacherStore
+
+    teacher = _scripted(tmp_path, "t", "PushCube-v1")
+    code, output = _rpd("cache", "--teacher", str(teacher), "--env", "PushCube-v1", "--out",
+                        str(tmp_path / "store"), "--rollouts", "2", "--horizon", "30",
+                        "--workers", "1")
+    assert code == 0, output
+    store = TeacherStore.open(tmp_path / "store")
+    assert store.identity.teacher_fingerprint == load_teacher(teacher).fingerprint
+    rows = store.read(["teacher_action"])
+    # the exact teacher finishes a push in ~11 steps: two short episodes, every state labelled
+    assert 2 <= len(rows.teacher_action) < 60
+    assert np.isfinite(rows.teacher_action).all() and (rows.teacher_action[:, 6] == -1).all()
