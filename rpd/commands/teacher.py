@@ -113,10 +113,6 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
                          "student sees no camera: use them with --teacher")
     if teacher is not None and stochastic:
         raise InputError("--stochastic samples a student's actions; teachers act as they are")
-    if object_color is not None:
-        from rpd.data.envs import CameraSpec
-
-        CameraSpec(object_color=object_color)  # checks the name before any work
     seed = DEFAULT_EVAL_SEED if seed is None else seed
     if teacher is not None and horizon is None:
         horizon = 100
@@ -172,14 +168,10 @@ def scripted_teacher_cmd(env_id: str, out: Path, offset: tuple[float, float, flo
     separates what RPD does from how good a VLA teacher is. Use the directory as --teacher
     anywhere (rpd eval, cache, train).
     """
-    from rpd.data.schema import TEACHER_JSON
-    from rpd.errors import InputError
+    from rpd.data.schema import check_teacher_out
     from rpd.teachers.scripted import ScriptedTeacher
 
-    if (out / TEACHER_JSON).exists() and not force:
-        raise InputError(f"--out {out}: already holds a teacher; pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file; give a directory")
+    check_teacher_out(out, force)
     teacher = ScriptedTeacher.build(env_id, offset=offset, speed=speed)
     teacher.save(out)
     click.echo(f"wrote scripted teacher to {out}: {env_id}, offset {list(offset)} m, "

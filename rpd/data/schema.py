@@ -55,6 +55,18 @@ def read_teacher_json(ckpt_dir: str | Path, option: str = "--teacher") -> dict[s
     return meta
 
 
+def check_teacher_out(out: Path, force: bool) -> None:
+    """--out of a command that writes a teacher directory: refuse a file, or a teacher that
+    is already there unless `force`."""
+    from rpd.errors import InputError
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; give a directory")
+    if (out / TEACHER_JSON).exists() and not force:
+        raise InputError(f"--out {out}: holds a teacher already; pass --force to replace it "
+                         "or choose another directory")
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON so that a reader never sees a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp")

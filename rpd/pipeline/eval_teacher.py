@@ -58,6 +58,10 @@ class TeacherEvalConfig:
             raise InputError(f"--horizon {self.horizon}: must be > 0")
         if self.workers <= 0:
             raise InputError(f"--workers {self.workers}: must be > 0")
+        if self.object_color is not None:
+            from rpd.data.envs import CameraSpec
+
+            CameraSpec(object_color=self.object_color)  # checks the name before any work
         if self.chunk_mode not in ("receding", "ensemble"):
             raise InputError(f"--chunk-mode {self.chunk_mode!r}: use 'receding' or 'ensemble'")
 
@@ -75,9 +79,9 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
     camera = replace(teacher.spec.camera, shift_deg=cfg.camera_shift,
                      object_color=cfg.object_color)
     sees = not teacher.uses_env_state  # a state-reading teacher needs no rendering
+    render = sees or cfg.video_dir is not None
     env = make_env(EnvConfig(cfg.env_id, control_mode=teacher.spec.control_mode,
-                             max_episode_steps=cfg.horizon,
-                             camera=camera if sees or cfg.video_dir else None))
+                             max_episode_steps=cfg.horizon, camera=camera if render else None))
     policy = ChunkedPolicy(teacher, mode=cfg.chunk_mode, execute=cfg.execute)  # type: ignore[arg-type]
     results = []
     for seed in seeds:
@@ -85,7 +89,7 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
         policy.reset(1)
         frames, ret, success_once, length = [], 0.0, False, 0
         for t in range(cfg.horizon):
-            img = teacher_image(env, camera) if sees or cfg.video_dir else no_images(1)
+            img = teacher_image(env, camera) if render else no_images(1)
             if cfg.video_dir is not None:
                 frames.append(img[0])
             batch = TeacherBatch(img if sees else no_images(1), [instruction],

@@ -94,6 +94,12 @@ class FinetuneConfig:
         self.init = Path(self.init) if self.init else None
         if not self.demos:
             raise InputError("--demos: give at least one ManiSkill trajectory .h5")
+        from rpd.teachers.base import teacher_class
+
+        made_by = teacher_class(self.kind).made_by
+        if made_by is not None:
+            raise InputError(f"--kind {self.kind}: rpd does not fine-tune this kind of teacher; "
+                             f"make one with `{made_by}`")
         for name in ("steps", "batch_size", "chunk_size", "image_size", "eval_every",
                      "checkpoint_every", "render_workers"):
             if getattr(self, name) <= 0:

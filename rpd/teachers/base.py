@@ -109,6 +109,8 @@ class Teacher(ABC):
     kind: ClassVar[str]
     has_weights: ClassVar[bool] = True
     """False for a backend whose checkpoint is teacher.json alone (`remote`, `scripted`)."""
+    made_by: ClassVar[str | None] = None
+    """For a backend rpd does not fine-tune: the command that makes its checkpoint."""
     uses_env_state: ClassVar[bool] = False
     """True for a privileged teacher that acts on `TeacherBatch.env_states` (`scripted`):
     callers then pass simulator states and render nothing."""

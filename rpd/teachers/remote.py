@@ -185,6 +185,7 @@ class RemoteTeacher(Teacher):
     """
 
     has_weights = False
+    made_by = "rpd connect-teacher --url ws://HOST:PORT --out DIR"
 
     def __init__(self, spec: TeacherSpec, config: dict[str, Any],
                  action_stats: dict[str, list[float]] | None = None) -> None:
@@ -199,11 +200,6 @@ class RemoteTeacher(Teacher):
         self._ws: Any = None
         self._lock = threading.Lock()
         self.server_metadata: dict[str, Any] = {}
-
-    @classmethod
-    def create(cls, *args: Any, **kwargs: Any) -> RemoteTeacher:
-        raise InputError("--kind remote: rpd cannot fine-tune a remote teacher; fine-tune it "
-                         "where it is served, or connect one with `rpd connect-teacher`")
 
     @classmethod
     def from_server(cls, url: str, **config: Any) -> RemoteTeacher:
@@ -443,12 +439,10 @@ def write_remote_teacher(url: str, out: str | Path, *, force: bool = False,
         InputError: `out` holds a teacher already (without `force`), bad url or config.
         RemoteTeacherError: the server is unreachable or its metadata is not usable.
     """
-    from rpd.data.schema import TEACHER_JSON
+    from rpd.data.schema import check_teacher_out
 
     out = Path(out)
-    if (out / TEACHER_JSON).exists() and not force:
-        raise InputError(f"--out {out}: holds a teacher already; pass --force to replace it "
-                         "or choose another directory")
+    check_teacher_out(out, force)
     check_config({**DEFAULT_CONFIG, **config})
     teacher = RemoteTeacher.from_server(url, **config)
     teacher.close()

@@ -57,6 +57,7 @@ class ScriptedTeacher(Teacher):
     """
 
     has_weights = False
+    made_by = "rpd scripted-teacher --env ENV --out DIR"
     uses_env_state = True
 
     def __init__(self, spec: TeacherSpec, config: dict[str, Any],
@@ -84,16 +85,10 @@ class ScriptedTeacher(Teacher):
     def build(cls, env_id: str, offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
               speed: float = 1.0) -> ScriptedTeacher:
         """A scripted teacher for `env_id` (see the module docstring for the knobs)."""
-        get_task(env_id)
         spec = TeacherSpec(camera=CameraSpec(), control_mode=DEFAULT_CONTROL_MODE,
                            action_dim=7, chunk_size=1, proprio_dim=0,
                            tasks={env_id: get_task(env_id).instruction})
         return cls(spec, dict(env_id=env_id, offset=list(offset), speed=speed))
-
-    @classmethod
-    def create(cls, *args: Any, **kwargs: Any) -> ScriptedTeacher:
-        raise InputError("--kind scripted: a scripted teacher is not fine-tuned; make one with "
-                         "`rpd scripted-teacher --env ENV --out DIR`")
 
     # ---- checkpoint -----------------------------------------------------------------------
 

@@ -149,7 +149,7 @@ def test_existing_teacher_is_kept_without_force_and_not_served(tmp_path: Path) -
     assert code == 2 and "simulator states" in output
     code, output = _rpd("finetune-teacher", "--demos", str(tmp_path / "none.h5"), "--out",
                         str(tmp_path / "ft"), "--kind", "scripted")
-    assert code == 2
+    assert code == 2 and "rpd scripted-teacher" in output  # refused before reading --demos
 
 
 def test_rpd_cache_labels_rollouts_of_a_scripted_teacher(tmp_path: Path) -> None:
