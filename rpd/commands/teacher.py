@@ -141,10 +141,13 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
 
     rows = [("env", env_id), ("episodes", result["episodes"]),
             ("horizon", result.get("horizon", horizon)),
-            ("success rate", f"{pick('success_rate', 'success'):.1%}"),
-            ("success at end", f"{pick('success_at_end'):.1%}"),
-            ("mean return", f"{pick('mean_return', 'return'):.2f}"),
-            ("mean length", f"{pick('mean_length', 'length'):.1f}"), ("results", str(path))]
+            ("success rate", f"{pick('success_rate', 'success'):.1%}")]
+    if "success_at_end" in result:
+        rows.append(("success at end", f"{pick('success_at_end'):.1%}"))
+    if "actions" in result:
+        rows.append(("actions", result["actions"]))
+    rows += [("mean return", f"{pick('mean_return', 'return'):.2f}"),
+             ("mean length", f"{pick('mean_length', 'length'):.1f}"), ("results", str(path))]
     for k, v in rows:
         click.echo(f"{k:<16} {v}")
 

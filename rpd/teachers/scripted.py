@@ -32,7 +32,7 @@ STEP_M = 0.1
 ROT_STEP = 0.1
 """The controller's largest rotation step (rad) for a normalised action of 1."""
 GRIPPER_OPEN, GRIPPER_CLOSED = 1.0, -1.0
-CONTROLLER_VERSION = 2
+CONTROLLER_VERSION = 3
 """Bumped whenever the controller acts differently, so a teacher.json written by another
 version is refused rather than silently acting otherwise under the same fingerprint."""
 
@@ -169,24 +169,33 @@ def _poses(base: Any, env_id: str) -> dict[str, Any]:
 
 
 def _push(p: dict[str, Any]) -> np.ndarray:
-    """Push the cube along the line from it to the goal: get behind it high, descend, push."""
+    """Push the cube along the line from it to the goal: get behind it high, descend, push.
+
+    A continuous function of the state (controller version 3): the phases blend through
+    linear ramps instead of switching, so a student can fit the labels by regression. A
+    switching version left the student's mean action at rest on a phase boundary (a state
+    where the labels on either side pointed opposite ways and averaged to zero).
+    """
     tcp, obj, goal = p["tcp"], p["obj"], p["goal"]
     d = goal[:2] - obj[:2]
     d /= np.linalg.norm(d) + 1e-9
     perp = np.array([-d[1], d[0]])
-    start = obj[:2] - PUSH_BEHIND * d
     rel = tcp[:2] - obj[:2]
-    lined_up = rel @ d < -(CUBE_HALF + 0.01) and abs(rel @ perp) < 0.015
-    if lined_up:
-        if tcp[2] > CUBE_HALF + 0.015:
-            return np.array([*start, CUBE_HALF])
-        return np.array([*(goal[:2] - CUBE_HALF * d), CUBE_HALF])
-    near_start = np.linalg.norm(tcp[:2] - start) < 0.02
-    if near_start:
-        return np.array([*start, CUBE_HALF])
-    if tcp[2] < APPROACH_HEIGHT - 0.03:
-        return np.array([*tcp[:2], APPROACH_HEIGHT])  # lift clear of the cube first
-    return np.array([*start, APPROACH_HEIGHT])
+    along, across = rel @ d, rel @ perp
+    start = obj[:2] - PUSH_BEHIND * d
+    behind = _ramp(-along, CUBE_HALF, CUBE_HALF + 0.01)
+    aligned = _ramp(-abs(across), -0.03, -0.01)
+    low = _ramp(-tcp[2], -(CUBE_HALF + 0.02), -(CUBE_HALF + 0.01))
+    push = behind * aligned * low
+    xy = start + push * (goal[:2] - CUBE_HALF * d - start)
+    clear = max(_ramp(-along, CUBE_HALF + 0.005, PUSH_BEHIND), push)
+    z = APPROACH_HEIGHT + clear * (CUBE_HALF - APPROACH_HEIGHT)
+    return np.array([*xy, z])
+
+
+def _ramp(x: float, lo: float, hi: float) -> float:
+    """0 for x ≤ lo, 1 for x ≥ hi, linear between."""
+    return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
 
 
 def _pick(p: dict[str, Any]) -> tuple[np.ndarray, float, float]:

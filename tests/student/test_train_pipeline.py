@@ -146,6 +146,7 @@ def test_plain_ppo_then_eval(tmp_path: Path) -> None:
         assert code == 0, output
         sampled.append(json.loads((tmp_path / f"sampled{i}.json").read_text()))
     assert sampled[0]["actions"] == "sampled"
+    assert "actions          sampled" in output and "nan" not in output  # no teacher-only rows
     assert sampled[0]["return"] == sampled[1]["return"] != res["return"]  # seeded, not the mean
     code, output = _rpd("eval", "--student", str(out), "--env", ENV_ID, "--episodes", "1",
                         "--json", str(tmp_path / "default.json"))

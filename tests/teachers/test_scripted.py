@@ -109,6 +109,28 @@ def test_offset_and_speed_control_the_error() -> None:
     assert not any(_rollout_successes(ScriptedTeacher.build("PushCube-v1", speed=0.05), seeds))
 
 
+def test_push_targets_are_a_continuous_function_of_the_state() -> None:
+    """A 1 mm move of the gripper moves the push controller's target by at most a few mm:
+    no phase switch where labels on either side point opposite ways (the switching
+    controller of version 2 jumped by centimetres there, and a student fitted to it came to
+    rest on the boundary)."""
+    from rpd.teachers.scripted import _push
+
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(4000):
+        obj = np.array([*rng.uniform(-0.1, 0.1, 2), 0.02])
+        goal = np.array([obj[0] + rng.uniform(0.1, 0.3), obj[1] + rng.uniform(-0.05, 0.05),
+                         0.0])
+        tcp = obj + np.array([*rng.uniform(-0.08, 0.08, 2), rng.uniform(-0.005, 0.1)])
+        step = rng.normal(size=3)
+        step *= 0.001 / np.linalg.norm(step)
+        a = _push(dict(tcp=tcp, obj=obj, goal=goal))
+        b = _push(dict(tcp=tcp + step, obj=obj, goal=goal))
+        worst = max(worst, float(np.linalg.norm(a - b)))
+    assert worst < 0.05, f"target jumped {worst:.3f} m for a 1 mm move"
+
+
 def test_rpd_eval_of_the_exact_pick_teacher(tmp_path: Path) -> None:
     teacher = _scripted(tmp_path, "pick", "PickCube-v1")
     assert _success_rate(teacher, "PickCube-v1", tmp_path, episodes=3) >= 2 / 3
