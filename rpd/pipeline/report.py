@@ -59,7 +59,13 @@ DEFAULT_TASK_HORIZON = 50
 _VARIANT_FIELDS = ("obs", "envs", "horizon", "offline_steps", "lam", "lambda_schedule",
                    "lambda_decay_steps", "distill", "live_budget", "cache", "cache_radius",
                    "n_steps", "batch_size", "n_epochs", "learning_rate", "gamma", "gae_lambda",
-                   "clip_range", "target_kl", "max_grad_norm", "ent_coef", "net_arch")
+                   "clip_range", "target_kl", "max_grad_norm", "ent_coef", "net_arch",
+                   "teacher_camera_shift", "teacher_object_color")
+# Of those, the ones that only act through the teacher: a plain PPO run ignores them, so they
+# do not split PPO runs (`rpd train --no-teacher --lambda 0.143` repeats a PPO run without it).
+_TEACHER_ONLY_FIELDS = ("offline_steps", "lam", "lambda_schedule", "lambda_decay_steps",
+                        "distill", "live_budget", "cache", "cache_radius",
+                        "teacher_camera_shift", "teacher_object_color")
 _EVAL_COLUMNS = ("step", "success", "return", "wall_time_s", "live_teacher_calls")
 
 
@@ -345,6 +351,17 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
+def _variant_value(run: RunRecord, field: str) -> Any:
+    """`field` of the run's config as far as it makes the run different: None for an option a
+    PPO run ignores, and None for an unchanged teacher view (absent from older configs)."""
+    if field in _TEACHER_ONLY_FIELDS and run.method == "ppo":
+        return None
+    value = run.config.get(field)
+    if field in ("teacher_camera_shift", "teacher_object_color") and not value:
+        return None
+    return value
+
+
 def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     """Group runs by (env, method, teacher, reward), split further by any other training option
     that differs inside a group (see `_VARIANT_FIELDS`). Order: env, then ppo before rpd."""
@@ -356,10 +373,10 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     for key in sorted(base, key=lambda k: (k[0], k[1], k[2] or "", k[3])):
         members = base[key]
         varying = [f for f in _VARIANT_FIELDS
-                   if len({json.dumps(m.config.get(f)) for m in members}) > 1]
+                   if len({json.dumps(_variant_value(m, f)) for m in members}) > 1]
         sub: dict[str, list[RunRecord]] = {}
         for m in members:
-            sub.setdefault(json.dumps([m.config.get(f) for f in varying]), []).append(m)
+            sub.setdefault(json.dumps([_variant_value(m, f) for f in varying]), []).append(m)
         for vkey in sorted(sub):
             variant = dict(zip(varying, json.loads(vkey), strict=True))
             rs = sorted(sub[vkey], key=lambda r: (r.config.get("seed", 0), str(r.path)))

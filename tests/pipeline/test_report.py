@@ -168,13 +168,16 @@ def test_aggregation_of_hand_written_runs(tmp_path: Path) -> None:
                                    (300, 0.9, 3, 45, 75), (400, 0.7, 4, 60, 100)],
                   no_teacher=False, teacher=str(teacher), seed=1)
     c = _fake_run(tmp_path / "c", [(100, 0.1, 1, 5, 0), (200, 0.2, 1, 10, 0)])
-    d = _fake_run(tmp_path / "d", [(100, 0.0, 1, 5, 0), (200, 1.0, 1, 10, 0)], lam=10.0)
+    d = _fake_run(tmp_path / "d", [(100, 0.0, 1, 5, 0), (200, 1.0, 1, 10, 0)], ent_coef=0.01)
+    # λ means nothing to plain PPO: a run that differs only in it is another seed of c
+    e = _fake_run(tmp_path / "e", [(100, 0.3, 1, 5, 0), (200, 0.2, 1, 10, 0)], lam=0.143,
+                  seed=1)
     out = tmp_path / "out"
-    r = _rpd("report", a, b, c, d, "--out", out)
+    r = _rpd("report", a, b, c, d, e, "--out", out)
     assert r.exit_code == 0, r.output
     groups = json.loads((out / "report.json").read_text())["groups"]
-    assert [(g["method"], g["variant"]) for g in groups] == [
-        ("ppo", {"lam": 1.0}), ("ppo", {"lam": 10.0}), ("rpd", {})]
+    assert [(g["method"], g["variant"], g["seeds"]) for g in groups] == [
+        ("ppo", {"ent_coef": 0.01}, [0]), ("ppo", {"ent_coef": None}, [0, 1]), ("rpd", {}, [0, 1])]
     rpd = groups[2]
     # mean curve 0.1, 0.5, 0.8, 0.8 -> 0.6 first reached at 300 (seeds: 200 and 300),
     # 0.8 at 300 (seeds: 400 and 300)
@@ -188,8 +191,9 @@ def test_aggregation_of_hand_written_runs(tmp_path: Path) -> None:
     assert rpd["wall_time_s"]["mean"] == pytest.approx(50.0)
     assert rpd["steps_per_s"]["mean"] is None and rpd["finished"] == 0
     assert rpd["teacher_eval"]["success"] == 0.05 and rpd["teacher_eval"]["horizon"] == 50
-    assert groups[1]["steps_to"]["0.8"]["mean_curve"] == 200
-    assert groups[0]["steps_to"]["0.6"] == dict(mean_curve=None, per_seed=[None])
+    assert groups[0]["steps_to"]["0.8"]["mean_curve"] == 200
+    assert groups[1]["steps_to"]["0.6"] == dict(mean_curve=None, per_seed=[None, None])
+    assert groups[1]["curve"]["mean"] == pytest.approx([0.2, 0.2])
     md = (out / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| RPD"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -198,8 +202,29 @@ def test_aggregation_of_hand_written_runs(tmp_path: Path) -> None:
                          "300 (2/2 seeds)", "300 (2/2 seeds)"]
     assert cells[6] == "0.375 ± 0.125 [0.250, 0.500]" and cells[7] == "0.8 min"
     assert cells[-1] == "2 (2 unfinished)"
-    assert "| PPO, dense, lam=1.0 |" in md and "not reached (0/1 seeds)" in md
+    assert "| PPO, dense, ent_coef=None |" in md and "not reached (0/2 seeds)" in md
     assert (out / f"{ENV}.png").stat().st_size > 10_000
+
+
+def test_a_changed_teacher_view_splits_rpd_runs(tmp_path: Path) -> None:
+    """Students trained with a shifted teacher camera are not repeats of the plain ones; a
+    config from before the option existed (no key) is the unchanged view."""
+    rows = [(100, 0.5, 1, 5, 10), (200, 0.6, 1, 10, 20)]
+    plain = _fake_run(tmp_path / "a", rows, no_teacher=False, teacher="t")
+    old = _fake_run(tmp_path / "b", rows, no_teacher=False, teacher="t", seed=1)
+    shifted = _fake_run(tmp_path / "c", rows, no_teacher=False, teacher="t",
+                        teacher_camera_shift=15.0)
+    for cfg_path, shift in ((plain / "config.json", 0.0), (old / "config.json", None)):
+        cfg = json.loads(cfg_path.read_text())
+        if shift is not None:
+            cfg["teacher_camera_shift"] = shift
+        cfg_path.write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    r = _rpd("report", plain, old, shifted, "--out", out)
+    assert r.exit_code == 0, r.output
+    groups = json.loads((out / "report.json").read_text())["groups"]
+    assert [(g["variant"], g["seeds"]) for g in groups] == [
+        ({"teacher_camera_shift": 15.0}, [0]), ({"teacher_camera_shift": None}, [0, 1])]
 
 
 @pytest.mark.parametrize("case, message", [
