@@ -183,11 +183,14 @@ def _push(p: dict[str, Any]) -> np.ndarray:
     rel = tcp[:2] - obj[:2]
     along, across = rel @ d, rel @ perp
     start = obj[:2] - PUSH_BEHIND * d
+    # each factor goes 0 -> 1 over ~1-2 cm: past the cube's back face, on the push line,
+    # below the cube's top; pushing is their product
     behind = _ramp(-along, CUBE_HALF, CUBE_HALF + 0.01)
     aligned = _ramp(-abs(across), -0.03, -0.01)
     low = _ramp(-tcp[2], -(CUBE_HALF + 0.02), -(CUBE_HALF + 0.01))
     push = behind * aligned * low
     xy = start + push * (goal[:2] - CUBE_HALF * d - start)
+    # travel at APPROACH_HEIGHT until well behind the cube, then come down to push height
     clear = max(_ramp(-along, CUBE_HALF + 0.005, PUSH_BEHIND), push)
     z = APPROACH_HEIGHT + clear * (CUBE_HALF - APPROACH_HEIGHT)
     return np.array([*xy, z])
