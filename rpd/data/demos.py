@@ -200,6 +200,14 @@ def _scalar(x: Any) -> Any:
     return x.item() if hasattr(x, "item") else x
 
 
+def block_tmp_prefix(block: int) -> str:
+    """Prefix of a block's temporary directory. No dot before the random suffix: ManiSkill's
+    recorder derives its .json path with `str.replace(".h5", ".json")` on the whole path, so a
+    directory `.block_1.h5xxxxxx` (a random suffix starting "h5") sent the JSON elsewhere and
+    failed the block (seen once in CI)."""
+    return f".block_{block}_"
+
+
 def _generate_block(env_id: str, block: int, first_seed: int, wanted: int, max_attempts: int,
                     target_mode: str, parts_dir: str, progress: Any) -> dict[str, Any]:
     """Plan and convert episodes from `first_seed` upward until `wanted` succeed.
@@ -215,7 +223,7 @@ def _generate_block(env_id: str, block: int, first_seed: int, wanted: int, max_a
 
     limit_cpu_threads()
     final_dir = Path(parts_dir) / f"block_{block}"
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".block_{block}.", dir=parts_dir))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=block_tmp_prefix(block), dir=parts_dir))
     solve = MP_SOLUTIONS[env_id]
     base_kwargs = dict(obs_mode="none", sim_backend="physx_cpu", render_backend="cpu")
     plan_env = RecordEpisode(

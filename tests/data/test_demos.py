@@ -87,6 +87,21 @@ def test_import_of_same_mode_copies(pickcube_demos: Path, tmp_path: Path) -> Non
         np.testing.assert_array_equal(a["traj_0/actions"][()], b["traj_0/actions"][()])
 
 
+def test_block_tmp_dirs_cannot_contain_dot_h5(tmp_path: Path) -> None:
+    """ManiSkill writes its JSON next to `path.replace(".h5", ".json")`; no temporary block
+    directory name may contain ".h5", whatever mkdtemp's random suffix is."""
+    import tempfile
+
+    from rpd.data.demos import block_tmp_prefix
+
+    for block in (0, 1, 12):
+        for _ in range(300):
+            d = Path(tempfile.mkdtemp(prefix=block_tmp_prefix(block), dir=tmp_path))
+            assert ".h5" not in d.name
+            d.rmdir()
+        assert ".h5" not in block_tmp_prefix(block) + "h5abcdef"
+
+
 def test_generate_resumes_finished_blocks(tmp_path: Path) -> None:
     """A block finished by an interrupted run is reused, not planned again."""
     from rpd.data.demos import GenerateConfig, _generate_block, generate_demos, run_manifest
