@@ -140,7 +140,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
         return float(next((result[k] for k in keys if k in result), float("nan")))
 
     rows = [("env", env_id), ("episodes", result["episodes"]),
-            ("horizon", result.get("horizon", horizon)),
+            ("horizon", horizon),
             ("success rate", f"{pick('success_rate', 'success'):.1%}")]
     if "success_at_end" in result:
         rows.append(("success at end", f"{pick('success_at_end'):.1%}"))
