@@ -92,8 +92,11 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
                    "(a task variation).")
 @click.option("--stochastic", is_flag=True,
               help="Student: sample actions from the policy instead of taking its mean.")
-@click.option("--chunk-mode", type=click.Choice(["receding", "ensemble"]), default="receding",
-              show_default=True, help="How action chunks are executed.")
+@click.option("--chunk-mode", type=click.Choice(["label", "receding", "ensemble"]),
+              default="label", show_default=True,
+              help="How action chunks are executed: 'label' asks the teacher every step and "
+                   "executes its first action (the policy RPD distils), 'receding' 4 actions "
+                   "per call, 'ensemble' temporal ensembling.")
 @click.option("--video", type=click.Path(path_type=Path), default=None,
               help="Write one mp4 per episode of the teacher's view to this directory.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,

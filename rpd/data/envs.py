@@ -365,25 +365,64 @@ class EnvStateInfo:
         return _EnvStateInfo(env)
 
 
-def _cpu_env_factory(cfg: EnvConfig, seed: int, with_env_state: bool) -> Callable[[], Any]:
+TRAIN_SEED_RANGE = (2**31, 2**32)
+"""Training envs draw every episode seed from [2^31, 2^32). Every evaluation seed lies below
+2^31 (students from 10,000, teachers from 10^9, demos in blocks from 0), so an evaluation
+never starts where a training episode did."""
+
+
+def episode_seeds(seed: int, env_index: int, start_step: int = 0) -> np.random.Generator:
+    """The generator of training env `env_index`'s episode seeds under run seed `seed`.
+
+    Each env gets its own stream from numpy's SeedSequence with spawn key (env_index,
+    start_step), so env k of seed s and env k' of seed s' never share a stream (SB3's
+    `seed + k` made env 1 of seed 0 start where env 0 of seed 1 does), and a run resumed at
+    `start_step` continues with episodes its first part did not see.
+    """
+    if seed < 0:
+        raise InputError(f"--seed {seed}: must be ≥ 0")
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(env_index, start_step)))
+
+
+class SeededResets:
+    """Wrapper factory: every reset of a single env is seeded from its own `episode_seeds`
+    stream (the seed a caller passes is ignored), so auto-resets are as repeatable as the
+    first one. The seed used is in the reset info as "episode_seed"."""
+
+    def __new__(cls, env: Any, seeds: np.random.Generator) -> Any:
+        import gymnasium as gym
+
+        class _SeededResets(gym.Wrapper):
+            def reset(self, *, seed: int | None = None, options: Any = None) -> Any:
+                episode_seed = int(seeds.integers(*TRAIN_SEED_RANGE))
+                obs, info = self.env.reset(seed=episode_seed, options=options)
+                info["episode_seed"] = episode_seed
+                return obs, info
+
+        return _SeededResets(env)
+
+
+def _cpu_env_factory(cfg: EnvConfig, seed: int, env_index: int, start_step: int,
+                     with_env_state: bool) -> Callable[[], Any]:
     def build() -> Any:
         from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
         # record_metrics stays off: with it SB3's VecMonitor fails with KeyError 'r'.
         env = CPUGymWrapper(make_env(cfg), ignore_terminations=False, record_metrics=False)
+        env = SeededResets(env, episode_seeds(seed, env_index, start_step))
         if with_env_state:
             env = EnvStateInfo(env)
-        env.reset(seed=seed)
         return env
 
     return build
 
 
 def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
-                 with_env_state: bool = False) -> Any:
+                 with_env_state: bool = False, start_step: int = 0) -> Any:
     """A Stable-Baselines3 VecEnv of `num_envs` copies of the task.
 
-    CPU: SubprocVecEnv of ManiSkill CPUGymWrapper envs, one process each (seeds seed..seed+n-1).
+    CPU: SubprocVecEnv of ManiSkill CPUGymWrapper envs, one process each; every reset of env k
+    (auto-resets too) is seeded from `episode_seeds(seed, k, start_step)`.
     GPU: ManiSkill's own GPU-vectorised env behind its SB3 adapter.
     With `with_env_state` (CPU), every step's info and reset info carry "env_state" [S]: the
     simulator state of the returned observation (after an auto-reset, see `reset_infos`).
@@ -399,7 +438,8 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
         return ManiSkillSB3VectorEnv(vec)
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    factories = [_cpu_env_factory(cfg, seed + i, with_env_state) for i in range(num_envs)]
+    factories = [_cpu_env_factory(cfg, seed, i, start_step, with_env_state)
+                 for i in range(num_envs)]
     if num_envs == 1:
         return DummyVecEnv(factories)
     return SubprocVecEnv(factories, start_method="spawn")

@@ -16,6 +16,7 @@ from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
 
+CHUNK_MODES = ("label", "receding", "ensemble")
 DEFAULT_EVAL_SEED = 1_000_000_000
 """Far from the seeds `rpd demos generate` uses (blocks of 10,000 from 0), so unseen."""
 
@@ -33,7 +34,10 @@ class TeacherEvalConfig:
         workers: Parallel processes.
         camera_shift: Rotate the teacher camera by this many degrees (robustness test).
         object_color: Paint the task's object in this colour (a task variation).
-        chunk_mode: "receding" or "ensemble" execution of action chunks.
+        chunk_mode: "label" (the teacher is asked every step and its chunk's first action is
+            executed: the policy `rpd train` and `rpd cache` take labels from, so its success
+            is the teacher RPD distils), "receding" (`execute` actions per call) or
+            "ensemble" execution of action chunks.
         execute: Actions executed per chunk in receding mode.
         video_dir: Write one mp4 of the teacher's view per episode here.
     """
@@ -46,7 +50,7 @@ class TeacherEvalConfig:
     workers: int = 2
     camera_shift: float = 0.0
     object_color: str | None = None
-    chunk_mode: str = "receding"
+    chunk_mode: str = "label"
     execute: int = 4
     video_dir: Path | None = None
 
@@ -62,8 +66,9 @@ class TeacherEvalConfig:
             from rpd.data.envs import CameraSpec
 
             CameraSpec(object_color=self.object_color)  # checks the name before any work
-        if self.chunk_mode not in ("receding", "ensemble"):
-            raise InputError(f"--chunk-mode {self.chunk_mode!r}: use 'receding' or 'ensemble'")
+        if self.chunk_mode not in CHUNK_MODES:
+            raise InputError(f"--chunk-mode {self.chunk_mode!r}: use one of "
+                             f"{', '.join(CHUNK_MODES)}")
 
 
 def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[dict[str, Any]]:
@@ -87,6 +92,7 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
     for seed in seeds:
         env.reset(seed=seed)
         policy.reset(1)
+        calls_before = policy.teacher_calls
         frames, ret, success_once, length = [], 0.0, False, 0
         for t in range(cfg.horizon):
             img = teacher_image(env, camera) if render else no_images(1)
@@ -103,7 +109,8 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
             if bool(terminated[0]) or bool(truncated[0]):
                 break
         results.append(dict(seed=seed, success=success_once,
-                            success_at_end=bool(info["success"][0]), ret=ret, length=length))
+                            success_at_end=bool(info["success"][0]), ret=ret, length=length,
+                            teacher_calls=policy.teacher_calls - calls_before))
         if frames:
             import imageio
 

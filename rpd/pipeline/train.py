@@ -28,7 +28,15 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from rpd.data.envs import CameraSpec, EnvConfig, get_task, limit_cpu_threads, make_env, make_vec_env
+from rpd.data.envs import (
+    TRAIN_SEED_RANGE,
+    CameraSpec,
+    EnvConfig,
+    get_task,
+    limit_cpu_threads,
+    make_env,
+    make_vec_env,
+)
 from rpd.errors import InputError
 from rpd.pipeline.evaluate import STUDENT_JSON, STUDENT_ZIP, run_episodes_student
 from rpd.student.labels import InMemoryLabelSource, LabelSource
@@ -74,7 +82,8 @@ class TrainConfig:
             For a Zarr store: RMS key distance per dim in key-scale units (None = the store
             default, rpd.pipeline.cache.DEFAULT_RADIUS); for the run's own store and .npz
             caches: distance in observation units (None = exact match).
-        seed: Seed of the envs, the policy and the sampling.
+        seed: Seed of the policy, the sampling and every training episode (env k draws its
+            episode seeds from `rpd.data.envs.episode_seeds(seed, k)`, above 2^31).
         resume: Continue the run in `out` from its last checkpoint.
         n_steps: Steps per env per rollout (rollout = n_steps x envs transitions).
         batch_size: PPO minibatch size.
@@ -91,7 +100,7 @@ class TrainConfig:
             SB3's default 0 means noise of std 1 on actions whose demos stay within ±0.3).
         eval_every: Evaluate (and checkpoint) every this many env steps.
         eval_episodes: Episodes per evaluation (fixed seeds `eval_seed`...).
-        eval_seed: First evaluation seed (far from the training seeds).
+        eval_seed: First evaluation seed (below 2^31, so never a training episode's).
         teacher_batch: States per live teacher forward pass.
         teacher_camera_shift: The teacher sees its camera rotated by this many degrees about
             the scene's vertical axis (the paper's changed-perspective robustness test).
@@ -164,6 +173,11 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: "
                                  "must be a positive number")
+        if self.seed < 0:
+            raise InputError(f"--seed {self.seed}: must be ≥ 0")
+        if not 0 <= self.eval_seed <= TRAIN_SEED_RANGE[0] - self.eval_episodes:
+            raise InputError(f"--eval-seed {self.eval_seed}: evaluation seeds must stay below "
+                             f"{TRAIN_SEED_RANGE[0]} (training episodes draw theirs above)")
         if self.offline_steps is not None and self.offline_steps < 0:
             raise InputError(f"--offline-steps {self.offline_steps}: must be ≥ 0")
         if self.lam < 0:
@@ -407,8 +421,10 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
     eval_env = make_env(env_cfg)
     obs_dim = int(eval_env.observation_space.shape[-1])
     source = open_label_source(cfg, teacher, obs_dim) if teacher is not None else None
+    # a resumed run's envs continue with episode seeds its first part did not draw
+    start_step = int(resume_info["num_timesteps"]) if resume_info is not None else 0
     venv = VecMonitor(make_vec_env(env_cfg, cfg.envs, seed=cfg.seed,
-                                   with_env_state=not cfg.no_teacher))
+                                   with_env_state=not cfg.no_teacher, start_step=start_step))
     try:
         state: dict[str, Any] = dict(t0=time.perf_counter(), wall_offset=0.0, last_eval=0,
                                      last_result=None)

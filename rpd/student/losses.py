@@ -70,6 +70,41 @@ def bc_distill(log_prob_teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     return masked_mean(-log_prob_teacher, mask)
 
 
+def per_dim_squared_error(mean: torch.Tensor, teacher_action: torch.Tensor,
+                          mask: torch.Tensor) -> torch.Tensor:
+    """Squared error of each action dim, averaged over labelled transitions.
+
+    Its sum over dims is `mse_distill`; logged per dim (distill/mse_dim_i) it shows which
+    action dim a stalled copy misses.
+
+    Args:
+        mean: [B, A]; teacher_action: [B, A]; mask: [B] bool.
+
+    Returns:
+        [A]; zeros when no transition is labelled.
+    """
+    weights = mask.to(mean.dtype)[:, None]
+    return (((mean - teacher_action) ** 2) * weights).sum(0) / weights.sum().clamp(min=1.0)
+
+
+def sign_agreement(student: torch.Tensor, teacher: torch.Tensor,
+                   mask: torch.Tensor) -> float:
+    """Fraction of labelled transitions where student and teacher agree in sign (e.g. the
+    gripper: open > 0, closed < 0); a teacher value of exactly 0 agrees with nothing.
+
+    Args:
+        student: [B]; teacher: [B]; mask: [B] bool.
+
+    Returns:
+        In [0, 1]; nan when no transition is labelled.
+    """
+    mask = mask.bool()
+    if not mask.any():
+        return float("nan")
+    agree = torch.sign(student[mask]) == torch.sign(teacher[mask])
+    return float(agree.float().mean())
+
+
 def lambda_at(step: int, kind: str, lam: float, decay_steps: int | None) -> float:
     """The distillation weight λ at env step `step`.
 

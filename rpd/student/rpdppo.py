@@ -32,6 +32,8 @@ from rpd.student.losses import (
     bc_distill,
     l1_distill,
     mse_distill,
+    per_dim_squared_error,
+    sign_agreement,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,7 +82,9 @@ class RPDPPO(PPO):
             left unlabelled are masked out of the distill term.
 
     Logged: train/distill_loss, distill/lambda, distill/cache_hit_rate,
-    distill/live_teacher_calls (cumulative), distill/labelled_fraction.
+    distill/live_teacher_calls (cumulative), distill/labelled_fraction, and how the rollout's
+    policy mean compared with its labels: distill/mse_dim_0.. (squared error per action dim)
+    and distill/gripper_agreement (same sign of the last dim).
     """
 
     rollout_buffer: RPDRolloutBuffer
@@ -269,6 +273,8 @@ class RPDPPO(PPO):
         clip_fractions: list[float] = []
         # --- RPD ---
         lam = self.lambda_schedule(self.num_timesteps) if self.label_source is not None else 0.0
+        if lam > 0:
+            self._log_label_agreement()
         distill_losses: list[float] = []
         grad_norms: list[float] = []
         # --- end RPD ---
@@ -352,6 +358,25 @@ class RPDPPO(PPO):
         if distill_losses:
             self.logger.record("train/distill_loss", float(np.mean(distill_losses)))
         # --- end RPD ---
+
+    def _log_label_agreement(self) -> None:
+        """Log how the mean of the policy that collected the rollout compares with its labels,
+        per action dim (distill/mse_dim_i) and in the gripper's sign (distill/gripper_agreement).
+        """
+        buffer = self.rollout_buffer
+        mask = th.as_tensor(buffer.label_mask.reshape(-1), device=self.device)
+        if not bool(mask.any()):
+            return
+        obs = buffer.observations.reshape(-1, *buffer.obs_shape)  # type: ignore[union-attr]
+        target = th.as_tensor(buffer.teacher_action.reshape(-1, buffer.action_dim),
+                              device=self.device)
+        with th.no_grad():
+            mean = self.policy.get_distribution(
+                obs_as_tensor(obs, self.device)).distribution.mean  # type: ignore[arg-type]
+        for i, err in enumerate(per_dim_squared_error(mean, target, mask).tolist()):
+            self.logger.record(f"distill/mse_dim_{i}", err)
+        self.logger.record("distill/gripper_agreement",
+                           sign_agreement(mean[:, -1], target[:, -1], mask))
 
     # ---- offline phase --------------------------------------------------------------------
 

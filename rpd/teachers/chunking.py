@@ -23,15 +23,19 @@ class ChunkedPolicy:
 
     Attributes:
         teacher: The teacher.
-        mode: "receding" executes the first `execute` actions of each chunk, then re-plans;
+        mode: "label" asks the teacher every step and executes the first action of its chunk:
+            the policy RPD's labels come from (each state labelled on its own);
+            "receding" executes the first `execute` actions of each chunk, then re-plans;
             "ensemble" re-plans every step and averages every prediction made for the current
             step (ACT's temporal ensembling, weights exp(-decay*i), oldest first).
         execute: Actions executed per chunk in receding mode (clipped to the chunk size).
         decay: Ensembling decay.
+
+    `teacher_calls` counts the envs the teacher was asked for (one per env and call).
     """
 
     teacher: Teacher
-    mode: Literal["receding", "ensemble"] = "receding"
+    mode: Literal["label", "receding", "ensemble"] = "receding"
     execute: int = 4
     decay: float = 0.01
 
@@ -40,6 +44,7 @@ class ChunkedPolicy:
 
     def reset(self, num_envs: int) -> None:
         """Start fresh episodes in `num_envs` envs."""
+        self.teacher_calls = getattr(self, "teacher_calls", 0)
         self._step = np.zeros(num_envs, np.int64)
         self._queue: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
         self._history: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(num_envs)]
@@ -53,16 +58,19 @@ class ChunkedPolicy:
         b = len(batch)
         if len(self._step) != b:
             self.reset(b)
-        if self.mode == "receding":
+        if self.mode in ("label", "receding"):
             need = [i for i in range(b) if not self._queue[i]]
             if need:
                 chunks = self.teacher.act_chunk(_subset(batch, need))
-                k = max(1, min(self.execute, chunks.shape[1]))
+                self.teacher_calls += len(need)
+                execute = 1 if self.mode == "label" else self.execute
+                k = max(1, min(execute, chunks.shape[1]))
                 for j, i in enumerate(need):
                     self._queue[i] = list(chunks[j, :k])
             actions = np.stack([self._queue[i].pop(0) for i in range(b)])
         else:
             chunks = self.teacher.act_chunk(batch)
+            self.teacher_calls += b
             actions = np.empty((b, chunks.shape[2]), np.float32)
             for i in range(b):
                 t = int(self._step[i])

@@ -32,9 +32,11 @@ STEP_M = 0.1
 ROT_STEP = 0.1
 """The controller's largest rotation step (rad) for a normalised action of 1."""
 GRIPPER_OPEN, GRIPPER_CLOSED = 1.0, -1.0
-CONTROLLER_VERSION = 3
-"""Bumped whenever the controller acts differently, so a teacher.json written by another
-version is refused rather than silently acting otherwise under the same fingerprint."""
+CONTROLLER_VERSIONS = {"PushCube-v1": 3, "PullCube-v1": 3, "PickCube-v1": 4}
+"""Per task, bumped whenever its controller acts differently, so a teacher.json written by
+another version is refused rather than silently acting otherwise under the same fingerprint.
+Push 3: continuous phase blends. Pick 4: continuous descent, grasp and carry blends and a
+continuous yaw command (version 3 switched phases and flipped its yaw label at ±45°)."""
 
 PUSH_TASKS = ("PushCube-v1", "PullCube-v1")
 PICK_TASKS = ("PickCube-v1",)
@@ -53,7 +55,7 @@ HOVER = 0.06
 class ScriptedTeacher(Teacher):
     """A scripted controller on the simulator state (see the module docstring).
 
-    `config`: env_id, offset [3] (m), speed (0, 1], controller (`CONTROLLER_VERSION`).
+    `config`: env_id, offset [3] (m), speed (0, 1], controller (`CONTROLLER_VERSIONS`).
     """
 
     has_weights = False
@@ -73,10 +75,11 @@ class ScriptedTeacher(Teacher):
         speed = float(config.get("speed", 1.0))
         if not 0 < speed <= 1:
             raise InputError(f"--speed {speed}: must be in (0, 1] (fraction of the 0.1 m step)")
-        version = config.setdefault("controller", CONTROLLER_VERSION)
-        if version != CONTROLLER_VERSION:
-            raise InputError(f"scripted teacher of controller version {version}, this rpd has "
-                             f"{CONTROLLER_VERSION}: re-create it with `rpd scripted-teacher`")
+        current = CONTROLLER_VERSIONS[env_id]
+        version = config.setdefault("controller", current)
+        if version != current:
+            raise InputError(f"scripted {env_id} teacher of controller version {version}, this "
+                             f"rpd has {current}: re-create it with `rpd scripted-teacher`")
         config.update(offset=[float(v) for v in offset], speed=speed)
         super().__init__(spec, config, action_stats)
         self._env: Any = None
@@ -140,10 +143,9 @@ class ScriptedTeacher(Teacher):
         speed = self.config["speed"]
         action = np.zeros(7, np.float32)
         action[:3] = np.clip((target - poses["tcp"]) / STEP_M, -speed, speed)
-        # proportional, so the label is a smooth function of the state (a bang-bang yaw
-        # command was the one action dim a student MLP could not fit); the tool frame's z
-        # points down, hence the sign
-        action[5] = np.clip(-yaw / (np.pi / 4), -speed, speed)
+        # `yaw` is already a smooth command in [-1, 1] (see _pick); the tool frame's z points
+        # down, hence the sign
+        action[5] = np.clip(-yaw, -speed, speed)
         action[6] = gripper
         return action
 
@@ -201,21 +203,42 @@ def _ramp(x: float, lo: float, hi: float) -> float:
     return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
 
 
+GRASP_NEAR = (0.012, 0.004)
+"""Distance (m) from the grasp point at which the gripper starts / has finished closing."""
+ALIGN_XY = (0.02, 0.005)
+"""Horizontal distance (m) from the cube at which descent starts / reaches the grasp point."""
+HELD_WIDTH = (0.065, 0.05)
+"""Gripper width (m, open ≈ 0.08, on the 4 cm cube ≈ 0.04) at which the cube counts as
+starting to be / fully held (together with a small gripper-to-cube distance)."""
+HELD_DIST = (0.03, 0.02)
+"""Gripper-to-cube distance (m) beyond / within which the cube is not / is held."""
+
+
 def _pick(p: dict[str, Any]) -> tuple[np.ndarray, float, float]:
-    """(target, gripper, yaw error): hover over the cube, descend, close, carry to the goal."""
+    """(target, gripper, yaw command in [-1, 1]): hover over the cube, descend, close, carry.
+
+    A continuous function of the state (controller version 4): the height over the cube falls
+    as the gripper lines up in xy, the gripper closes as it nears the grasp point, and the
+    target moves from the cube to the goal as the cube becomes held (a closed width near the
+    cube's). Version 3 switched between these phases at hard thresholds and flipped its yaw
+    label from +1 to -1 at ±45°; a student regressing on it hovered at a phase boundary and
+    never reached a grasp (issue 14).
+    """
     tcp, obj, goal = p["tcp"], p["obj"], p["goal"]
-    yaw = (_yaw(p["obj_q"]) - _yaw(p["tcp_q"]) + np.pi / 4) % (np.pi / 2) - np.pi / 4
-    holding = (np.linalg.norm(tcp - obj) < 0.03 and p["gripper_width"] < 2 * CUBE_HALF + 0.005)
-    if holding:
-        return goal + (tcp - obj), GRIPPER_CLOSED, 0.0
-    xy = np.linalg.norm(tcp[:2] - obj[:2])
-    if xy > 0.01:
-        hover = obj[2] + HOVER
-        z = max(hover, tcp[2]) if xy < 0.03 else hover  # no descent before lined up
-        return np.array([*obj[:2], z]), GRIPPER_OPEN, yaw
-    if tcp[2] - obj[2] > 0.01:
-        return obj.copy(), GRIPPER_OPEN, yaw
-    return obj.copy(), GRIPPER_CLOSED, yaw
+    # the cube looks the same every 90°: sin(4Δ)/4 ≈ Δ near 0 and is continuous everywhere
+    # (0 at ±45°, where either way round is as short)
+    delta = _yaw(p["obj_q"]) - _yaw(p["tcp_q"])
+    dist = float(np.linalg.norm(tcp - obj))
+    held = (_ramp(-p["gripper_width"], -HELD_WIDTH[0], -HELD_WIDTH[1])
+            * _ramp(-dist, -HELD_DIST[0], -HELD_DIST[1]))
+    yaw = (1.0 - held) * float(np.sin(4 * delta)) / 4 / (np.pi / 4)
+    aligned = _ramp(-float(np.linalg.norm(tcp[:2] - obj[:2])), -ALIGN_XY[0], -ALIGN_XY[1])
+    approach = np.array([*obj[:2], obj[2] + HOVER * (1.0 - aligned)])
+    carry = goal + (tcp - obj)
+    target = (1.0 - held) * approach + held * carry
+    close = max(_ramp(-dist, -GRASP_NEAR[0], -GRASP_NEAR[1]), held)
+    gripper = GRIPPER_OPEN + close * (GRIPPER_CLOSED - GRIPPER_OPEN)
+    return target, gripper, yaw
 
 
 def _yaw(q: np.ndarray) -> float:

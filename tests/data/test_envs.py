@@ -134,3 +134,38 @@ def test_vec_env_reports_env_state() -> None:
         assert not np.array_equal(infos[0]["env_state"], infos[1]["env_state"])
     finally:
         venv.close()
+
+
+def _initial_states(seed: int, steps: int = 9) -> tuple[list[int], list[np.ndarray]]:
+    """Episode seeds and initial observations of a 2-env vec env with a 4-step horizon:
+    the first reset and two auto-resets of each env."""
+    venv = make_vec_env(EnvConfig("PushCube-v1", max_episode_steps=4), num_envs=2, seed=seed)
+    try:
+        obs = venv.reset()
+        seeds = [info["episode_seed"] for info in venv.reset_infos]
+        starts = list(obs)
+        for _ in range(steps):
+            obs, _, dones, _ = venv.step(np.zeros((2, 7), np.float32))
+            for i in np.flatnonzero(dones):
+                seeds.append(venv.reset_infos[i]["episode_seed"])
+                starts.append(obs[i])
+    finally:
+        venv.close()
+    return seeds, starts
+
+
+def test_every_reset_is_seeded_per_env_and_seeds_share_no_episode() -> None:
+    """Auto-resets are seeded too (the same seed repeats them), and env 1 of seed 0 no longer
+    starts where env 0 of seed 1 does (SB3's seed + k convention)."""
+    from rpd.data.envs import TRAIN_SEED_RANGE
+
+    seeds0, starts0 = _initial_states(0)
+    again0, repeat0 = _initial_states(0)
+    seeds1, starts1 = _initial_states(1)
+    assert len(seeds0) == 6  # 2 first resets + 2 auto-resets of each env
+    assert seeds0 == again0
+    np.testing.assert_array_equal(np.stack(starts0), np.stack(repeat0))
+    assert len(set(seeds0)) == 6 and not set(seeds0) & set(seeds1)
+    assert all(TRAIN_SEED_RANGE[0] <= s < TRAIN_SEED_RANGE[1] for s in seeds0 + seeds1)
+    for a in starts0:
+        assert not any(np.allclose(a, b) for b in starts1)

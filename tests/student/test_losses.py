@@ -12,6 +12,8 @@ from rpd.student.losses import (
     lambda_at,
     masked_mean,
     mse_distill,
+    per_dim_squared_error,
+    sign_agreement,
 )
 
 MEAN = torch.tensor([[1.0, 2.0], [0.0, 0.0], [3.0, -1.0]])
@@ -75,3 +77,20 @@ def test_bad_schedules_are_refused() -> None:
         LambdaSchedule("exp", 1.0, 10)
     with pytest.raises(ValueError, match="≥ 0"):
         LambdaSchedule("constant", -1.0)
+
+
+def test_per_dim_squared_error_sums_to_the_mse() -> None:
+    # labelled rows 0 and 2: dim 0 (1 + 4) / 2 = 2.5, dim 1 (4 + 4) / 2 = 4
+    per_dim = per_dim_squared_error(MEAN, TEACHER, MASK)
+    assert per_dim.tolist() == pytest.approx([2.5, 4.0])
+    assert per_dim.sum().item() == pytest.approx(mse_distill(MEAN, TEACHER, MASK).item())
+    assert per_dim_squared_error(MEAN, TEACHER, torch.zeros(3, dtype=torch.bool)).tolist() == [
+        0.0, 0.0]
+
+
+def test_sign_agreement_counts_labelled_rows_only() -> None:
+    # labelled rows: (-1 vs 1) disagree, (-1 vs 1) disagree; row 1 (0 vs 1) is masked
+    assert sign_agreement(MEAN[:, 1], TEACHER[:, 1], MASK) == 0.0
+    # dim 0: (1 vs 0) disagrees (a zero label agrees with nothing), (3 vs 1) agrees
+    assert sign_agreement(MEAN[:, 0], TEACHER[:, 0], MASK) == 0.5
+    assert math.isnan(sign_agreement(MEAN[:, 0], TEACHER[:, 0], torch.zeros(3, dtype=bool)))

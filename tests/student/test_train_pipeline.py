@@ -35,6 +35,19 @@ def _labels(store: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows.key, rows.obs, rows.teacher_action
 
 
+def _tb_scalars(run: Path) -> dict[str, list[float]]:
+    """Every scalar series a run wrote to TensorBoard, by tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[float]] = {}
+    for events in sorted((run / "tb").rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
+    return out
+
+
 def _eval_rows(run: Path) -> list[dict[str, str]]:
     with open(run / "eval.csv") as f:
         return list(csv.DictReader(f))
@@ -60,6 +73,13 @@ def test_rpd_run_writes_a_complete_run_dir(rpd_run: Path, teacher_dir: Path) -> 
     assert [int(r["live_teacher_calls"]) for r in _eval_rows(rpd_run)] == [64, 128]
     assert (rpd_run / "student.zip").is_file() and (rpd_run / "checkpoints/latest.zip").is_file()
     assert list((rpd_run / "tb").rglob("events.out.tfevents.*"))
+    # the diagnosis scalars of a copy: error per action dim and gripper agreement (issue 14)
+    tags = _tb_scalars(rpd_run)
+    dims = [tags[f"distill/mse_dim_{i}"] for i in range(7)]
+    assert all(len(d) >= 1 and np.isfinite(d).all() and (np.asarray(d) >= 0).all()
+               for d in dims)
+    agreement = tags["distill/gripper_agreement"]
+    assert len(agreement) >= 1 and all(0.0 <= a <= 1.0 for a in agreement)
 
 
 def test_written_back_labels_belong_to_their_states(rpd_run: Path) -> None:
@@ -202,3 +222,35 @@ def test_teacher_view_changes_reach_the_labeller_and_the_labels_identity(
     assert meta["config"]["teacher_camera_shift"] == 20.0
     assert meta["config"]["teacher_object_color"] == "green"
     assert TeacherStore.open(out / "cache").identity.teacher_fingerprint == shifted.fingerprint
+
+
+def _policy_params(run: Path) -> list[np.ndarray]:
+    from rpd.student.rpdppo import RPDPPO
+
+    model = RPDPPO.load(run / "student.zip", device="cpu")
+    return [p.detach().numpy().copy() for p in model.policy.parameters()]
+
+
+def test_the_same_seed_repeats_a_run_exactly_and_another_seed_does_not(
+        teacher_dir: Path, tmp_path: Path) -> None:
+    """Two subprocess envs with a 10-step horizon (so every env auto-resets several times):
+    the same --seed gives the same labels, updates and evaluations; another seed does not."""
+    runs = {}
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        out = tmp_path / name
+        code, output = _rpd("train", "--env", ENV_ID, "--envs", "2", "--n-steps", "32",
+                            "--batch-size", "32", "--n-epochs", "2", "--eval-every", "128",
+                            "--eval-episodes", "2", "--net-arch", "32", "--horizon", "10",
+                            "--steps", "128", "--seed", seed, "--teacher", str(teacher_dir),
+                            "--out", str(out))
+        assert code == 0, output
+        runs[name] = out
+    a, b, c = (_policy_params(runs[n]) for n in "abc")
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, z) for x, z in zip(a, c, strict=True))
+    keys = [_labels(runs[n] / "cache")[0] for n in "abc"]
+    np.testing.assert_array_equal(np.sort(keys[0], 0), np.sort(keys[1], 0))
+    assert not np.isin(keys[0][:, 0], keys[2][:, 0]).all()
+    returns = [[r["return"] for r in _eval_rows(runs[n])] for n in "ab"]
+    assert returns[0] == returns[1]

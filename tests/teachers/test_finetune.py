@@ -108,6 +108,15 @@ def test_cli_finetune_and_eval(demo_file: Path, tmp_path: Path) -> None:
     assert summary["episodes"] == 2 and 0.0 <= summary["success_rate"] <= 1.0
     assert [e["length"] for e in summary["per_episode"]] == [8, 8]
     assert summary["fingerprint"] == load_teacher(out).fingerprint
+    # the default is the labelling policy: one teacher call per step, its chunk's first action
+    assert summary["chunk_mode"] == "label"
+    assert [e["teacher_calls"] for e in summary["per_episode"]] == [8, 8]
+    js = tmp_path / "receding.json"
+    result = CliRunner().invoke(main, ["eval", "--teacher", str(out), "--env", "PickCube-v1",
+                                       "--episodes", "1", "--horizon", "8", "--workers", "1",
+                                       "--chunk-mode", "receding", "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    assert [e["teacher_calls"] for e in json.loads(js.read_text())["per_episode"]] == [2]
     assert len(list((tmp_path / "vid").glob("*.mp4"))) == 2
     assert "success rate" in result.stdout
 

@@ -15,7 +15,7 @@ from rpd.data.schema import TEACHER_JSON, TEACHER_WEIGHTS
 from rpd.errors import InputError
 from rpd.pipeline.labeling import TeacherLabeler
 from rpd.teachers.base import TeacherBatch, load_teacher, no_images
-from rpd.teachers.scripted import CONTROLLER_VERSION, ScriptedTeacher
+from rpd.teachers.scripted import CONTROLLER_VERSIONS, ScriptedTeacher
 
 
 def _rpd(*args: str) -> tuple[int, str]:
@@ -46,11 +46,11 @@ def test_saved_teacher_is_config_only_and_reloads_identically(tmp_path: Path) ->
     teacher = load_teacher(out)
     assert teacher.kind == "scripted" and teacher.uses_env_state
     assert teacher.config == dict(env_id="PickCube-v1", offset=[0.01, 0.0, 0.0], speed=0.5,
-                                  controller=CONTROLLER_VERSION)
+                                  controller=CONTROLLER_VERSIONS["PickCube-v1"])
     other = ScriptedTeacher.build("PickCube-v1", offset=(0.02, 0.0, 0.0), speed=0.5)
     assert teacher.fingerprint == load_teacher(out).fingerprint != other.fingerprint
     meta = json.loads((out / TEACHER_JSON).read_text())
-    meta["config"]["controller"] = CONTROLLER_VERSION - 1
+    meta["config"]["controller"] = CONTROLLER_VERSIONS["PickCube-v1"] - 1
     (out / TEACHER_JSON).write_text(json.dumps(meta))
     with pytest.raises(InputError, match="re-create it"):
         load_teacher(out)
@@ -76,7 +76,7 @@ def test_actions_are_a_function_of_the_state_alone() -> None:
     np.testing.assert_array_equal(forward, backward)
     assert forward.shape == (12, 7) and forward.dtype == np.float32
     assert np.abs(forward[:, :3]).max() <= 0.5 + 1e-6  # --speed caps the position step
-    assert set(np.unique(forward[:, 6])) <= {-1.0, 1.0}
+    assert (np.abs(forward[:, 6]) <= 1.0).all()  # the gripper command blends open -> closed
     with pytest.raises(InputError, match="simulator states"):
         teacher.act(TeacherBatch(no_images(1), ["x"]))
     teacher.close()
@@ -129,6 +129,39 @@ def test_push_targets_are_a_continuous_function_of_the_state() -> None:
         b = _push(dict(tcp=tcp + step, obj=obj, goal=goal))
         worst = max(worst, float(np.linalg.norm(a - b)))
     assert worst < 0.05, f"target jumped {worst:.3f} m for a 1 mm move"
+
+
+def test_pick_actions_are_a_continuous_function_of_the_state() -> None:
+    """A 1 mm move of the gripper (or a 1 mm change of its width) changes the pick
+    controller's target by a few mm and its gripper and yaw commands by a few hundredths:
+    version 3 switched phases at hard thresholds (hover / descend / close / carry) and flipped
+    its yaw label from +1 to -1 at ±45°, and a student regressing on it hovered."""
+    from rpd.teachers.scripted import _pick
+
+    rng = np.random.default_rng(0)
+    worst_target = worst_command = 0.0
+    for _ in range(4000):
+        obj = np.array([*rng.uniform(-0.1, 0.1, 2), 0.02])
+        goal = np.array([*rng.uniform(-0.1, 0.1, 2), rng.uniform(0.05, 0.3)])
+        # within a few cm of the cube, where the phases meet
+        tcp = obj + rng.uniform([-0.04, -0.04, -0.005], [0.04, 0.04, 0.08])
+        yaw = rng.uniform(-np.pi, np.pi)
+        pose = dict(obj=obj, goal=goal, obj_q=np.array([np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]),
+                    tcp_q=np.array([1.0, 0, 0, 0]), gripper_width=rng.uniform(0.0, 0.08))
+        step = rng.normal(size=3)
+        step *= 0.001 / np.linalg.norm(step)
+        moved = dict(pose, gripper_width=pose["gripper_width"] + rng.choice([-1, 1]) * 0.001)
+        a, b = _pick(dict(pose, tcp=tcp)), _pick(dict(moved, tcp=tcp + step))
+        worst_target = max(worst_target, float(np.linalg.norm(a[0] - b[0])))
+        worst_command = max(worst_command, abs(a[1] - b[1]), abs(a[2] - b[2]))
+    assert worst_target < 0.05, f"target jumped {worst_target:.3f} m for a 1 mm move"
+    assert worst_command < 0.3, f"gripper or yaw command jumped {worst_command:.2f}"
+    # the yaw command is continuous across the cube's 45° symmetry point
+    base = dict(tcp=np.array([0.0, 0.0, 0.1]), obj=np.zeros(3), goal=np.ones(3),
+                tcp_q=np.array([1.0, 0, 0, 0]), gripper_width=0.08)
+    near45 = [_pick(dict(base, obj_q=np.array([np.cos(y / 2), 0, 0, np.sin(y / 2)])))[2]
+              for y in (np.pi / 4 - 1e-3, np.pi / 4 + 1e-3)]
+    assert abs(near45[0] - near45[1]) < 0.01
 
 
 def test_rpd_eval_of_the_exact_pick_teacher(tmp_path: Path) -> None:
