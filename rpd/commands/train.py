@@ -42,11 +42,16 @@ from rpd.commands._common import Progress
               help="Steps per env per rollout.")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--max-grad-norm", type=float, default=0.5, show_default=True)
+@click.option("--target-kl", type=float, default=0.2, show_default=True,
+              help="Stop an update's epochs once the policy's KL from the rollout policy "
+                   "exceeds 1.5x this; 0 = never stop early.")
 @click.option("--eval-every", type=int, default=10_000, show_default=True)
 @click.option("--eval-episodes", type=int, default=10, show_default=True)
 @click.option("--net-arch", default="256,256", show_default=True, help="Hidden layer sizes.")
 @click.option("--log-std-init", type=float, default=-0.5, show_default=True,
               help="Initial log std of the policy's Gaussian (ManiSkill's PPO baseline).")
+@click.option("--normalize-obs/--raw-obs", default=True, show_default=True,
+              help="Standardise observations inside the policy with running statistics.")
 @click.option("--teacher-camera-shift", type=float, default=0.0, show_default=True,
               help="The teacher sees its camera rotated by this many degrees (robustness).")
 @click.option("--teacher-object-color", default=None,
@@ -59,8 +64,9 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
           offline_steps: int | None, lam: float, lambda_schedule: str,
           lambda_decay_steps: int | None, distill: str, live_budget: int | None,
           cache_radius: float | None, n_epochs: int, n_steps: int, batch_size: int,
-          max_grad_norm: float, eval_every: int, eval_episodes: int, net_arch: str,
-          log_std_init: float, teacher_camera_shift: float,
+          max_grad_norm: float, target_kl: float, eval_every: int, eval_episodes: int,
+          net_arch: str,
+          log_std_init: float, normalize_obs: bool, teacher_camera_shift: float,
           teacher_object_color: str | None, seed: int, resume: bool) -> None:
     """Train a PPO student distilling --teacher's actions (RPD, arXiv 2503.05833)."""
     from rpd.errors import InputError
@@ -78,8 +84,10 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       lambda_decay_steps=lambda_decay_steps, distill=distill,
                       live_budget=live_budget, cache_radius=cache_radius, n_epochs=n_epochs,
                       n_steps=n_steps, batch_size=batch_size, max_grad_norm=max_grad_norm,
-                      eval_every=eval_every, eval_episodes=eval_episodes, net_arch=arch,
-                      log_std_init=log_std_init, teacher_camera_shift=teacher_camera_shift,
+                      target_kl=target_kl or None, eval_every=eval_every,
+                      eval_episodes=eval_episodes, net_arch=arch,
+                      log_std_init=log_std_init, normalize_obs=normalize_obs,
+                      teacher_camera_shift=teacher_camera_shift,
                       teacher_object_color=teacher_object_color,
                       seed=seed, resume=resume)
     with Progress(steps, f"train {env_id}", "step") as bar:

@@ -385,16 +385,25 @@ def episode_seeds(seed: int, env_index: int, start_step: int = 0) -> np.random.G
 
 
 class SeededResets:
-    """Wrapper factory: every reset of a single env is seeded from its own `episode_seeds`
-    stream (the seed a caller passes is ignored), so auto-resets are as repeatable as the
-    first one. The seed used is in the reset info as "episode_seed"."""
+    """Wrapper factory: every reset of training env `env_index` is seeded from its own
+    `episode_seeds` stream, so auto-resets are as repeatable as the first one. The seed used is
+    in the reset info as "episode_seed".
 
-    def __new__(cls, env: Any, seeds: np.random.Generator) -> Any:
+    A reset given a seed (SB3's `VecEnv.seed(s)` hands env k the seed s + k) restarts the
+    stream of run seed s, so a model built with the same seed replays the same episodes on the
+    same env object, and no env takes s + k itself as an episode seed.
+    """
+
+    def __new__(cls, env: Any, seed: int, env_index: int, start_step: int = 0) -> Any:
         import gymnasium as gym
 
         class _SeededResets(gym.Wrapper):
+            seeds = episode_seeds(seed, env_index, start_step)
+
             def reset(self, *, seed: int | None = None, options: Any = None) -> Any:
-                episode_seed = int(seeds.integers(*TRAIN_SEED_RANGE))
+                if seed is not None:
+                    self.seeds = episode_seeds(max(seed - env_index, 0), env_index, start_step)
+                episode_seed = int(self.seeds.integers(*TRAIN_SEED_RANGE))
                 obs, info = self.env.reset(seed=episode_seed, options=options)
                 info["episode_seed"] = episode_seed
                 return obs, info
@@ -409,7 +418,7 @@ def _cpu_env_factory(cfg: EnvConfig, seed: int, env_index: int, start_step: int,
 
         # record_metrics stays off: with it SB3's VecMonitor fails with KeyError 'r'.
         env = CPUGymWrapper(make_env(cfg), ignore_terminations=False, record_metrics=False)
-        env = SeededResets(env, episode_seeds(seed, env_index, start_step))
+        env = SeededResets(env, seed, env_index, start_step)
         if with_env_state:
             env = EnvStateInfo(env)
         return env

@@ -98,6 +98,8 @@ class TrainConfig:
         net_arch: Hidden layers of the actor and of the critic MLP.
         log_std_init: Initial log std of the Gaussian policy (ManiSkill's PPO baseline: -0.5;
             SB3's default 0 means noise of std 1 on actions whose demos stay within ±0.3).
+        normalize_obs: Standardise observations inside the policy with running statistics
+            (`rpd.student.policies.NormalizedFlatten`); off = SB3's raw flatten.
         eval_every: Evaluate (and checkpoint) every this many env steps.
         eval_episodes: Episodes per evaluation (fixed seeds `eval_seed`...).
         eval_seed: First evaluation seed (below 2^31, so never a training episode's).
@@ -140,6 +142,7 @@ class TrainConfig:
     ent_coef: float = 0.0
     net_arch: tuple[int, ...] = (256, 256)
     log_std_init: float = -0.5
+    normalize_obs: bool = True
     eval_every: int = 10_000
     eval_episodes: int = 10
     eval_seed: int = 10_000
@@ -190,6 +193,8 @@ class TrainConfig:
                              "--lambda-decay-steps K > 0 (the step where λ reaches 0)")
         if self.distill not in DISTILL_KINDS:
             raise InputError(f"--distill {self.distill!r}: use one of {', '.join(DISTILL_KINDS)}")
+        if self.target_kl is not None and self.target_kl < 0:
+            raise InputError(f"--target-kl {self.target_kl}: must be ≥ 0 (0 = no early stop)")
         if self.live_budget is not None and self.live_budget < 0:
             raise InputError(f"--live-budget {self.live_budget}: must be ≥ 0")
         if self.cache is not None and not self.cache.exists():
@@ -208,6 +213,18 @@ class TrainConfig:
         if self.offline_steps is not None:
             return self.offline_steps
         return 2000 if self.cache is not None and not self.no_teacher else 0
+
+    @property
+    def policy_kwargs(self) -> dict[str, Any]:
+        """SB3 policy_kwargs of the student (the MLP heads, its initial std, normalisation)."""
+        kwargs: dict[str, Any] = dict(
+            net_arch=dict(pi=list(self.net_arch), vf=list(self.net_arch)),
+            log_std_init=self.log_std_init)
+        if self.normalize_obs:
+            from rpd.student.policies import NormalizedFlatten
+
+            kwargs["features_extractor_class"] = NormalizedFlatten
+        return kwargs
 
     @property
     def schedule(self) -> LambdaSchedule:
@@ -235,7 +252,8 @@ class TrainConfig:
 # The options a resumed run must share with the original (everything but the length).
 _RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "envs", "horizon",
                  "lam", "lambda_schedule", "lambda_decay_steps", "distill", "seed", "n_steps",
-                 "batch_size", "n_epochs", "net_arch", "log_std_init", "teacher_camera_shift",
+                 "batch_size", "n_epochs", "net_arch", "log_std_init", "normalize_obs",
+                 "target_kl", "max_grad_norm", "teacher_camera_shift",
                  "teacher_object_color")
 
 
@@ -363,6 +381,7 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
         saved = json.loads(cfg_path.read_text())
         new = cfg.to_dict()
         saved.setdefault("log_std_init", 0.0)  # runs from before the option used SB3's 0
+        saved.setdefault("normalize_obs", False)  # runs from before it fed raw observations
         # runs from before these options saw the teacher's own view
         saved.setdefault("teacher_camera_shift", 0.0)
         saved.setdefault("teacher_object_color", None)
@@ -444,8 +463,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                 learning_rate=cfg.learning_rate, gamma=cfg.resolved_gamma,
                 gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, target_kl=cfg.target_kl,
                 max_grad_norm=cfg.max_grad_norm, ent_coef=cfg.ent_coef,
-                policy_kwargs=dict(net_arch=dict(pi=list(cfg.net_arch), vf=list(cfg.net_arch)),
-                                   log_std_init=cfg.log_std_init),
+                policy_kwargs=cfg.policy_kwargs,
                 tensorboard_log=str(cfg.out / "tb"), seed=cfg.seed, device=cfg.device,
                 verbose=0)
             offline = _offline_phase(model, source, cfg)

@@ -357,7 +357,21 @@ class RPDPPO(PPO):
         self.logger.record("train/epochs_done", epoch + 1 if continue_training else epoch)
         if distill_losses:
             self.logger.record("train/distill_loss", float(np.mean(distill_losses)))
+        # after the update, so the next rollout and its update share one normalisation
+        self._update_obs_norm(self.rollout_buffer.observations)  # type: ignore[arg-type]
         # --- end RPD ---
+
+    def _update_obs_norm(self, observations: np.ndarray) -> None:
+        """Fold observations into the running statistics of a `NormalizedFlatten` features
+        extractor (no-op for other policies)."""
+        p = self.policy
+        extractors = {id(e): e for e in (getattr(p, name, None) for name in (
+            "features_extractor", "pi_features_extractor", "vf_features_extractor"))
+            if e is not None}
+        for extractor in extractors.values():
+            update = getattr(extractor, "update", None)
+            if update is not None:
+                update(np.asarray(observations).reshape(-1, *self.observation_space.shape))
 
     def _log_label_agreement(self) -> None:
         """Log how the mean of the policy that collected the rollout compares with its labels,
@@ -396,6 +410,7 @@ class RPDPPO(PPO):
         """
         if steps <= 0 or len(obs) == 0:
             return []
+        self._update_obs_norm(obs)
         self.policy.set_training_mode(True)
         obs_t = th.as_tensor(obs, dtype=th.float32, device=self.device)
         act_t = th.as_tensor(teacher_action, dtype=th.float32, device=self.device)
