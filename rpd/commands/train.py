@@ -42,14 +42,14 @@ from rpd.commands._common import Progress
               help="Steps per env per rollout.")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--max-grad-norm", type=float, default=0.5, show_default=True)
-@click.option("--target-kl", type=float, default=0.2, show_default=True,
+@click.option("--target-kl", type=float, default=0.0, show_default=True,
               help="Stop an update's epochs once the policy's KL from the rollout policy "
                    "exceeds 1.5x this; 0 = never stop early.")
 @click.option("--eval-every", type=int, default=10_000, show_default=True)
 @click.option("--eval-episodes", type=int, default=10, show_default=True)
 @click.option("--net-arch", default="256,256", show_default=True, help="Hidden layer sizes.")
-@click.option("--log-std-init", type=float, default=-0.5, show_default=True,
-              help="Initial log std of the policy's Gaussian (ManiSkill's PPO baseline).")
+@click.option("--log-std-init", type=float, default=-1.5, show_default=True,
+              help="Initial log std of the policy's Gaussian (ManiSkill's PPO baseline: -0.5).")
 @click.option("--normalize-obs/--raw-obs", default=True, show_default=True,
               help="Standardise observations inside the policy with running statistics.")
 @click.option("--teacher-camera-shift", type=float, default=0.0, show_default=True,

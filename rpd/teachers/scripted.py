@@ -203,26 +203,39 @@ def _ramp(x: float, lo: float, hi: float) -> float:
     return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
 
 
-GRASP_NEAR = (0.012, 0.004)
-"""Distance (m) from the grasp point at which the gripper starts / has finished closing."""
 ALIGN_XY = (0.02, 0.005)
-"""Horizontal distance (m) from the cube at which descent starts / reaches the grasp point."""
-HELD_WIDTH = (0.065, 0.05)
-"""Gripper width (m, open ≈ 0.08, on the 4 cm cube ≈ 0.04) at which the cube counts as
-starting to be / fully held (together with a small gripper-to-cube distance)."""
+"""Horizontal distance (m) from the cube at which descent starts / aims at its lowest."""
+DESCEND_PAST = 0.015
+"""Once lined up, the descent aims this far (m) below the cube's centre (the fingers stop on
+the table first). Aiming past a phase's end makes its label large where the next phase
+starts: a student whose mean action is a few hundredths off does not come to rest short of
+the switch, where the label of a controller aiming exactly at the switch would be ~0."""
+CLOSE_XY = (0.02, 0.01)
+"""Horizontal distance (m) from the cube at which the gripper starts / has finished closing
+(with CLOSE_Z): the fingers straddle a 4 cm cube well before the centre."""
+CLOSE_Z = (0.02, 0.008)
+"""Height (m) of the gripper above the cube's centre at which it starts / has finished
+closing."""
+HELD_WIDTH = (0.055, 0.045)
+"""Gripper width (m; open ≈ 0.08, closed on the 4 cm cube ≈ 0.04) at which the cube starts to
+count / fully counts as held (together with HELD_DIST)."""
 HELD_DIST = (0.03, 0.02)
 """Gripper-to-cube distance (m) beyond / within which the cube is not / is held."""
+CARRY_PAST = 0.02
+"""The carry target lies this far (m) past the goal along the cube's way there (see
+DESCEND_PAST); success needs the cube within 2.5 cm of the goal."""
 
 
 def _pick(p: dict[str, Any]) -> tuple[np.ndarray, float, float]:
     """(target, gripper, yaw command in [-1, 1]): hover over the cube, descend, close, carry.
 
     A continuous function of the state (controller version 4): the height over the cube falls
-    as the gripper lines up in xy, the gripper closes as it nears the grasp point, and the
-    target moves from the cube to the goal as the cube becomes held (a closed width near the
-    cube's). Version 3 switched between these phases at hard thresholds and flipped its yaw
-    label from +1 to -1 at ±45°; a student regressing on it hovered at a phase boundary and
-    never reached a grasp (issue 14).
+    as the gripper lines up in xy, the gripper closes as it straddles the cube, and the target
+    moves from the cube to (just past) the goal as the cube becomes held (a closed width near
+    the cube's, close to it). Every phase aims past its end (DESCEND_PAST, CARRY_PAST), so its
+    label stays large until the next phase takes over. Version 3 switched between these phases
+    at hard thresholds, aimed exactly at them, and flipped its yaw label from +1 to -1 at
+    ±45°; a student regressing on it hovered at a phase boundary and never grasped (issue 14).
     """
     tcp, obj, goal = p["tcp"], p["obj"], p["goal"]
     # the cube looks the same every 90°: sin(4Δ)/4 ≈ Δ near 0 and is continuous everywhere
@@ -232,11 +245,14 @@ def _pick(p: dict[str, Any]) -> tuple[np.ndarray, float, float]:
     held = (_ramp(-p["gripper_width"], -HELD_WIDTH[0], -HELD_WIDTH[1])
             * _ramp(-dist, -HELD_DIST[0], -HELD_DIST[1]))
     yaw = (1.0 - held) * float(np.sin(4 * delta)) / 4 / (np.pi / 4)
-    aligned = _ramp(-float(np.linalg.norm(tcp[:2] - obj[:2])), -ALIGN_XY[0], -ALIGN_XY[1])
-    approach = np.array([*obj[:2], obj[2] + HOVER * (1.0 - aligned)])
-    carry = goal + (tcp - obj)
+    xy = float(np.linalg.norm(tcp[:2] - obj[:2]))
+    aligned = _ramp(-xy, -ALIGN_XY[0], -ALIGN_XY[1])
+    approach = np.array([*obj[:2], obj[2] + HOVER * (1.0 - aligned) - DESCEND_PAST * aligned])
+    way = goal - obj
+    carry = goal + (tcp - obj) + CARRY_PAST * way / (np.linalg.norm(way) + 0.05)
     target = (1.0 - held) * approach + held * carry
-    close = max(_ramp(-dist, -GRASP_NEAR[0], -GRASP_NEAR[1]), held)
+    close = max(_ramp(-xy, -CLOSE_XY[0], -CLOSE_XY[1])
+                * _ramp(-(tcp[2] - obj[2]), -CLOSE_Z[0], -CLOSE_Z[1]), held)
     gripper = GRIPPER_OPEN + close * (GRIPPER_CLOSED - GRIPPER_OPEN)
     return target, gripper, yaw
 

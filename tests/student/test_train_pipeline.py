@@ -175,6 +175,18 @@ def test_plain_ppo_then_eval(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "default.json").read_text())["horizon"] == 50
 
 
+def test_evaluation_seeds_stay_below_the_training_seeds(tmp_path: Path) -> None:
+    from rpd.data.envs import TRAIN_SEED_RANGE
+    from rpd.errors import InputError
+    from rpd.pipeline.train import TrainConfig
+
+    TrainConfig(ENV_ID, tmp_path / "r", no_teacher=True, eval_seed=TRAIN_SEED_RANGE[0] - 10,
+                eval_episodes=10)
+    with pytest.raises(InputError, match="--eval-seed"):
+        TrainConfig(ENV_ID, tmp_path / "r", no_teacher=True,
+                    eval_seed=TRAIN_SEED_RANGE[0] - 5, eval_episodes=10)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--steps", "64"], "--teacher is required"),
     (["--steps", "64", "--no-teacher", "--cache", "x.npz"], "--cache"),
@@ -184,6 +196,8 @@ def test_plain_ppo_then_eval(tmp_path: Path) -> None:
     (["--steps", "64", "--no-teacher", "--obs", "rgb"], "--obs"),
     (["--steps", "64", "--no-teacher", "--teacher-camera-shift", "10"], "--teacher-camera-shift"),
     (["--steps", "64", "--teacher", "T", "--teacher-object-color", "purple"], "purple"),
+    (["--steps", "64", "--no-teacher", "--target-kl", "-1"], "--target-kl -1"),
+    (["--steps", "64", "--no-teacher", "--seed", "-3"], "--seed -3"),
 ])
 def test_bad_train_input_exits_2(args: list[str], message: str, tmp_path: Path) -> None:
     code, output = _rpd("train", "--env", ENV_ID, "--out", str(tmp_path / "r"), *args)
