@@ -135,6 +135,8 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
     base = teacher if teacher is not None else student
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
         f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "")
+    if teacher is not None and chunk_mode != "label":
+        suffix += f"-{chunk_mode}"  # beside the labelling figure, not over it
     horizon = result.get("horizon", horizon)
     path = json_out or base / "eval" / f"{env_id}-h{horizon}{suffix}.json"  # type: ignore[operator]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +151,9 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
         rows.append(("success at end", f"{pick('success_at_end'):.1%}"))
     if "actions" in result:
         rows.append(("actions", result["actions"]))
+    if "chunk_mode" in result:
+        rows.append(("chunks", f"{result['chunk_mode']} ({result['teacher_calls_per_step']:.2f} "
+                               "teacher calls per step)"))
     rows += [("mean return", f"{pick('mean_return', 'return'):.2f}"),
              ("mean length", f"{pick('mean_length', 'length'):.1f}"), ("results", str(path))]
     for k, v in rows:

@@ -111,12 +111,15 @@ def test_cli_finetune_and_eval(demo_file: Path, tmp_path: Path) -> None:
     # the default is the labelling policy: one teacher call per step, its chunk's first action
     assert summary["chunk_mode"] == "label"
     assert [e["teacher_calls"] for e in summary["per_episode"]] == [8, 8]
-    js = tmp_path / "receding.json"
+    assert summary["teacher_calls_per_step"] == 1.0
     result = CliRunner().invoke(main, ["eval", "--teacher", str(out), "--env", "PickCube-v1",
                                        "--episodes", "1", "--horizon", "8", "--workers", "1",
-                                       "--chunk-mode", "receding", "--json", str(js)])
+                                       "--chunk-mode", "receding"])
     assert result.exit_code == 0, result.output
-    assert [e["teacher_calls"] for e in json.loads(js.read_text())["per_episode"]] == [2]
+    # written beside the labelling figure, 4 actions per call
+    receding = json.loads((out / "eval" / "PickCube-v1-h8-receding.json").read_text())
+    assert [e["teacher_calls"] for e in receding["per_episode"]] == [2]
+    assert json.loads((out / "eval" / "PickCube-v1-h8.json").read_text()) == summary
     assert len(list((tmp_path / "vid").glob("*.mp4"))) == 2
     assert "success rate" in result.stdout
 
