@@ -40,11 +40,11 @@ class ChunkedPolicy:
     decay: float = 0.01
 
     def __post_init__(self) -> None:
+        self.teacher_calls = 0
         self.reset(0)
 
     def reset(self, num_envs: int) -> None:
         """Start fresh episodes in `num_envs` envs."""
-        self.teacher_calls = getattr(self, "teacher_calls", 0)
         self._step = np.zeros(num_envs, np.int64)
         self._queue: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
         self._history: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(num_envs)]
