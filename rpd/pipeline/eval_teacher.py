@@ -150,6 +150,6 @@ def summarize_episodes(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         success_at_end=float(np.mean([e["success_at_end"] for e in episodes])),
         mean_return=float(np.mean([e["ret"] for e in episodes])),
         mean_length=float(np.mean([e["length"] for e in episodes])),
-        teacher_calls_per_step=(sum(e.get("teacher_calls", 0) for e in episodes)
+        teacher_calls_per_step=(sum(e["teacher_calls"] for e in episodes)
                                 / max(sum(e["length"] for e in episodes), 1)),
     )

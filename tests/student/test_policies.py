@@ -19,7 +19,8 @@ def test_merge_moments_equals_the_moments_of_the_union() -> None:
     assert count == 80
     # from nothing: the batch's own moments; an empty batch changes nothing
     mean0, var0, count0 = merge_moments(np.zeros(4), np.zeros(4), 0, a)
-    np.testing.assert_allclose(mean0, a.mean(0)) and np.testing.assert_allclose(var0, a.var(0))
+    np.testing.assert_allclose(mean0, a.mean(0))
+    np.testing.assert_allclose(var0, a.var(0))
     assert merge_moments(mean0, var0, count0, np.zeros((0, 4)))[2] == 50
 
 
