@@ -21,7 +21,18 @@ from rpd.commands._common import Progress
 @click.option("--no-teacher", is_flag=True, help="Plain PPO with identical settings.")
 @click.option("--reward", type=click.Choice(["dense", "sparse"]), default="dense",
               show_default=True)
-@click.option("--obs", default="state", show_default=True, help="Student observation.")
+@click.option("--obs", default="state", show_default=True,
+              help="Student observation: state (MLP), rgb (camera frame alone, NatureCNN: the "
+                   "paper's pixel student) or rgb+proprio (frame + joint positions/velocities).")
+@click.option("--student-camera", default=None,
+              help="A pixel student's camera: render or a sensor camera of the task "
+                   "[default: the teacher's; render when the teacher sees no camera].")
+@click.option("--student-image-size", type=int, default=None,
+              help="A pixel student's image side in pixels, ≥ 36 [default: the teacher "
+                   "camera's; 64 when the teacher sees no camera].")
+@click.option("--critic-state", is_flag=True,
+              help="Asymmetric critic: a pixel student's critic also reads the flat simulator "
+                   "state (the actor never does).")
 @click.option("--envs", type=int, default=8, show_default=True, help="Parallel envs.")
 @click.option("--horizon", type=int, default=None, help="Episode length (default: task's).")
 @click.option("--offline-steps", type=int, default=None,
@@ -60,7 +71,8 @@ from rpd.commands._common import Progress
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out: Path,
-          no_teacher: bool, reward: str, obs: str, envs: int, horizon: int | None,
+          no_teacher: bool, reward: str, obs: str, student_camera: str | None,
+          student_image_size: int | None, critic_state: bool, envs: int, horizon: int | None,
           offline_steps: int | None, lam: float, lambda_schedule: str,
           lambda_decay_steps: int | None, distill: str, live_budget: int | None,
           cache_radius: float | None, n_epochs: int, n_steps: int, batch_size: int,
@@ -79,7 +91,9 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
         raise InputError(
             f"--net-arch {net_arch!r}: use comma-separated sizes, e.g. 256,256") from None
     cfg = TrainConfig(env_id=env_id, out=out, teacher=teacher, steps=steps, cache=cache,
-                      no_teacher=no_teacher, reward=reward, obs=obs, envs=envs, horizon=horizon,
+                      no_teacher=no_teacher, reward=reward, obs=obs,
+                      student_camera=student_camera, student_image_size=student_image_size,
+                      critic_state=critic_state, envs=envs, horizon=horizon,
                       offline_steps=offline_steps, lam=lam, lambda_schedule=lambda_schedule,
                       lambda_decay_steps=lambda_decay_steps, distill=distill,
                       live_budget=live_budget, cache_radius=cache_radius, n_epochs=n_epochs,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -18,7 +18,7 @@ from rpd.errors import InputError, SetupError
 
 logger = logging.getLogger(__name__)
 
-ObsMode = Literal["state", "rgb"]
+ObsMode = Literal["state", "rgb", "rgb+proprio"]
 RewardMode = Literal["normalized_dense", "dense", "sparse"]
 
 DEFAULT_CONTROL_MODE = "pd_ee_delta_pose"
@@ -123,12 +123,14 @@ class EnvConfig:
 
     Attributes:
         env_id: A task from `TASKS`.
-        obs_mode: Student observation: "state" (flat vector) or "rgb" (sensor camera).
+        obs_mode: Student observation: "state" (flat vector), or a pixel student's dict
+            (`PIXEL_OBS_MODES`, see `PixelObservation`) with its frame from `camera`.
         control_mode: ManiSkill controller; the default matches VLA action spaces.
         reward_mode: "normalized_dense" for RL with shaping, "sparse" for success only.
         max_episode_steps: Horizon; None keeps the task default (50 for most tasks). Teachers
             imitating motion-planning demos need ~100 (demos take 60-80 steps).
-        camera: The teacher's camera, or None when nothing needs the teacher's view.
+        camera: The camera the env renders (the teacher's, or a pixel student's), or None
+            when nothing needs a view.
         sim_backend: "auto" picks physx_cuda when CUDA is present, else physx_cpu.
         env_kwargs: Extra keyword arguments for `gym.make` (task variations).
     """
@@ -144,8 +146,10 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         get_task(self.env_id)
-        if self.obs_mode not in ("state", "rgb"):
-            raise InputError(f"--obs {self.obs_mode!r}: use 'state' or 'rgb'")
+        if self.obs_mode not in ("state", *PIXEL_OBS_MODES):
+            raise InputError(f"--obs {self.obs_mode!r}: use 'state', 'rgb' or 'rgb+proprio'")
+        if self.obs_mode != "state" and self.camera is None:
+            raise InputError(f"--obs {self.obs_mode}: a pixel student needs a camera")
         if self.reward_mode not in ("normalized_dense", "dense", "sparse"):
             raise InputError(
                 f"--reward {self.reward_mode!r}: use 'normalized_dense', 'dense' or 'sparse'"
@@ -217,7 +221,7 @@ def make_env(cfg: EnvConfig, *, num_envs: int = 1, render: bool | None = None) -
     if render is None:
         render = camera is not None and camera.name == "render"
     kwargs: dict[str, Any] = dict(
-        obs_mode="rgb" if cfg.obs_mode == "rgb" else "state",
+        obs_mode="state",
         control_mode=cfg.control_mode,
         reward_mode=cfg.reward_mode,
         sim_backend=backend,
@@ -237,6 +241,14 @@ def make_env(cfg: EnvConfig, *, num_envs: int = 1, render: bool | None = None) -
         kwargs["max_episode_steps"] = cfg.max_episode_steps
     try:
         env = gym.make(cfg.env_id, **kwargs)
+    except AttributeError as e:
+        # ManiSkill reads an unknown key of sensor_configs as a setting of every camera
+        if camera is not None and "valid attribute of CameraConfig" in str(e):
+            option = "--student-camera" if cfg.obs_mode in PIXEL_OBS_MODES else "--camera"
+            raise InputError(f"{option} {camera.name!r}: {cfg.env_id} has no such camera; use "
+                             "'render' or one of its sensor cameras (e.g. 'base_camera')"
+                             ) from None
+        raise
     except RuntimeError as e:
         if "vk::" in str(e) or "vulkan" in str(e).lower():
             raise SetupError(
@@ -249,6 +261,8 @@ def make_env(cfg: EnvConfig, *, num_envs: int = 1, render: bool | None = None) -
         _shift_camera(env, camera)
     if camera is not None and camera.object_color:
         _paint_object(env, camera.object_color)
+    if cfg.obs_mode in PIXEL_OBS_MODES:
+        env = PixelObservation(env, camera)  # type: ignore[arg-type]
     return env
 
 
@@ -365,6 +379,56 @@ class EnvStateInfo:
         return _EnvStateInfo(env)
 
 
+PIXEL_OBS_MODES = ("rgb", "rgb+proprio")
+"""Pixel student observations: the camera frame alone (the paper's), or with proprioception."""
+STUDENT_KEYS = ("rgb", "proprio", "state")
+"""A pixel student's observation dict: "rgb" [H, W, 3] uint8 (its camera), "proprio" [18] f32
+(`robot_proprio`), "state" [D] f32 (the flat state observation: the cache key, and what an
+asymmetric critic reads). Which of them the actor reads is the policy's business."""
+
+
+def pixel_observation_space(image_size: tuple[int, int], proprio_dim: int,
+                            state_dim: int) -> Any:
+    """The gymnasium Dict space of a pixel student's observations (`STUDENT_KEYS`)."""
+    from gymnasium import spaces
+
+    h, w = image_size
+    return spaces.Dict({
+        "rgb": spaces.Box(0, 255, (h, w, 3), np.uint8),
+        "proprio": spaces.Box(-np.inf, np.inf, (proprio_dim,), np.float32),
+        "state": spaces.Box(-np.inf, np.inf, (state_dim,), np.float32),
+    })
+
+
+class PixelObservation:
+    """Wrapper factory: a state-observation env whose observations become a pixel student's
+    dict (`STUDENT_KEYS`), its frame rendered from `camera` once per step.
+
+    Works on a single CPU env (under CPUGymWrapper: arrays without a batch dim) and on
+    `make_env`'s batched env with one sub-env (a leading batch dim of 1 on every key).
+    """
+
+    def __new__(cls, env: Any, camera: CameraSpec) -> Any:
+        import gymnasium as gym
+
+        class _PixelObservation(gym.ObservationWrapper):
+            def __init__(self, env: Any) -> None:
+                super().__init__(env)
+                state_shape = env.observation_space.shape
+                self.batched = len(state_shape) == 2
+                proprio_dim = robot_proprio(env).shape[-1]
+                self.observation_space = pixel_observation_space(
+                    (camera.height, camera.width), proprio_dim, state_shape[-1])
+
+            def observation(self, observation: Any) -> dict[str, np.ndarray]:
+                state = observation.cpu().numpy() if hasattr(observation, "cpu") else observation
+                obs = dict(rgb=teacher_image(self.env, camera), proprio=robot_proprio(self.env),
+                           state=np.asarray(state, np.float32).reshape(1, -1))
+                return obs if self.batched else {k: v[0] for k, v in obs.items()}
+
+        return _PixelObservation(env)
+
+
 TRAIN_SEED_RANGE = (2**31, 2**32)
 """Training envs draw every episode seed from [2^31, 2^32). Every evaluation seed lies below
 2^31 (students from 10,000, teachers from 10^9, demos in blocks from 0), so an evaluation
@@ -417,10 +481,15 @@ def _cpu_env_factory(cfg: EnvConfig, seed: int, env_index: int, start_step: int,
         from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
         # record_metrics stays off: with it SB3's VecMonitor fails with KeyError 'r'.
-        env = CPUGymWrapper(make_env(cfg), ignore_terminations=False, record_metrics=False)
+        # A pixel student's frame is added above CPUGymWrapper (which unbatches state arrays).
+        state_cfg = replace(cfg, obs_mode="state")
+        env = CPUGymWrapper(make_env(state_cfg), ignore_terminations=False,
+                            record_metrics=False)
         env = SeededResets(env, seed, env_index, start_step)
         if with_env_state:
             env = EnvStateInfo(env)
+        if cfg.obs_mode in PIXEL_OBS_MODES:
+            env = PixelObservation(env, cfg.camera)  # type: ignore[arg-type]
         return env
 
     return build

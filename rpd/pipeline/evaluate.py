@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-from rpd.data.envs import EnvConfig, make_env
+from rpd.data.envs import CameraSpec, EnvConfig, make_env
 from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def run_episodes_student(model: Any, env: Any, episodes: int, seed: int,
         obs, _ = env.reset(seed=seed + ep)
         done, success, ret, steps = False, False, 0.0, 0
         while not done:
-            obs_np = obs.cpu().numpy() if hasattr(obs, "cpu") else np.asarray(obs)
+            obs_np = ({k: _to_np(v) for k, v in obs.items()} if isinstance(obs, dict)
+                      else _to_np(obs))
             action, _ = model.predict(obs_np, deterministic=deterministic)
             obs, reward, terminated, truncated, info = env.step(action)
             ret += float(reward.reshape(-1)[0])
@@ -60,6 +62,15 @@ def run_episodes_student(model: Any, env: Any, episodes: int, seed: int,
         lengths.append(steps)
     return dict(success=float(np.mean(successes)), ret=float(np.mean(returns)),
                 length=float(np.mean(lengths)), episodes=episodes)
+
+
+def _time_limit(env: Any) -> int | None:
+    """The episode length the env's time-limit wrapper enforces (None if there is none)."""
+    while env is not None:
+        if getattr(env, "_max_episode_steps", None):
+            return int(env._max_episode_steps)
+        env = getattr(env, "env", None)
+    return None
 
 
 def _to_np(x: Any) -> np.ndarray:
@@ -108,6 +119,8 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         raise InputError(f"--episodes {episodes}: must be a positive number")
     model, meta = load_student(run_dir)
     env_cfg_d = dict(meta["env"])
+    if env_cfg_d.get("camera") is not None:  # a pixel student's view
+        env_cfg_d["camera"] = CameraSpec(**env_cfg_d["camera"])
     if env_id is not None:
         env_cfg_d["env_id"] = env_id
     if horizon is not None:
@@ -115,17 +128,22 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
     env_cfg = EnvConfig(**env_cfg_d)
     env = make_env(env_cfg)
     try:
-        obs_dim = int(np.prod(env.observation_space.shape[1:]))
-        if obs_dim != int(np.prod(model.observation_space.shape)):
+        env_space, space = env.observation_space, model.observation_space
+        if isinstance(env_space, gym.spaces.Dict):  # a pixel student: compare the state part
+            env_space, space = env_space["state"], space["state"]
+            obs_dim = int(np.prod(env_space.shape))
+        else:
+            obs_dim = int(np.prod(env_space.shape[1:]))
+        if obs_dim != int(np.prod(space.shape)):
             raise InputError(f"--env {env_cfg.env_id}: observations have {obs_dim} dims but the "
-                             f"student was trained on {model.observation_space.shape}; evaluate "
+                             f"student was trained on {space.shape}; evaluate "
                              f"on {meta['env']['env_id']}")
         t0 = time.perf_counter()
         res = run_episodes_student(model, env, episodes, seed, deterministic=not stochastic)
     finally:
         env.close()
     return {"env": env_cfg.env_id, "episodes": episodes, "seed": seed,
-            "horizon": env_cfg.max_episode_steps or getattr(env, "_max_episode_steps", None),
+            "horizon": env_cfg.max_episode_steps or _time_limit(env),
             "actions": "sampled" if stochastic else "mean",
             "success": res["success"], "return": res["ret"], "length": res["length"],
             "wall_time_s": round(time.perf_counter() - t0, 2)}

@@ -108,6 +108,16 @@ class TeacherLabeler:
             return np.zeros((0, self.teacher.spec.action_dim), np.float32)
         return np.concatenate(out)
 
+    def label_frames(self, images: np.ndarray, proprio: np.ndarray,
+                     env_states: np.ndarray) -> np.ndarray:
+        """Teacher actions for frames already rendered at the teacher's camera (a pixel
+        student's own frames, `rpd.student.labels.FrameLabeller`): nothing is restored or
+        rendered. images [N, H, W, 3] u8, proprio [N, P'] f32 (`robot_proprio`, P' ≥ the
+        teacher's `proprio_dim`), env states [N, S] -> [N, A] f32."""
+        p = self.teacher.spec.proprio_dim
+        return self.act(images, proprio[:, :p] if p else None,
+                        self._states_for_teacher(env_states))
+
     # ---- labelling --------------------------------------------------------------------------
 
     def label_env_states(self, env_states: np.ndarray) -> np.ndarray:

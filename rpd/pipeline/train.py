@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rpd.data.envs import (
+    PIXEL_OBS_MODES,
     TRAIN_SEED_RANGE,
     CameraSpec,
     EnvConfig,
@@ -44,6 +45,7 @@ from rpd.errors import InputError
 from rpd.pipeline.evaluate import STUDENT_JSON, STUDENT_ZIP, run_episodes_student
 from rpd.student.labels import InMemoryLabelSource, LabelSource
 from rpd.student.losses import DISTILL_KINDS, SCHEDULE_KINDS, LambdaSchedule
+from rpd.student.policies import NATURE_CNN_MIN_SIZE as NATURE_CNN_MIN
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,16 @@ class TrainConfig:
             run dir (RUN/cache), filled live.
         no_teacher: Plain PPO with otherwise identical settings (the baseline).
         reward: "dense" (ManiSkill's normalized dense reward) or "sparse" (success only).
-        obs: Student observation: "state" (MLP). ("rgb" is not supported yet.)
+        obs: Student observation: "state" (flat state vector, MLP), "rgb" (the camera frame
+            alone, NatureCNN: the paper's pixel student) or "rgb+proprio" (frame + joint
+            positions and velocities).
+        student_camera: A pixel student's camera ("render" or a sensor camera of the task);
+            None = the teacher's camera (the paper's shared view), or "render" when the
+            teacher sees no camera (scripted teachers, plain PPO).
+        student_image_size: A pixel student's image side in pixels (≥ 36, NatureCNN's
+            minimum); None = the teacher camera's width, or 64 when it sees no camera.
+        critic_state: Asymmetric critic: a pixel student's critic also reads the flat state
+            observation (known in simulation only; the actor, all that is deployed, never does).
         envs: Parallel envs (CPU: one subprocess each).
         horizon: Episode length for training and evaluation; None = the task default (50).
         offline_steps: Supervised steps fitting the policy mean to the cached labels before
@@ -126,6 +137,9 @@ class TrainConfig:
     no_teacher: bool = False
     reward: str = "dense"
     obs: str = "state"
+    student_camera: str | None = None
+    student_image_size: int | None = None
+    critic_state: bool = False
     envs: int = 8
     horizon: int | None = None
     offline_steps: int | None = None
@@ -176,8 +190,20 @@ class TrainConfig:
             CameraSpec(object_color=self.teacher_object_color)  # checks the name
         if self.reward not in ("dense", "sparse"):
             raise InputError(f"--reward {self.reward!r}: use 'dense' or 'sparse'")
-        if self.obs != "state":
-            raise InputError(f"--obs {self.obs!r}: rpd train supports 'state' students so far")
+        if self.obs not in ("state", *PIXEL_OBS_MODES):
+            raise InputError(f"--obs {self.obs!r}: use 'state', 'rgb' or 'rgb+proprio'")
+        if self.obs == "state":
+            for name in ("student_camera", "student_image_size", "critic_state"):
+                if getattr(self, name):
+                    raise InputError(f"--{name.replace('_', '-')}: only pixel students have it "
+                                     "(a state student sees the whole state); pass --obs rgb")
+        if self.student_image_size is not None and self.student_image_size < NATURE_CNN_MIN:
+            raise InputError(f"--student-image-size {self.student_image_size}: must be ≥ "
+                             f"{NATURE_CNN_MIN} (NatureCNN's 8/4, 4/2, 3/1 convolutions)")
+        if self.obs != "state" and self.cache is not None and (self.offline_steps or 0) > 0:
+            raise InputError(f"--offline-steps {self.offline_steps}: the offline phase fits "
+                             "state students only (a pixel student would need a frame of every "
+                             "cached state); pass --offline-steps 0")
         for name in ("steps", "envs", "n_steps", "batch_size", "n_epochs", "eval_every",
                      "eval_episodes", "teacher_batch"):
             if getattr(self, name) <= 0:
@@ -219,15 +245,31 @@ class TrainConfig:
     def resolved_offline_steps(self) -> int:
         if self.offline_steps is not None:
             return self.offline_steps
+        if self.obs != "state":
+            return 0
         return 2000 if self.cache is not None and not self.no_teacher else 0
 
     @property
+    def policy(self) -> Any:
+        """The SB3 policy (class or name) of the student."""
+        if self.obs == "state":
+            return "MlpPolicy"
+        from rpd.student.policies import PixelActorCriticPolicy
+
+        return PixelActorCriticPolicy
+
+    @property
     def policy_kwargs(self) -> dict[str, Any]:
-        """SB3 policy_kwargs of the student (the MLP heads, its initial std, normalisation)."""
+        """SB3 policy_kwargs of the student (the MLP heads, its initial std, normalisation;
+        for pixel students what actor and critic read)."""
         kwargs: dict[str, Any] = dict(
             net_arch=dict(pi=list(self.net_arch), vf=list(self.net_arch)),
             log_std_init=self.log_std_init)
-        if self.normalize_obs:
+        if self.obs != "state":
+            actor = ("rgb", "proprio") if self.obs == "rgb+proprio" else ("rgb",)
+            kwargs.update(actor_keys=actor, normalize=self.normalize_obs,
+                          critic_keys=(*actor, "state") if self.critic_state else actor)
+        elif self.normalize_obs:
             from rpd.student.policies import NormalizedFlatten
 
             kwargs["features_extractor_class"] = NormalizedFlatten
@@ -237,11 +279,20 @@ class TrainConfig:
     def schedule(self) -> LambdaSchedule:
         return LambdaSchedule(self.lambda_schedule, self.lam, self.lambda_decay_steps)
 
-    @property
-    def env_config(self) -> EnvConfig:
-        return EnvConfig(self.env_id, obs_mode="state",
+    def student_view(self, teacher: Any = None) -> CameraSpec | None:
+        """A pixel student's camera (None for a state student): see `student_camera`."""
+        if self.obs == "state":
+            return None
+        sees = teacher is not None and not teacher.uses_env_state
+        name = self.student_camera or (teacher.spec.camera.name if sees else "render")
+        size = self.student_image_size or (teacher.spec.camera.width if sees else 64)
+        return CameraSpec(name, size, size)
+
+    def env_config(self, camera: CameraSpec | None = None) -> EnvConfig:
+        """The training env: `camera` from `student_view` for a pixel student."""
+        return EnvConfig(self.env_id, obs_mode=self.obs,  # type: ignore[arg-type]
                          reward_mode="normalized_dense" if self.reward == "dense" else "sparse",
-                         max_episode_steps=self.horizon)
+                         max_episode_steps=self.horizon, camera=camera)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -257,7 +308,8 @@ class TrainConfig:
 
 
 # The options a resumed run must share with the original (everything but the length).
-_RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "envs", "horizon",
+_RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "student_camera",
+                 "student_image_size", "critic_state", "envs", "horizon",
                  "lam", "lambda_schedule", "lambda_decay_steps", "distill", "seed", "n_steps",
                  "batch_size", "n_epochs", "net_arch", "log_std_init", "normalize_obs",
                  "target_kl", "max_grad_norm", "teacher_camera_shift",
@@ -392,6 +444,9 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
         # runs from before these options saw the teacher's own view
         saved.setdefault("teacher_camera_shift", 0.0)
         saved.setdefault("teacher_object_color", None)
+        # runs from before pixel students
+        saved.update({k: saved.get(k) for k in ("student_camera", "student_image_size")})
+        saved.setdefault("critic_state", False)
         for k in _RESUME_FIXED:
             if saved.get(k) != new.get(k):
                 raise InputError(f"--resume: {cfg.out} was trained with {k}={saved.get(k)!r}, "
@@ -437,15 +492,18 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         if cfg.teacher_camera_shift or cfg.teacher_object_color:
             teacher.with_view(shift_deg=cfg.teacher_camera_shift,
                               object_color=cfg.teacher_object_color)
-        if teacher.spec.control_mode != cfg.env_config.control_mode:
+        control_mode = cfg.env_config(cfg.student_view(teacher)).control_mode
+        if teacher.spec.control_mode != control_mode:
             raise InputError(f"--teacher {cfg.teacher}: acts in {teacher.spec.control_mode}, the "
-                             f"student in {cfg.env_config.control_mode}; use a teacher "
-                             f"fine-tuned for {cfg.env_config.control_mode}")
+                             f"student in {control_mode}; use a teacher fine-tuned for "
+                             f"{control_mode}")
         teacher.spec.instruction(cfg.env_id)
     resume_info = _prepare_run_dir(cfg)
-    env_cfg = cfg.env_config
+    view = cfg.student_view(teacher)
+    env_cfg = cfg.env_config(view)
     eval_env = make_env(env_cfg)
-    obs_dim = int(eval_env.observation_space.shape[-1])
+    space = eval_env.observation_space
+    obs_dim = int((space["state"] if view is not None else space).shape[-1])
     source = open_label_source(cfg, teacher, obs_dim) if teacher is not None else None
     # a resumed run's envs continue with episode seeds its first part did not draw
     start_step = int(resume_info["num_timesteps"]) if resume_info is not None else 0
@@ -462,9 +520,10 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
             state["last_eval"] = resume_info["last_eval"]
             state["last_result"] = _trim_eval_rows(cfg.out, resume_info)
             logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
+            _attach_labellers(model, cfg, teacher, view)
         else:
             model = RPDPPO(
-                "MlpPolicy", venv, label_source=source, distill=cfg.distill,
+                cfg.policy, venv, label_source=source, distill=cfg.distill,
                 lambda_schedule=cfg.schedule, live_budget=cfg.live_budget,
                 n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
                 learning_rate=cfg.learning_rate, gamma=cfg.resolved_gamma,
@@ -473,6 +532,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                 policy_kwargs=cfg.policy_kwargs,
                 tensorboard_log=str(cfg.out / "tb"), seed=cfg.seed, device=cfg.device,
                 verbose=0)
+            _attach_labellers(model, cfg, teacher, view)
             offline = _offline_phase(model, source, cfg)
             state["offline"] = offline
         callback = _make_callback(cfg, eval_env, state, progress)
@@ -493,9 +553,9 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         meta = dict(
             env=dict(env_id=env_cfg.env_id, obs_mode=env_cfg.obs_mode,
                      control_mode=env_cfg.control_mode, reward_mode=env_cfg.reward_mode,
-                     max_episode_steps=env_cfg.max_episode_steps),
-            obs_spec=dict(mode=cfg.obs, shape=list(model.observation_space.shape),
-                          key="flat state observation"),
+                     max_episode_steps=env_cfg.max_episode_steps,
+                     camera=view.to_dict() if view is not None else None),
+            obs_spec=_obs_spec(model, cfg, view),
             action_dim=int(model.action_space.shape[0]),
             teacher=None if teacher is None else dict(path=str(cfg.teacher), kind=teacher.kind,
                                                       fingerprint=teacher.fingerprint),
@@ -505,6 +565,8 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                          eval_return=final["ret"], eval_episodes=cfg.eval_episodes,
                          eval_seed=cfg.eval_seed, wall_time_s=round(wall, 2),
                          live_teacher_calls=int(model.live_teacher_calls),
+                         teacher_renders=int(model.teacher_renders),
+                         own_frame_labels=model.frame_labeller is not None,
                          live_teacher_calls_per_step=(model.live_teacher_calls
                                                       / max(model.num_timesteps, 1)),
                          train_steps_per_s=steps_per_s,
@@ -521,6 +583,35 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         close = getattr(source, "close", None)
         if close is not None:
             close()
+
+
+def _attach_labellers(model: Any, cfg: TrainConfig, teacher: Any,
+                      view: CameraSpec | None) -> None:
+    """How the model's live labels are made: from a pixel student's own frames when it sees
+    exactly the teacher's view (camera, size, no shift or colour change), else by restoring
+    each state and (for a teacher with a camera) rendering it, counted in teacher_renders."""
+    if teacher is None:
+        return
+    model.label_renders = not teacher.uses_env_state
+    if view is not None and model.label_renders and teacher.spec.camera == view:
+        from rpd.pipeline.labeling import TeacherLabeler
+
+        labeler = TeacherLabeler(teacher, cfg.env_id, batch_size=cfg.teacher_batch)
+        model.frame_labeller = labeler.label_frames
+        logger.info("labels from the student's own frames (%s %dx%d, the teacher's view)",
+                    view.name, view.width, view.height)
+
+
+def _obs_spec(model: Any, cfg: TrainConfig, view: CameraSpec | None) -> dict[str, Any]:
+    """student.json's description of what the student sees."""
+    space = model.observation_space
+    if view is None:
+        return dict(mode=cfg.obs, shape=list(space.shape), key="flat state observation")
+    return dict(mode=cfg.obs, camera=view.to_dict(),
+                shapes={k: list(v.shape) for k, v in space.spaces.items()},
+                actor_keys=list(model.policy.actor_keys),
+                critic_keys=list(model.policy.critic_keys),
+                key="flat state observation ('state')")
 
 
 def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig

@@ -44,6 +44,9 @@ class LabelSource(Protocol):
 
 LiveLabeller = Callable[[np.ndarray], np.ndarray]
 """env states [N, S] -> teacher actions [N, A]."""
+FrameLabeller = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""(images [N, H, W, 3] u8 of the teacher's view, proprio [N, P] f32 (`robot_proprio`), env
+states [N, S]) -> teacher actions [N, A]: labels from frames already rendered."""
 
 
 class InMemoryLabelSource:

@@ -1,4 +1,5 @@
-"""Policy parts for state students: observations standardised inside the policy.
+"""Policy parts: observations standardised inside the policy (state students), and the
+NatureCNN policy of pixel students with an optional asymmetric critic.
 
 A student's state observation mixes metres (positions of a 4 cm cube, differences of a few mm
 that decide a grasp), radians and joint velocities of several rad/s. Fed raw into SB3's tanh
@@ -13,11 +14,15 @@ the cache keys and the teacher-action store keep the raw observations.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
 
 OBS_CLIP = 10.0
 """Standardised observations are clipped to ±this (as SB3's VecNormalize)."""
@@ -87,3 +92,100 @@ class NormalizedFlatten(BaseFeaturesExtractor):
         self.obs_mean.copy_(th.as_tensor(mean, dtype=th.float32))
         self.obs_var.copy_(th.as_tensor(var, dtype=th.float32))
         self.obs_count.fill_(total)
+
+
+NATURE_CNN_MIN_SIZE = 36
+"""Smallest image side NatureCNN's convolutions (8/4, 4/2, 3/1) leave a pixel of."""
+
+
+class PixelFeatures(BaseFeaturesExtractor):
+    """NatureCNN features of a pixel student's frame, fused with vector observations.
+
+    The frame ("rgb", [3, H, W] after SB3's VecTransposeImage, scaled to [0, 1] by SB3's
+    `normalize_images`) goes through NatureCNN (Mnih et al. 2015; as the RPD reference code and
+    ManiSkill's ppo_rgb.py): conv 32·8/4, 64·4/2, 64·3/1, then Linear → `features_dim`, ReLU.
+    Each other key in `keys` ("proprio", "state") is standardised with running statistics
+    (`NormalizedFlatten`, or flattened raw with `normalize=False`); with any of them the
+    concatenation goes through Linear(· → features_dim), ReLU, so actor and critic extractors
+    reading different keys have the same output size.
+
+    Args:
+        observation_space: The student's Dict space (`rpd.data.envs.STUDENT_KEYS`).
+        keys: The keys this extractor reads; "rgb" must be one.
+        features_dim: Output size (256, as the reference).
+        normalize: Standardise the vector keys.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, keys: tuple[str, ...] = ("rgb",),
+                 features_dim: int = 256, normalize: bool = True) -> None:
+        super().__init__(observation_space, features_dim)
+        if "rgb" not in keys:
+            raise ValueError(f"a pixel extractor reads 'rgb'; got keys {keys}")
+        self.keys = tuple(keys)
+        rgb = observation_space["rgb"]
+        channels = rgb.shape[0]
+        self.cnn = nn.Sequential(
+            nn.Conv2d(channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten())
+        with th.no_grad():
+            n_flat = self.cnn(th.zeros(1, *rgb.shape)).shape[1]
+        self.image_head = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
+        self.vector_keys = [k for k in self.keys if k != "rgb"]
+        self.norms = nn.ModuleDict({
+            k: NormalizedFlatten(observation_space[k]) if normalize else nn.Flatten()
+            for k in self.vector_keys})
+        vector_dim = sum(get_flattened_obs_dim(observation_space[k]) for k in self.vector_keys)
+        self.fuse = (nn.Sequential(nn.Linear(features_dim + vector_dim, features_dim), nn.ReLU())
+                     if self.vector_keys else None)
+
+    def forward(self, observations: dict[str, th.Tensor]) -> th.Tensor:
+        x = self.image_head(self.cnn(observations["rgb"].float()))
+        if self.fuse is None:
+            return x
+        vectors = [self.norms[k](observations[k]) for k in self.vector_keys]
+        return self.fuse(th.cat([x, *vectors], dim=1))
+
+    def update(self, observations: dict[str, np.ndarray]) -> None:
+        """Fold a batch of raw observations (by key, [N, ...]) into the vector keys' statistics."""
+        for k, norm in self.norms.items():
+            if isinstance(norm, NormalizedFlatten):
+                norm.update(np.asarray(observations[k]).reshape(len(observations[k]), -1))
+
+
+class PixelActorCriticPolicy(MultiInputActorCriticPolicy):
+    """SB3's MultiInputActorCriticPolicy with `PixelFeatures` extractors: the actor reads
+    `actor_keys`, the critic `critic_keys` (an asymmetric critic when they differ: each gets its
+    own extractor; otherwise one extractor is shared).
+
+    Args (besides SB3's):
+        actor_keys: What the actor sees ("rgb", optionally "proprio"): all a deployed policy
+            needs.
+        critic_keys: What the critic sees; None = the actor's. Adding "state" (the flat
+            simulator state, known in simulation only) makes the critic asymmetric.
+        normalize: Standardise the vector keys (`PixelFeatures`).
+    """
+
+    def __init__(self, *args: Any, actor_keys: tuple[str, ...] = ("rgb",),
+                 critic_keys: tuple[str, ...] | None = None, normalize: bool = True,
+                 **kwargs: Any) -> None:
+        self.actor_keys = tuple(actor_keys)
+        self.critic_keys = tuple(critic_keys) if critic_keys is not None else self.actor_keys
+        self.normalize = normalize
+        self._extractors_made = 0
+        kwargs["features_extractor_class"] = PixelFeatures
+        kwargs["share_features_extractor"] = self.critic_keys == self.actor_keys
+        super().__init__(*args, **kwargs)
+
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        """SB3 builds the actor's extractor first, then (when not shared) the critic's."""
+        keys = self.actor_keys if self._extractors_made == 0 else self.critic_keys
+        self._extractors_made += 1
+        return PixelFeatures(self.observation_space, keys=keys, normalize=self.normalize,
+                             **self.features_extractor_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(actor_keys=self.actor_keys, critic_keys=self.critic_keys,
+                    normalize=self.normalize)
+        return data

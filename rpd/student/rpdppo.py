@@ -24,8 +24,8 @@ from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from rpd.student.buffer import RPDRolloutBuffer
-from rpd.student.labels import LabelSource
+from rpd.student.buffer import RPDDictRolloutBuffer, RPDRolloutBuffer
+from rpd.student.labels import FrameLabeller, LabelSource
 from rpd.student.losses import (
     DISTILL_KINDS,
     LambdaSchedule,
@@ -80,9 +80,14 @@ class RPDPPO(PPO):
         lambda_schedule: λ over env steps; once λ is 0 the teacher is not consulted.
         live_budget: Max live teacher calls per rollout (None = unlimited); the transitions
             left unlabelled are masked out of the distill term.
+        frame_labeller: For a pixel student that sees exactly the teacher's view: labels the
+            live misses from the frames the student already rendered (no restore, no render).
+        label_renders: Whether a `label_source.label_live` call renders the teacher's camera
+            once per state (counted in `teacher_renders`).
 
     Logged: train/distill_loss, distill/lambda, distill/cache_hit_rate,
-    distill/live_teacher_calls (cumulative), distill/labelled_fraction, and how the rollout's
+    distill/live_teacher_calls and distill/teacher_renders (cumulative; renders made only for
+    labels), distill/labelled_fraction, and how the rollout's
     policy mean compared with its labels: distill/mse_dim_0.. (squared error per action dim)
     and distill/gripper_agreement (same sign of the last dim).
     """
@@ -91,23 +96,30 @@ class RPDPPO(PPO):
 
     def __init__(self, policy: Any, env: Any, *, label_source: LabelSource | None = None,
                  distill: str = "mse", lambda_schedule: LambdaSchedule | None = None,
-                 live_budget: int | None = None, **kwargs: Any) -> None:
+                 live_budget: int | None = None, frame_labeller: FrameLabeller | None = None,
+                 label_renders: bool = False, **kwargs: Any) -> None:
         if distill not in DISTILL_KINDS:
             raise ValueError(f"distill {distill!r}: use one of {', '.join(DISTILL_KINDS)}")
-        kwargs.setdefault("rollout_buffer_class", RPDRolloutBuffer)
+        space = getattr(env, "observation_space", None)
+        kwargs.setdefault("rollout_buffer_class", RPDDictRolloutBuffer
+                          if isinstance(space, spaces.Dict) else RPDRolloutBuffer)
         # --- RPD state (saved with the model except the label source) ---
         self.label_source = label_source
         self.distill = distill
         self.lambda_schedule = lambda_schedule or LambdaSchedule()
         self.live_budget = live_budget
+        self.frame_labeller = frame_labeller
+        self.label_renders = label_renders
         self.live_teacher_calls = 0
+        self.teacher_renders = 0
         self.cache_lookups = 0
         self.cache_hits = 0
         self._last_env_states: np.ndarray | None = None
         super().__init__(policy, env, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "label_source", "_last_env_states"]
+        return [*super()._excluded_save_params(), "label_source", "frame_labeller",
+                "_last_env_states"]
 
     # ---- rollout --------------------------------------------------------------------------
 
@@ -133,7 +145,8 @@ class RPDPPO(PPO):
         callback.on_rollout_start()
         # --- RPD: track the env state of the current observations whenever there is a
         # teacher; label this rollout only if the update after it uses labels (λ > 0) ---
-        track = self.label_source is not None and isinstance(rollout_buffer, RPDRolloutBuffer)
+        track = self.label_source is not None and isinstance(
+            rollout_buffer, (RPDRolloutBuffer, RPDDictRolloutBuffer))
         record_states = track and self._labels_wanted(
             self.num_timesteps + n_rollout_steps * env.num_envs)
         if track and self._last_env_states is None:
@@ -194,13 +207,18 @@ class RPDPPO(PPO):
         callback.on_rollout_end()
         return True
 
-    def _label_rollout(self, buffer: RPDRolloutBuffer) -> None:
+    def _label_rollout(self, buffer: RPDRolloutBuffer | RPDDictRolloutBuffer) -> None:
         """Fill buffer.teacher_action / label_mask: cache lookup, live batch for misses,
-        write-back. Logs the distill/ rollout metrics."""
+        write-back. Logs the distill/ rollout metrics.
+
+        A pixel student's cache keys are its flat state observations ("state"), so stores and
+        lookups are those of state students."""
         assert self.label_source is not None and buffer.env_states is not None
         t0 = time.perf_counter()
         t, e = buffer.buffer_size, buffer.n_envs
-        obs = buffer.observations.reshape(t * e, -1).astype(np.float32)
+        observations = buffer.observations
+        flat = observations["state"] if isinstance(observations, dict) else observations
+        obs = flat.reshape(t * e, -1).astype(np.float32)
         states = buffer.env_states.reshape(t * e, -1)
         keys = self.label_source.keys(obs)
         actions, hit = self.label_source.lookup(keys)
@@ -214,7 +232,7 @@ class RPDPPO(PPO):
                 len(miss), self.live_budget, replace=False)
             miss = np.sort(miss[keep])
         if len(miss):
-            live = np.asarray(self.label_source.label_live(states[miss]), np.float32)
+            live = np.asarray(self._label_live(buffer, miss, states[miss]), np.float32)
             ok = np.isfinite(live).all(1)
             teacher_action[miss[ok]] = live[ok]
             mask[miss[ok]] = True
@@ -225,10 +243,26 @@ class RPDPPO(PPO):
         buffer.set_labels(teacher_action.reshape(t, e, -1), mask.reshape(t, e))
         self.logger.record("distill/cache_hit_rate", float(np.mean(hit)))
         self.logger.record("distill/live_teacher_calls", self.live_teacher_calls)
+        self.logger.record("distill/teacher_renders", self.teacher_renders)
         self.logger.record("distill/labelled_fraction", float(mask.mean()))
         self.logger.record("time/label_s", time.perf_counter() - t0)
         logger.debug("rollout labels: %d hits, %d live, %d unlabelled", int(np.sum(hit)),
                      len(miss), int((~mask).sum()))
+
+    def _label_live(self, buffer: RPDRolloutBuffer | RPDDictRolloutBuffer, rows: np.ndarray,
+                    states: np.ndarray) -> np.ndarray:
+        """Live teacher actions [N, A] for the flattened transitions `rows` (states [N, S]):
+        from the student's own frames when a `frame_labeller` is set, else by restoring each
+        state (and rendering the teacher's camera, counted in `teacher_renders`)."""
+        if self.frame_labeller is not None and isinstance(buffer.observations, dict):
+            obs = buffer.observations
+            rgb = obs["rgb"].reshape(-1, *obs["rgb"].shape[2:])[rows]
+            images = np.ascontiguousarray(rgb.transpose(0, 2, 3, 1))  # CHW -> HWC
+            proprio = obs["proprio"].reshape(-1, obs["proprio"].shape[-1])[rows]
+            return self.frame_labeller(images, proprio, states)
+        if self.label_renders:
+            self.teacher_renders += len(rows)
+        return self.label_source.label_live(states)  # type: ignore[union-attr]
 
     # ---- update ---------------------------------------------------------------------------
 
@@ -370,7 +404,13 @@ class RPDPPO(PPO):
             if e is not None}
         for extractor in extractors.values():
             update = getattr(extractor, "update", None)
-            if update is not None:
+            if update is None:
+                continue
+            if isinstance(observations, dict):
+                space = self.observation_space
+                update({k: np.asarray(v).reshape(-1, *space[k].shape)  # type: ignore[index]
+                        for k, v in observations.items()})
+            else:
                 update(np.asarray(observations).reshape(-1, *self.observation_space.shape))
 
     def _log_label_agreement(self) -> None:
@@ -381,7 +421,11 @@ class RPDPPO(PPO):
         mask = th.as_tensor(buffer.label_mask.reshape(-1), device=self.device)
         if not bool(mask.any()):
             return
-        obs = buffer.observations.reshape(-1, *buffer.obs_shape)  # type: ignore[union-attr]
+        if isinstance(buffer.observations, dict):
+            obs: Any = {k: v.reshape(-1, *self.observation_space[k].shape)  # type: ignore[index]
+                        for k, v in buffer.observations.items()}
+        else:
+            obs = buffer.observations.reshape(-1, *buffer.obs_shape)
         target = th.as_tensor(buffer.teacher_action.reshape(-1, buffer.action_dim),
                               device=self.device)
         with th.no_grad():
@@ -410,6 +454,9 @@ class RPDPPO(PPO):
         """
         if steps <= 0 or len(obs) == 0:
             return []
+        if isinstance(self.observation_space, spaces.Dict):
+            raise ValueError("fit_offline fits state students (a pixel student needs frames of "
+                             "the cached states)")
         self._update_obs_norm(obs)
         self.policy.set_training_mode(True)
         obs_t = th.as_tensor(obs, dtype=th.float32, device=self.device)

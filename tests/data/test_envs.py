@@ -28,22 +28,26 @@ def test_state_env_steps_with_7d_ee_actions() -> None:
         env.close()
 
 
-def test_rgb_env_and_teacher_cameras() -> None:
+def test_pixel_student_env_and_teacher_cameras() -> None:
     cfg = EnvConfig("PushCube-v1", obs_mode="rgb", camera=CameraSpec("render", 64, 48))
     env = make_env(cfg)
     try:
         obs, _ = env.reset(seed=0)
-        rgb = obs["sensor_data"]["base_camera"]["rgb"]
-        assert tuple(rgb.shape) == (1, 128, 128, 3)
+        assert set(obs) == {"rgb", "proprio", "state"}
+        assert obs["rgb"].shape == (1, 48, 64, 3) and obs["rgb"].dtype == np.uint8
+        assert obs["proprio"].shape == (1, 18) and obs["state"].shape[0] == 1
         img = teacher_image(env, cfg.camera)
         assert img.shape == (1, 48, 64, 3) and img.dtype == np.uint8
         assert img.std() > 5  # a rendered scene, not a blank frame
+        np.testing.assert_array_equal(obs["rgb"], img)  # the frame of the current state
         sensor = teacher_image(env, CameraSpec("base_camera"))
         assert sensor.shape == (1, 128, 128, 3)
         with pytest.raises(InputError, match="no_such_cam"):
             teacher_image(env, CameraSpec("no_such_cam"))
     finally:
         env.close()
+    with pytest.raises(InputError, match="--student-camera 'no_such_cam'"):
+        make_env(EnvConfig("PushCube-v1", obs_mode="rgb", camera=CameraSpec("no_such_cam")))
 
 
 def test_camera_shift_changes_the_teacher_view() -> None:
