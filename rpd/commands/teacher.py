@@ -98,7 +98,8 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
                    "executes its first action (the policy RPD distils), 'receding' 4 actions "
                    "per call, 'ensemble' temporal ensembling.")
 @click.option("--video", type=click.Path(path_type=Path), default=None,
-              help="Write one mp4 per episode of the teacher's view to this directory.")
+              help="Write one mp4 per episode to this directory: the teacher's view, a pixel "
+                   "student's own frames, or a state student's render camera (128 px).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results [default: DIR/eval/ENV-h{horizon}[-shift].json].")
 def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
@@ -131,7 +132,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
             from rpd.pipeline.evaluate import evaluate_student
 
             result = evaluate_student(student, env_id, episodes, seed, horizon,
-                                      stochastic=stochastic)
+                                      stochastic=stochastic, video_dir=video)
     base = teacher if teacher is not None else student
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
         f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "")

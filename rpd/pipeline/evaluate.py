@@ -15,7 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rpd.data.envs import CameraSpec, EnvConfig, make_env
+from rpd.data.envs import CameraSpec, EnvConfig, make_env, teacher_image
 from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -24,8 +24,13 @@ STUDENT_ZIP = "student.zip"
 STUDENT_JSON = "student.json"
 
 
+VIDEO_CAMERA = CameraSpec("render", 128, 128)
+"""What a state student's episode videos show (a pixel student's show its own frames)."""
+
+
 def run_episodes_student(model: Any, env: Any, episodes: int, seed: int,
-                         deterministic: bool = True) -> dict[str, float]:
+                         deterministic: bool = True, video_dir: Path | None = None
+                         ) -> dict[str, float]:
     """Roll out `model` in a single ManiSkill env (batched torch API, 1 env).
 
     Args:
@@ -35,6 +40,8 @@ def run_episodes_student(model: Any, env: Any, episodes: int, seed: int,
         seed: First episode seed.
         deterministic: The policy's mean action (default), or actions sampled from its
             Gaussian (torch seeded with `seed`, so repeatable).
+        video_dir: Write one mp4 per episode here (`ENV_seedN.mp4`): a pixel student's own
+            frames, else `VIDEO_CAMERA` (the env must then render it, see `make_env`).
 
     Returns:
         success (fraction of episodes that succeeded at any step), return (mean undiscounted),
@@ -48,15 +55,25 @@ def run_episodes_student(model: Any, env: Any, episodes: int, seed: int,
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         done, success, ret, steps = False, False, 0.0, 0
+        frames: list[np.ndarray] = []
         while not done:
             obs_np = ({k: _to_np(v) for k, v in obs.items()} if isinstance(obs, dict)
                       else _to_np(obs))
+            if video_dir is not None:
+                frames.append(obs_np["rgb"][0] if isinstance(obs_np, dict)
+                              else teacher_image(env, VIDEO_CAMERA)[0])
             action, _ = model.predict(obs_np, deterministic=deterministic)
             obs, reward, terminated, truncated, info = env.step(action)
             ret += float(reward.reshape(-1)[0])
             success |= bool(np.asarray(_to_np(info["success"])).reshape(-1)[0])
             done = bool(_to_np(terminated).reshape(-1)[0] or _to_np(truncated).reshape(-1)[0])
             steps += 1
+        if video_dir is not None:
+            import imageio
+
+            video_dir.mkdir(parents=True, exist_ok=True)
+            imageio.mimwrite(video_dir / f"{env.unwrapped.spec.id}_seed{seed + ep}.mp4",
+                             frames, fps=20)
         successes.append(success)
         returns.append(ret)
         lengths.append(steps)
@@ -100,7 +117,7 @@ def load_student(run_dir: str | Path, option: str = "--student") -> tuple[Any, d
 
 def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: int = 50,
                      seed: int = 10_000, horizon: int | None = None,
-                     stochastic: bool = False) -> dict[str, Any]:
+                     stochastic: bool = False, video_dir: Path | None = None) -> dict[str, Any]:
     """Score a trained student on fixed seeds.
 
     Args:
@@ -111,6 +128,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         seed: First seed (the default is far from training seeds).
         horizon: Episode length; None = the horizon the student was trained with.
         stochastic: Sample actions from the policy instead of taking its mean.
+        video_dir: Write one mp4 per episode here (see `run_episodes_student`).
 
     Returns:
         dict with env, episodes, seed, horizon, success, return, length, wall_time_s.
@@ -125,6 +143,8 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         env_cfg_d["env_id"] = env_id
     if horizon is not None:
         env_cfg_d["max_episode_steps"] = horizon
+    if video_dir is not None and env_cfg_d.get("camera") is None:
+        env_cfg_d["camera"] = VIDEO_CAMERA  # a state student's env renders only for the video
     env_cfg = EnvConfig(**env_cfg_d)
     env = make_env(env_cfg)
     try:
@@ -139,7 +159,8 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
                              f"student was trained on {space.shape}; evaluate "
                              f"on {meta['env']['env_id']}")
         t0 = time.perf_counter()
-        res = run_episodes_student(model, env, episodes, seed, deterministic=not stochastic)
+        res = run_episodes_student(model, env, episodes, seed, deterministic=not stochastic,
+                                   video_dir=video_dir)
     finally:
         env.close()
     return {"env": env_cfg.env_id, "episodes": episodes, "seed": seed,

@@ -498,10 +498,14 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                              f"student in {control_mode}; use a teacher fine-tuned for "
                              f"{control_mode}")
         teacher.spec.instruction(cfg.env_id)
-    resume_info = _prepare_run_dir(cfg)
     view = cfg.student_view(teacher)
     env_cfg = cfg.env_config(view)
-    eval_env = make_env(env_cfg)
+    eval_env = make_env(env_cfg)  # before the run dir: a bad camera leaves nothing behind
+    try:
+        resume_info = _prepare_run_dir(cfg)
+    except BaseException:
+        eval_env.close()
+        raise
     space = eval_env.observation_space
     obs_dim = int((space["state"] if view is not None else space).shape[-1])
     source = open_label_source(cfg, teacher, obs_dim) if teacher is not None else None
