@@ -100,16 +100,22 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
 @click.option("--video", type=click.Path(path_type=Path), default=None,
               help="Write one mp4 per episode to this directory: the teacher's view, a pixel "
                    "student's own frames, or a state student's render camera (128 px).")
+@click.option("--sim-backend", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              show_default=True,
+              help="ManiSkill simulation: auto = the GPU when CUDA is present, else the CPU.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results [default: DIR/eval/ENV-h{horizon}[-shift].json].")
 def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
              seed: int | None, horizon: int | None, workers: int, camera_shift: float,
              object_color: str | None, stochastic: bool, chunk_mode: str,
-             video: Path | None, json_out: Path | None) -> None:
+             video: Path | None, sim_backend: str, json_out: Path | None) -> None:
     """Closed-loop success of a teacher (or a student) on a task."""
     from rpd.errors import InputError
     from rpd.pipeline.eval_teacher import DEFAULT_EVAL_SEED, TeacherEvalConfig, evaluate_teacher
 
+    from rpd.data.envs import check_sim_backend
+
+    check_sim_backend(sim_backend)
     if (teacher is None) == (student is None):
         raise InputError("give exactly one of --teacher DIR or --student RUN")
     if student is not None and (camera_shift or object_color):
@@ -126,13 +132,15 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
                 TeacherEvalConfig(teacher=teacher, env_id=env_id, episodes=episodes, seed=seed,
                                   horizon=horizon, workers=workers,
                                   camera_shift=camera_shift, object_color=object_color,
-                                  chunk_mode=chunk_mode, video_dir=video),
+                                  chunk_mode=chunk_mode, video_dir=video,
+                                  sim_backend=sim_backend),
                 progress=bar.update)
         else:
             from rpd.pipeline.evaluate import evaluate_student
 
             result = evaluate_student(student, env_id, episodes, seed, horizon,
-                                      stochastic=stochastic, video_dir=video)
+                                      stochastic=stochastic, video_dir=video,
+                                      sim_backend=sim_backend)
     base = teacher if teacher is not None else student
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
         f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "")

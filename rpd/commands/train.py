@@ -68,6 +68,9 @@ from rpd.commands._common import Progress
 @click.option("--teacher-object-color", default=None,
               help="The teacher sees the task's object in this colour: green, red or yellow "
                    "(a task variation it was not fine-tuned on).")
+@click.option("--sim-backend", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              show_default=True,
+              help="ManiSkill simulation: auto = the GPU when CUDA is present, else the CPU.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out: Path,
@@ -79,7 +82,8 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
           max_grad_norm: float, target_kl: float, eval_every: int, eval_episodes: int,
           net_arch: str,
           log_std_init: float, normalize_obs: bool, teacher_camera_shift: float,
-          teacher_object_color: str | None, seed: int, resume: bool) -> None:
+          teacher_object_color: str | None, sim_backend: str, seed: int,
+          resume: bool) -> None:
     """Train a PPO student distilling --teacher's actions (RPD, arXiv 2503.05833)."""
     from rpd.errors import InputError
     from rpd.pipeline.train import TrainConfig
@@ -103,7 +107,7 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       log_std_init=log_std_init, normalize_obs=normalize_obs,
                       teacher_camera_shift=teacher_camera_shift,
                       teacher_object_color=teacher_object_color,
-                      seed=seed, resume=resume)
+                      sim_backend=sim_backend, seed=seed, resume=resume)
     with Progress(steps, f"train {env_id}", "step") as bar:
         meta = run_train(cfg, progress=bar.update)
     m = meta["metrics"]

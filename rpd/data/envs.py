@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 ObsMode = Literal["state", "rgb", "rgb+proprio"]
 RewardMode = Literal["normalized_dense", "dense", "sparse"]
 
+SIM_BACKENDS = {"auto": "auto", "cpu": "physx_cpu", "gpu": "physx_cuda"}
+"""`--sim-backend` choices -> ManiSkill sim backends ("auto": the GPU when CUDA is present)."""
+
 DEFAULT_CONTROL_MODE = "pd_ee_delta_pose"
 """7-D end-effector delta pose + gripper: the action space closest to what VLAs output."""
 
@@ -131,7 +134,8 @@ class EnvConfig:
             imitating motion-planning demos need ~100 (demos take 60-80 steps).
         camera: The camera the env renders (the teacher's, or a pixel student's), or None
             when nothing needs a view.
-        sim_backend: "auto" picks physx_cuda when CUDA is present, else physx_cpu.
+        sim_backend: "auto" picks physx_cuda when CUDA is present, else physx_cpu; "cpu" and
+            "gpu" (the `--sim-backend` choices) or ManiSkill's own names force one.
         env_kwargs: Extra keyword arguments for `gym.make` (task variations).
     """
 
@@ -156,6 +160,7 @@ class EnvConfig:
             )
         if self.max_episode_steps is not None and self.max_episode_steps <= 0:
             raise InputError(f"--horizon {self.max_episode_steps}: must be a positive number")
+        self.sim_backend = check_sim_backend(self.sim_backend)
 
     @property
     def resolved_sim_backend(self) -> str:
@@ -163,6 +168,21 @@ class EnvConfig:
         if self.sim_backend != "auto":
             return self.sim_backend
         return "physx_cuda" if cuda_available() else "physx_cpu"
+
+
+def check_sim_backend(choice: str) -> str:
+    """A `--sim-backend` choice (or a ManiSkill backend name) -> ManiSkill's backend name.
+
+    Raises:
+        InputError: an unknown choice, or the GPU backend without a CUDA device.
+    """
+    backend = SIM_BACKENDS.get(choice, choice)
+    if backend not in ("auto", "physx_cpu", "physx_cuda"):
+        raise InputError(f"--sim-backend {choice!r}: use auto, cpu or gpu")
+    if backend == "physx_cuda" and not cuda_available():
+        raise InputError("--sim-backend gpu: torch sees no CUDA device here; use --sim-backend "
+                         "cpu (or auto, which takes the GPU where there is one)")
+    return backend
 
 
 def cuda_available() -> bool:
@@ -405,7 +425,8 @@ class PixelObservation:
     dict (`STUDENT_KEYS`), its frame rendered from `camera` once per step.
 
     Works on a single CPU env (under CPUGymWrapper: arrays without a batch dim) and on
-    `make_env`'s batched env with one sub-env (a leading batch dim of 1 on every key).
+    `make_env`'s batched env (a leading batch dim on every key; the declared space is one
+    sub-env's).
     """
 
     def __new__(cls, env: Any, camera: CameraSpec) -> Any:
@@ -422,8 +443,9 @@ class PixelObservation:
 
             def observation(self, observation: Any) -> dict[str, np.ndarray]:
                 state = observation.cpu().numpy() if hasattr(observation, "cpu") else observation
-                obs = dict(rgb=teacher_image(self.env, camera), proprio=robot_proprio(self.env),
-                           state=np.asarray(state, np.float32).reshape(1, -1))
+                rgb = teacher_image(self.env, camera)
+                obs = dict(rgb=rgb, proprio=robot_proprio(self.env),
+                           state=np.asarray(state, np.float32).reshape(len(rgb), -1))
                 return obs if self.batched else {k: v[0] for k, v in obs.items()}
 
         return _PixelObservation(env)
@@ -496,24 +518,26 @@ def _cpu_env_factory(cfg: EnvConfig, seed: int, env_index: int, start_step: int,
 
 
 def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
-                 with_env_state: bool = False, start_step: int = 0) -> Any:
+                 with_env_state: bool = False, start_step: int = 0,
+                 batched: bool | None = None) -> Any:
     """A Stable-Baselines3 VecEnv of `num_envs` copies of the task.
 
     CPU: SubprocVecEnv of ManiSkill CPUGymWrapper envs, one process each; every reset of env k
     (auto-resets too) is seeded from `episode_seeds(seed, k, start_step)`.
-    GPU: ManiSkill's own GPU-vectorised env behind its SB3 adapter.
-    With `with_env_state` (CPU), every step's info and reset info carry "env_state" [S]: the
+    GPU (or `batched=True`): one batched ManiSkill env behind `rpd.data.batched.BatchedVecEnv`,
+    seeded from the same streams. On the CPU backend the batched path takes one env only.
+    With `with_env_state`, every step's info and reset info carry "env_state" [S]: the
     simulator state of the returned observation (after an auto-reset, see `reset_infos`).
     """
     if num_envs <= 0:
         raise InputError(f"--envs {num_envs}: must be a positive number")
-    if cfg.resolved_sim_backend != "physx_cpu":
-        from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
-        from mani_skill.vector.wrappers.sb3 import ManiSkillSB3VectorEnv
+    if batched is None:
+        batched = cfg.resolved_sim_backend != "physx_cpu"
+    if batched:
+        from rpd.data.batched import BatchedVecEnv
 
-        env = make_env(cfg, num_envs=num_envs)
-        vec = ManiSkillVectorEnv(env, auto_reset=True, ignore_terminations=False)
-        return ManiSkillSB3VectorEnv(vec)
+        return BatchedVecEnv(make_env(cfg, num_envs=num_envs), seed=seed,
+                             start_step=start_step, with_env_state=with_env_state)
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     factories = [_cpu_env_factory(cfg, seed, i, start_step, with_env_state)

@@ -77,6 +77,7 @@ class CacheConfig:
         key_scale: "std" (mean/std of the labelled demo observations, or of random-action
             episodes without demos) or a number (fixed scale, offset 0).
         allow_mismatch: Use a store made for another teacher/env/key spec anyway.
+        sim_backend: auto, cpu or gpu (`EnvConfig.sim_backend`) for the labelling envs.
     """
 
     teacher: Path
@@ -93,9 +94,13 @@ class CacheConfig:
     key_dims: list[int] | None = None
     key_scale: str = "std"
     allow_mismatch: bool = False
+    sim_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        from rpd.data.envs import check_sim_backend
+
         self.teacher, self.out = Path(self.teacher), Path(self.out)
+        check_sim_backend(self.sim_backend)
         self.demos = [Path(d) for d in self.demos]
         if self.rollouts < 0:
             raise InputError(f"--rollouts {self.rollouts}: must be 0 or more")
@@ -193,17 +198,19 @@ def plan_units(cfg: CacheConfig) -> list[Unit]:
 # Worker side (runs in dask worker processes)
 # ------------------------------------------------------------------------------------------
 
-_LABELERS: dict[tuple[str, str, int, int], tuple[Any, threading.Lock]] = {}
+_LABELERS: dict[tuple[str, str, int, int, str, str], tuple[Any, threading.Lock]] = {}
+"""Per process: (checkpoint, env, horizon, batch, fingerprint, sim backend) -> labeller. Keyed
+by fingerprint, so a teacher re-fine-tuned in the same directory gets a new labeller."""
 _LABELERS_LOCK = threading.Lock()
 
 
 def _labeler(ckpt: str, env_id: str, horizon: int, batch_size: int,
-             fingerprint: str) -> tuple[Any, threading.Lock]:
+             fingerprint: str, sim_backend: str = "auto") -> tuple[Any, threading.Lock]:
     """This process's labeler for a teacher: the teacher is loaded once per process."""
     from rpd.pipeline.labeling import TeacherLabeler
     from rpd.teachers.base import load_teacher
 
-    key = (ckpt, env_id, horizon, batch_size)
+    key = (ckpt, env_id, horizon, batch_size, fingerprint, sim_backend)
     with _LABELERS_LOCK:
         if key not in _LABELERS:
             logging.getLogger("mani_skill").setLevel(logging.ERROR)
@@ -213,12 +220,14 @@ def _labeler(ckpt: str, env_id: str, horizon: int, batch_size: int,
                                  f"fingerprint {teacher.fingerprint}, the coordinator saw "
                                  f"{fingerprint}; do not change it during a build")
             _LABELERS[key] = (TeacherLabeler(teacher, env_id, batch_size=batch_size,
-                                             max_episode_steps=horizon), threading.Lock())
+                                             max_episode_steps=horizon,
+                                             sim_backend=sim_backend), threading.Lock())
         return _LABELERS[key]
 
 
 def label_unit(unit: Unit, ckpt: str, store_path: str, env_id: str, horizon: int,
-               batch_size: int, fingerprint: str, seed: int) -> dict[str, Any]:
+               batch_size: int, fingerprint: str, seed: int,
+               sim_backend: str = "auto") -> dict[str, Any]:
     """Label one unit and write it to the store as one part (worker side).
 
     Returns:
@@ -227,7 +236,7 @@ def label_unit(unit: Unit, ckpt: str, store_path: str, env_id: str, horizon: int
     store = TeacherStore.open(store_path)
     if store.has_unit(unit.id):
         return dict(unit=unit.id, rows=0, rejected_nonfinite=0, existed=True, success=None)
-    labeler, lock = _labeler(ckpt, env_id, horizon, batch_size, fingerprint)
+    labeler, lock = _labeler(ckpt, env_id, horizon, batch_size, fingerprint, sim_backend)
     with lock:
         success: bool | None = None
         if unit.kind == "demo":
@@ -279,7 +288,7 @@ def _probe_env(cfg: CacheConfig, control_mode: str) -> tuple[int, int, np.ndarra
     from rpd.data.envs import EnvConfig, get_env_state, make_env, set_env_state
 
     env = make_env(EnvConfig(cfg.env_id, control_mode=control_mode,
-                             max_episode_steps=cfg.horizon))
+                             max_episode_steps=cfg.horizon, sim_backend=cfg.sim_backend))
     try:
         obs, _ = env.reset(seed=cfg.seed)
         obs_dim = int(obs.shape[-1])
@@ -414,6 +423,7 @@ def build_cache(cfg: CacheConfig, progress: Progress | None = None) -> CacheResu
             futures = [client.submit(label_unit, u, str(cfg.teacher.resolve()),
                                      str(store.path.resolve()), cfg.env_id, cfg.horizon,
                                      cfg.batch_size, teacher.fingerprint, cfg.seed,
+                                     cfg.sim_backend,
                                      key=f"label-{u.id}-{teacher.fingerprint}", pure=False)
                        for u in todo]
             for fut in as_completed(futures):
@@ -569,6 +579,9 @@ class TeacherCache:
     Use `TeacherCache.open`.
     """
 
+    sim_backend: str = "auto"
+    """Simulator backend of the live labeller's env (`EnvConfig.sim_backend`)."""
+
     def __init__(self, store: TeacherStore, radius: float = DEFAULT_RADIUS,
                  teacher: Any = None) -> None:
         if not (radius >= 0 and math.isfinite(radius)):
@@ -676,7 +689,8 @@ class TeacherCache:
         if self._labeler is None:
             from rpd.pipeline.labeling import TeacherLabeler
 
-            self._labeler = TeacherLabeler(self.teacher, self.store.identity.env_id)
+            self._labeler = TeacherLabeler(self.teacher, self.store.identity.env_id,
+                                           sim_backend=self.sim_backend)
         return self._labeler.label_with_obs(env_states)
 
     def insert(self, keys: np.ndarray | None, obs: np.ndarray, env_states: np.ndarray,

@@ -40,6 +40,7 @@ class TeacherEvalConfig:
             "ensemble" execution of action chunks.
         execute: Actions executed per chunk in receding mode.
         video_dir: Write one mp4 of the teacher's view per episode here.
+        sim_backend: auto, cpu or gpu (`EnvConfig.sim_backend`).
     """
 
     teacher: Path
@@ -53,9 +54,13 @@ class TeacherEvalConfig:
     chunk_mode: str = "label"
     execute: int = 4
     video_dir: Path | None = None
+    sim_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        from rpd.data.envs import check_sim_backend
+
         self.teacher = Path(self.teacher)
+        check_sim_backend(self.sim_backend)
         if self.episodes <= 0:
             raise InputError(f"--episodes {self.episodes}: must be > 0")
         if self.horizon <= 0:
@@ -86,6 +91,7 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
     sees = not teacher.uses_env_state  # a state-reading teacher needs no rendering
     render = sees or cfg.video_dir is not None
     env = make_env(EnvConfig(cfg.env_id, control_mode=teacher.spec.control_mode,
+                             sim_backend=cfg.sim_backend,
                              max_episode_steps=cfg.horizon, camera=camera if render else None))
     policy = ChunkedPolicy(teacher, mode=cfg.chunk_mode, execute=cfg.execute)  # type: ignore[arg-type]
     results = []

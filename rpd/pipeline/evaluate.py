@@ -117,7 +117,8 @@ def load_student(run_dir: str | Path, option: str = "--student") -> tuple[Any, d
 
 def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: int = 50,
                      seed: int = 10_000, horizon: int | None = None,
-                     stochastic: bool = False, video_dir: Path | None = None) -> dict[str, Any]:
+                     stochastic: bool = False, video_dir: Path | None = None,
+                     sim_backend: str = "auto") -> dict[str, Any]:
     """Score a trained student on fixed seeds.
 
     Args:
@@ -129,6 +130,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         horizon: Episode length; None = the horizon the student was trained with.
         stochastic: Sample actions from the policy instead of taking its mean.
         video_dir: Write one mp4 per episode here (see `run_episodes_student`).
+        sim_backend: auto, cpu or gpu (`EnvConfig.sim_backend`).
 
     Returns:
         dict with env, episodes, seed, horizon, success, return, length, wall_time_s.
@@ -145,7 +147,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         env_cfg_d["max_episode_steps"] = horizon
     if video_dir is not None and env_cfg_d.get("camera") is None:
         env_cfg_d["camera"] = VIDEO_CAMERA  # a state student's env renders only for the video
-    env_cfg = EnvConfig(**env_cfg_d)
+    env_cfg = EnvConfig(**env_cfg_d, sim_backend=sim_backend)
     env = make_env(env_cfg)
     try:
         env_space, space = env.observation_space, model.observation_space

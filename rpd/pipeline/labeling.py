@@ -38,11 +38,12 @@ class TeacherLabeler:
         batch_size: States per teacher call.
         max_episode_steps: Horizon of the env (rollouts); None keeps the task default.
         env_kwargs: Extra `gym.make` kwargs (task variations), as in `EnvConfig`.
+        sim_backend: As `EnvConfig.sim_backend`.
     """
 
     def __init__(self, teacher: Teacher, env_id: str, *, batch_size: int = 32,
                  max_episode_steps: int | None = None,
-                 env_kwargs: dict[str, Any] | None = None) -> None:
+                 env_kwargs: dict[str, Any] | None = None, sim_backend: str = "auto") -> None:
         self.teacher = teacher
         self.env_id = env_id
         self.batch_size = int(batch_size)
@@ -50,7 +51,7 @@ class TeacherLabeler:
         self.cfg = EnvConfig(env_id, obs_mode="state", control_mode=teacher.spec.control_mode,
                              camera=None if teacher.uses_env_state else teacher.spec.camera,
                              max_episode_steps=max_episode_steps,
-                             env_kwargs=dict(env_kwargs or {}))
+                             env_kwargs=dict(env_kwargs or {}), sim_backend=sim_backend)
         self._env: Any = None
 
     @property

@@ -35,6 +35,7 @@ from rpd.data.envs import (
     PIXEL_OBS_MODES,
     TRAIN_SEED_RANGE,
     CameraSpec,
+    check_sim_backend,
     EnvConfig,
     get_task,
     limit_cpu_threads,
@@ -127,6 +128,8 @@ class TrainConfig:
         teacher_object_color: The teacher sees the task's object in this colour
             (`rpd.data.envs.OBJECT_COLORS`): a task variation it was not fine-tuned on.
         device: Torch device for the student ("auto": CUDA when present).
+        sim_backend: "auto" (ManiSkill's GPU simulation when CUDA is present: all envs in one
+            batched env), "cpu" (one subprocess per env) or "gpu".
     """
 
     env_id: str
@@ -171,6 +174,7 @@ class TrainConfig:
     teacher_camera_shift: float = 0.0
     teacher_object_color: str | None = None
     device: str = "auto"
+    sim_backend: str = "auto"
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -178,6 +182,7 @@ class TrainConfig:
         self.cache = Path(self.cache) if self.cache is not None else None
         self.net_arch = tuple(self.net_arch)
         get_task(self.env_id)
+        check_sim_backend(self.sim_backend)
         if self.teacher is None and not self.no_teacher:
             raise InputError("--teacher is required (or pass --no-teacher for plain PPO)")
         if self.no_teacher and self.cache is not None:
@@ -292,7 +297,8 @@ class TrainConfig:
         """The training env: `camera` from `student_view` for a pixel student."""
         return EnvConfig(self.env_id, obs_mode=self.obs,  # type: ignore[arg-type]
                          reward_mode="normalized_dense" if self.reward == "dense" else "sparse",
-                         max_episode_steps=self.horizon, camera=camera)
+                         max_episode_steps=self.horizon, camera=camera,
+                         sim_backend=self.sim_backend)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -327,17 +333,21 @@ def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSour
 
     if cfg.cache is None:
         # exact match (up to float rounding in the index) unless a radius is given
-        return TeacherCache.open(cfg.out / CACHE_DIR, teacher, env_id=cfg.env_id,
-                                 radius=cfg.cache_radius or EXACT_RADIUS, create=True,
-                                 key_spec=KeySpec.fixed(obs_dim))
-    if cfg.cache.is_file() and cfg.cache.suffix == ".npz":
+        cache = TeacherCache.open(cfg.out / CACHE_DIR, teacher, env_id=cfg.env_id,
+                                  radius=cfg.cache_radius or EXACT_RADIUS, create=True,
+                                  key_spec=KeySpec.fixed(obs_dim))
+    elif cfg.cache.is_file() and cfg.cache.suffix == ".npz":
         from rpd.pipeline.labeling import TeacherLabeler
 
-        labeler = TeacherLabeler(teacher, cfg.env_id, batch_size=cfg.teacher_batch)
+        labeler = TeacherLabeler(teacher, cfg.env_id, batch_size=cfg.teacher_batch,
+                                 sim_backend=cfg.sim_backend)
         return InMemoryLabelSource(labeler.label_env_states, radius=cfg.cache_radius or 0.0,
                                    path=cfg.cache, on_close=labeler.close)
-    radius = DEFAULT_RADIUS if cfg.cache_radius is None else cfg.cache_radius
-    return TeacherCache.open(cfg.cache, teacher, env_id=cfg.env_id, radius=radius)
+    else:
+        radius = DEFAULT_RADIUS if cfg.cache_radius is None else cfg.cache_radius
+        cache = TeacherCache.open(cfg.cache, teacher, env_id=cfg.env_id, radius=radius)
+    cache.sim_backend = cfg.sim_backend
+    return cache
 
 
 def _make_callback(cfg: TrainConfig, eval_env: Any, state: dict[str, Any],
