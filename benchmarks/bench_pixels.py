@@ -123,7 +123,7 @@ def main() -> None:
                              **res))
             print(json.dumps(rows[-1]), flush=True)
     (out / "bench_pixels.json").write_text(json.dumps(rows, indent=2))
-    print("\n| run | env steps/s | × render-bound limit | live calls | teacher renders |")
+    print("\n| run | env steps/s | of render-bound limit | live calls | teacher renders |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
         if "limit_steps_per_s" in r:

@@ -40,11 +40,13 @@ from rpd.commands._common import Progress
 @click.option("--sim-backend", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
               show_default=True,
               help="ManiSkill simulation: auto = the GPU when CUDA is present, else the CPU.")
+@click.option("--device", default="auto", show_default=True,
+              help="Torch device: auto (CUDA when present), cpu or cuda[:N].")
 @click.pass_context
 def cache(ctx: click.Context, teacher: Path | None, env_id: str | None, out: Path | None,
           demos: tuple[Path, ...], rollouts: int, noise: float, horizon: int, workers: int,
           scheduler: str | None, seed: int, batch_size: int, key_dims: str | None,
-          key_scale: str, allow_mismatch: bool, sim_backend: str) -> None:
+          key_scale: str, allow_mismatch: bool, sim_backend: str, device: str) -> None:
     """Precompute teacher actions for demo states and rollouts into a Zarr store.
 
     \b
@@ -70,7 +72,7 @@ def cache(ctx: click.Context, teacher: Path | None, env_id: str | None, out: Pat
                       rollouts=rollouts, noise=noise, horizon=horizon, workers=workers,
                       scheduler=scheduler, seed=seed, batch_size=batch_size, key_dims=dims,
                       key_scale=key_scale, allow_mismatch=allow_mismatch,
-                      sim_backend=sim_backend)
+                      sim_backend=sim_backend, device=device)
     with Progress(len(plan_units(cfg)), f"{env_id} labels", "ep") as bar:
         result = build_cache(cfg, progress=lambda units, rows: bar.update(units))
     success = ("" if result.rollout_success is None

@@ -38,11 +38,13 @@ from rpd.commands._common import Progress
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None,
               help="torch threads [default: one per core]; 1 on a busy machine.")
+@click.option("--device", default="auto", show_default=True,
+              help="Torch device: auto (CUDA when present), cpu or cuda[:N].")
 def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: str, steps: int,
                          batch_size: int, lr: float, chunk_size: int, image_size: int,
                          camera: str, no_proprio: bool, eval_every: int, checkpoint_every: int,
                          init: Path | None, resume: bool, workers: int, seed: int,
-                         threads: int | None) -> None:
+                         threads: int | None, device: str) -> None:
     """Fine-tune a VLA teacher on demonstrations; writes a checkpoint directory."""
     from rpd.pipeline.finetune import FinetuneConfig, finetune_teacher
 
@@ -51,7 +53,7 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
                          image_size=image_size, camera=camera, use_proprio=not no_proprio,
                          eval_every=eval_every, checkpoint_every=checkpoint_every, init=init,
                          resume=resume, render_workers=workers, seed=seed,
-                         threads=threads)
+                         threads=threads, device=device)
     from rpd.data.trajectories import open_trajectory
 
     episodes = sum(len(open_trajectory(p, option="--demos").episodes) for p in demos)
@@ -103,19 +105,22 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
 @click.option("--sim-backend", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
               show_default=True,
               help="ManiSkill simulation: auto = the GPU when CUDA is present, else the CPU.")
+@click.option("--device", default="auto", show_default=True,
+              help="Torch device: auto (CUDA when present), cpu or cuda[:N].")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results [default: DIR/eval/ENV-h{horizon}[-shift].json].")
 def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
              seed: int | None, horizon: int | None, workers: int, camera_shift: float,
              object_color: str | None, stochastic: bool, chunk_mode: str,
-             video: Path | None, sim_backend: str, json_out: Path | None) -> None:
+             video: Path | None, sim_backend: str, device: str,
+             json_out: Path | None) -> None:
     """Closed-loop success of a teacher (or a student) on a task."""
+    from rpd.data.envs import check_sim_backend, resolve_device
     from rpd.errors import InputError
     from rpd.pipeline.eval_teacher import DEFAULT_EVAL_SEED, TeacherEvalConfig, evaluate_teacher
 
-    from rpd.data.envs import check_sim_backend
-
     check_sim_backend(sim_backend)
+    resolve_device(device)
     if (teacher is None) == (student is None):
         raise InputError("give exactly one of --teacher DIR or --student RUN")
     if student is not None and (camera_shift or object_color):
@@ -133,14 +138,14 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
                                   horizon=horizon, workers=workers,
                                   camera_shift=camera_shift, object_color=object_color,
                                   chunk_mode=chunk_mode, video_dir=video,
-                                  sim_backend=sim_backend),
+                                  sim_backend=sim_backend, device=device),
                 progress=bar.update)
         else:
             from rpd.pipeline.evaluate import evaluate_student
 
             result = evaluate_student(student, env_id, episodes, seed, horizon,
                                       stochastic=stochastic, video_dir=video,
-                                      sim_backend=sim_backend)
+                                      sim_backend=sim_backend, device=device)
     base = teacher if teacher is not None else student
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
         f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "")

@@ -71,6 +71,8 @@ from rpd.commands._common import Progress
 @click.option("--sim-backend", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
               show_default=True,
               help="ManiSkill simulation: auto = the GPU when CUDA is present, else the CPU.")
+@click.option("--device", default="auto", show_default=True,
+              help="Torch device: auto (CUDA when present), cpu or cuda[:N].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out: Path,
@@ -82,7 +84,7 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
           max_grad_norm: float, target_kl: float, eval_every: int, eval_episodes: int,
           net_arch: str,
           log_std_init: float, normalize_obs: bool, teacher_camera_shift: float,
-          teacher_object_color: str | None, sim_backend: str, seed: int,
+          teacher_object_color: str | None, sim_backend: str, device: str, seed: int,
           resume: bool) -> None:
     """Train a PPO student distilling --teacher's actions (RPD, arXiv 2503.05833)."""
     from rpd.errors import InputError
@@ -107,7 +109,7 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       log_std_init=log_std_init, normalize_obs=normalize_obs,
                       teacher_camera_shift=teacher_camera_shift,
                       teacher_object_color=teacher_object_color,
-                      sim_backend=sim_backend, seed=seed, resume=resume)
+                      sim_backend=sim_backend, device=device, seed=seed, resume=resume)
     with Progress(steps, f"train {env_id}", "step") as bar:
         meta = run_train(cfg, progress=bar.update)
     m = meta["metrics"]

@@ -185,6 +185,23 @@ def check_sim_backend(choice: str) -> str:
     return backend
 
 
+def resolve_device(choice: str, option: str = "--device") -> str:
+    """A `--device` choice -> a torch device string: "auto" (CUDA when present), "cpu", "cuda"
+    or "cuda:N".
+
+    Raises:
+        InputError: an unknown choice, or CUDA asked for where torch sees none.
+    """
+    if choice not in ("auto", "cpu", "cuda") and not choice.startswith("cuda:"):
+        raise InputError(f"{option} {choice!r}: use auto, cpu or cuda")
+    if choice == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if choice.startswith("cuda") and not cuda_available():
+        raise InputError(f"{option} {choice}: torch sees no CUDA device here; use {option} cpu "
+                         "(or auto, which takes the GPU where there is one)")
+    return choice
+
+
 def cuda_available() -> bool:
     """True when torch sees a CUDA device (then ManiSkill's GPU simulation is used)."""
     import torch

@@ -78,6 +78,7 @@ class CacheConfig:
             episodes without demos) or a number (fixed scale, offset 0).
         allow_mismatch: Use a store made for another teacher/env/key spec anyway.
         sim_backend: auto, cpu or gpu (`EnvConfig.sim_backend`) for the labelling envs.
+        device: Torch device of the teacher on every worker (`place_teacher`).
     """
 
     teacher: Path
@@ -95,12 +96,14 @@ class CacheConfig:
     key_scale: str = "std"
     allow_mismatch: bool = False
     sim_backend: str = "auto"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
-        from rpd.data.envs import check_sim_backend
+        from rpd.data.envs import check_sim_backend, resolve_device
 
         self.teacher, self.out = Path(self.teacher), Path(self.out)
         check_sim_backend(self.sim_backend)
+        resolve_device(self.device)
         self.demos = [Path(d) for d in self.demos]
         if self.rollouts < 0:
             raise InputError(f"--rollouts {self.rollouts}: must be 0 or more")
@@ -198,23 +201,24 @@ def plan_units(cfg: CacheConfig) -> list[Unit]:
 # Worker side (runs in dask worker processes)
 # ------------------------------------------------------------------------------------------
 
-_LABELERS: dict[tuple[str, str, int, int, str, str], tuple[Any, threading.Lock]] = {}
-"""Per process: (checkpoint, env, horizon, batch, fingerprint, sim backend) -> labeller. Keyed
-by fingerprint, so a teacher re-fine-tuned in the same directory gets a new labeller."""
+_LABELERS: dict[tuple[str, str, int, int, str, str, str], tuple[Any, threading.Lock]] = {}
+"""Per process: (checkpoint, env, horizon, batch, fingerprint, sim backend, device) -> labeller.
+Keyed by fingerprint, so a teacher re-fine-tuned in the same directory gets a new labeller."""
 _LABELERS_LOCK = threading.Lock()
 
 
 def _labeler(ckpt: str, env_id: str, horizon: int, batch_size: int,
-             fingerprint: str, sim_backend: str = "auto") -> tuple[Any, threading.Lock]:
+             fingerprint: str, sim_backend: str = "auto",
+             device: str = "auto") -> tuple[Any, threading.Lock]:
     """This process's labeler for a teacher: the teacher is loaded once per process."""
     from rpd.pipeline.labeling import TeacherLabeler
-    from rpd.teachers.base import load_teacher
+    from rpd.teachers.base import load_teacher, place_teacher
 
-    key = (ckpt, env_id, horizon, batch_size, fingerprint, sim_backend)
+    key = (ckpt, env_id, horizon, batch_size, fingerprint, sim_backend, device)
     with _LABELERS_LOCK:
         if key not in _LABELERS:
             logging.getLogger("mani_skill").setLevel(logging.ERROR)
-            teacher = load_teacher(ckpt)
+            teacher = place_teacher(load_teacher(ckpt), device)
             if teacher.fingerprint != fingerprint:
                 raise InputError(f"--teacher {ckpt}: on this worker the checkpoint has "
                                  f"fingerprint {teacher.fingerprint}, the coordinator saw "
@@ -227,7 +231,7 @@ def _labeler(ckpt: str, env_id: str, horizon: int, batch_size: int,
 
 def label_unit(unit: Unit, ckpt: str, store_path: str, env_id: str, horizon: int,
                batch_size: int, fingerprint: str, seed: int,
-               sim_backend: str = "auto") -> dict[str, Any]:
+               sim_backend: str = "auto", device: str = "auto") -> dict[str, Any]:
     """Label one unit and write it to the store as one part (worker side).
 
     Returns:
@@ -236,7 +240,8 @@ def label_unit(unit: Unit, ckpt: str, store_path: str, env_id: str, horizon: int
     store = TeacherStore.open(store_path)
     if store.has_unit(unit.id):
         return dict(unit=unit.id, rows=0, rejected_nonfinite=0, existed=True, success=None)
-    labeler, lock = _labeler(ckpt, env_id, horizon, batch_size, fingerprint, sim_backend)
+    labeler, lock = _labeler(ckpt, env_id, horizon, batch_size, fingerprint, sim_backend,
+                             device)
     with lock:
         success: bool | None = None
         if unit.kind == "demo":
@@ -423,7 +428,7 @@ def build_cache(cfg: CacheConfig, progress: Progress | None = None) -> CacheResu
             futures = [client.submit(label_unit, u, str(cfg.teacher.resolve()),
                                      str(store.path.resolve()), cfg.env_id, cfg.horizon,
                                      cfg.batch_size, teacher.fingerprint, cfg.seed,
-                                     cfg.sim_backend,
+                                     cfg.sim_backend, cfg.device,
                                      key=f"label-{u.id}-{teacher.fingerprint}", pure=False)
                        for u in todo]
             for fut in as_completed(futures):

@@ -41,6 +41,7 @@ class TeacherEvalConfig:
         execute: Actions executed per chunk in receding mode.
         video_dir: Write one mp4 of the teacher's view per episode here.
         sim_backend: auto, cpu or gpu (`EnvConfig.sim_backend`).
+        device: Torch device of the teacher (`rpd.teachers.base.place_teacher`).
     """
 
     teacher: Path
@@ -55,12 +56,14 @@ class TeacherEvalConfig:
     execute: int = 4
     video_dir: Path | None = None
     sim_backend: str = "auto"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
-        from rpd.data.envs import check_sim_backend
+        from rpd.data.envs import check_sim_backend, resolve_device
 
         self.teacher = Path(self.teacher)
         check_sim_backend(self.sim_backend)
+        resolve_device(self.device)
         if self.episodes <= 0:
             raise InputError(f"--episodes {self.episodes}: must be > 0")
         if self.horizon <= 0:
@@ -80,11 +83,11 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
     import torch
 
     from rpd.data.envs import EnvConfig, get_env_state, make_env, robot_proprio, teacher_image
-    from rpd.teachers.base import TeacherBatch, load_teacher, no_images
+    from rpd.teachers.base import TeacherBatch, load_teacher, no_images, place_teacher
     from rpd.teachers.chunking import ChunkedPolicy
 
     torch.set_num_threads(1)
-    teacher = load_teacher(cfg.teacher)
+    teacher = place_teacher(load_teacher(cfg.teacher), cfg.device)
     instruction = teacher.spec.instruction(cfg.env_id)
     camera = replace(teacher.spec.camera, shift_deg=cfg.camera_shift,
                      object_color=cfg.object_color)

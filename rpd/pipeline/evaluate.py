@@ -15,7 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rpd.data.envs import CameraSpec, EnvConfig, make_env, teacher_image
+from rpd.data.envs import CameraSpec, EnvConfig, make_env, resolve_device, teacher_image
 from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ def _to_np(x: Any) -> np.ndarray:
     return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
 
 
-def load_student(run_dir: str | Path, option: str = "--student") -> tuple[Any, dict[str, Any]]:
+def load_student(run_dir: str | Path, option: str = "--student",
+                 device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """Load a student run's final model and its student.json.
 
     Raises:
@@ -111,14 +112,14 @@ def load_student(run_dir: str | Path, option: str = "--student") -> tuple[Any, d
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise InputError(f"{meta_path}: not valid JSON ({e}); re-run `rpd train`") from None
-    model = RPDPPO.load(zip_path, device="cpu")
+    model = RPDPPO.load(zip_path, device=resolve_device(device))
     return model, meta
 
 
 def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: int = 50,
                      seed: int = 10_000, horizon: int | None = None,
                      stochastic: bool = False, video_dir: Path | None = None,
-                     sim_backend: str = "auto") -> dict[str, Any]:
+                     sim_backend: str = "auto", device: str = "cpu") -> dict[str, Any]:
     """Score a trained student on fixed seeds.
 
     Args:
@@ -131,13 +132,14 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         stochastic: Sample actions from the policy instead of taking its mean.
         video_dir: Write one mp4 per episode here (see `run_episodes_student`).
         sim_backend: auto, cpu or gpu (`EnvConfig.sim_backend`).
+        device: Torch device of the policy (`rpd.data.envs.resolve_device`).
 
     Returns:
         dict with env, episodes, seed, horizon, success, return, length, wall_time_s.
     """
     if episodes <= 0:
         raise InputError(f"--episodes {episodes}: must be a positive number")
-    model, meta = load_student(run_dir)
+    model, meta = load_student(run_dir, device=device)
     env_cfg_d = dict(meta["env"])
     if env_cfg_d.get("camera") is not None:  # a pixel student's view
         env_cfg_d["camera"] = CameraSpec(**env_cfg_d["camera"])

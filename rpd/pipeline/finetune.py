@@ -25,7 +25,7 @@ from rpd.data.schema import TEACHER_JSON
 from rpd.data.teacher_data import PROPRIO_DIM, TeacherData, load_teacher_data, render_teacher_data
 from rpd.data.trajectories import open_trajectory, summarize
 from rpd.errors import InputError
-from rpd.teachers.base import Teacher, TeacherSpec, load_teacher
+from rpd.teachers.base import Teacher, TeacherSpec, load_teacher, place_teacher
 from rpd.teachers.normalize import action_stats, normalize
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class FinetuneConfig:
             stall each other (measured here: 2.8 steps/s alone, 15 s/step under a load of 10).
         extra: Backend options, passed to the backend's `create` as keywords (e.g.
             `pretrained`, `lora_rank` for `openvla`).
+        device: Torch device of the training: "auto" (CUDA when present and the backend
+            supports it), "cpu" or "cuda[:N]".
     """
 
     demos: list[Path]
@@ -87,6 +89,7 @@ class FinetuneConfig:
     seed: int = 0
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         self.demos = [Path(p) for p in self.demos]
@@ -104,6 +107,9 @@ class FinetuneConfig:
                      "checkpoint_every", "render_workers"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be > 0")
+        from rpd.data.envs import resolve_device
+
+        resolve_device(self.device)
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
         if self.warmup_steps >= self.steps:
@@ -271,7 +277,8 @@ def finetune_teacher(cfg: FinetuneConfig,
     train_rows, val_rows = _split_episodes(data, cfg.val_fraction, cfg.seed)
     stats = action_stats(data.actions[train_rows])
     q01, q99 = np.array(stats["q01"]), np.array(stats["q99"])
-    teacher = _build_teacher(cfg, tasks, stats, data.actions.shape[1])
+    teacher = place_teacher(_build_teacher(cfg, tasks, stats, data.actions.shape[1]), cfg.device)
+    device = teacher.device
     chunks, chunk_mask = teacher.spec.chunk_size, None
     targets, chunk_mask = data.chunk_targets(chunks)
     targets = normalize(targets, q01, q99)
@@ -282,7 +289,7 @@ def finetune_teacher(cfg: FinetuneConfig,
     step, history = 0, []
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.resume:
-        state = torch.load(out / TRAIN_STATE, weights_only=False)
+        state = torch.load(out / TRAIN_STATE, weights_only=False, map_location="cpu")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
@@ -304,9 +311,9 @@ def finetune_teacher(cfg: FinetuneConfig,
         images = torch.as_tensor(data.frames[rows])
         if train:
             images = augment(images, gen)
-        proprio = proprio_all[rows] if teacher.spec.proprio_dim else None
-        return (images, proprio, torch.as_tensor(targets[rows]),
-                torch.as_tensor(chunk_mask[rows]))
+        proprio = proprio_all[rows].to(device) if teacher.spec.proprio_dim else None
+        return (images.to(device), proprio, torch.as_tensor(targets[rows], device=device),
+                torch.as_tensor(chunk_mask[rows], device=device))
 
     def validate() -> dict[str, float]:
         if len(val_rows) == 0:
@@ -319,7 +326,7 @@ def finetune_teacher(cfg: FinetuneConfig,
                 images, proprio, tgt, mask = batch_tensors(rows, train=False)
                 pred = teacher.forward_normalized(images, list(instructions[rows]), proprio)  # type: ignore[attr-defined]
                 errs.append(float(_chunk_l1(pred, tgt, mask)) * len(rows))
-                first.append((pred[:, 0] - tgt[:, 0]).abs().mean(dim=1).numpy())
+                first.append((pred[:, 0] - tgt[:, 0]).abs().mean(dim=1).cpu().numpy())
         net.train()
         return {"val/l1": sum(errs) / len(val_rows),
                 "val/l1_first_action": float(np.concatenate(first).mean())}

@@ -35,12 +35,13 @@ from rpd.data.envs import (
     PIXEL_OBS_MODES,
     TRAIN_SEED_RANGE,
     CameraSpec,
-    check_sim_backend,
     EnvConfig,
+    check_sim_backend,
     get_task,
     limit_cpu_threads,
     make_env,
     make_vec_env,
+    resolve_device,
 )
 from rpd.errors import InputError
 from rpd.pipeline.evaluate import STUDENT_JSON, STUDENT_ZIP, run_episodes_student
@@ -127,7 +128,8 @@ class TrainConfig:
             the scene's vertical axis (the paper's changed-perspective robustness test).
         teacher_object_color: The teacher sees the task's object in this colour
             (`rpd.data.envs.OBJECT_COLORS`): a task variation it was not fine-tuned on.
-        device: Torch device for the student ("auto": CUDA when present).
+        device: Torch device of the student and the teacher: "auto" (CUDA when present),
+            "cpu" or "cuda[:N]".
         sim_backend: "auto" (ManiSkill's GPU simulation when CUDA is present: all envs in one
             batched env), "cpu" (one subprocess per env) or "gpu".
     """
@@ -183,6 +185,7 @@ class TrainConfig:
         self.net_arch = tuple(self.net_arch)
         get_task(self.env_id)
         check_sim_backend(self.sim_backend)
+        resolve_device(self.device)
         if self.teacher is None and not self.no_teacher:
             raise InputError("--teacher is required (or pass --no-teacher for plain PPO)")
         if self.no_teacher and self.cache is not None:
@@ -496,9 +499,9 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
     limit_cpu_threads()
     teacher = None
     if not cfg.no_teacher:
-        from rpd.teachers.base import load_teacher
+        from rpd.teachers.base import load_teacher, place_teacher
 
-        teacher = load_teacher(cfg.teacher)  # type: ignore[arg-type]
+        teacher = place_teacher(load_teacher(cfg.teacher), cfg.device)  # type: ignore[arg-type]
         if cfg.teacher_camera_shift or cfg.teacher_object_color:
             teacher.with_view(shift_deg=cfg.teacher_camera_shift,
                               object_color=cfg.teacher_object_color)
@@ -528,7 +531,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                                      last_result=None)
         if resume_info is not None:
             model = RPDPPO.load(cfg.out / "checkpoints" / "latest.zip", env=venv,
-                                device=cfg.device, label_source=source,
+                                device=resolve_device(cfg.device), label_source=source,
                                 tensorboard_log=str(cfg.out / "tb"))
             state["wall_offset"] = resume_info["wall_time_s"]
             state["last_eval"] = resume_info["last_eval"]
@@ -544,7 +547,8 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                 gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, target_kl=cfg.target_kl,
                 max_grad_norm=cfg.max_grad_norm, ent_coef=cfg.ent_coef,
                 policy_kwargs=cfg.policy_kwargs,
-                tensorboard_log=str(cfg.out / "tb"), seed=cfg.seed, device=cfg.device,
+                tensorboard_log=str(cfg.out / "tb"), seed=cfg.seed,
+                device=resolve_device(cfg.device),
                 verbose=0)
             _attach_labellers(model, cfg, teacher, view)
             offline = _offline_phase(model, source, cfg)

@@ -111,6 +111,11 @@ class Teacher(ABC):
     """False for a backend whose checkpoint is teacher.json alone (`remote`, `scripted`)."""
     made_by: ClassVar[str | None] = None
     """For a backend rpd does not fine-tune: the command that makes its checkpoint."""
+    device_support: ClassVar[bool] = False
+    """True for a backend whose `act` runs on any torch device after `to(device)`; the others
+    run on the CPU only (`to` refuses another device)."""
+    device: str = "cpu"
+    """Where `act` runs (see `to`)."""
     uses_env_state: ClassVar[bool] = False
     """True for a privileged teacher that acts on `TeacherBatch.env_states` (`scripted`):
     callers then pass simulator states and render nothing."""
@@ -123,6 +128,24 @@ class Teacher(ABC):
         self.training: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
         self._fingerprint: str | None = None
+
+    def to(self, device: str) -> Teacher:
+        """Run this teacher on a torch `device` ("cpu", "cuda", "cuda:N"): moves its network
+        (`self.net`, if any). Returns self.
+
+        Raises:
+            InputError: the backend runs on the CPU only (`device_support` is False).
+        """
+        if str(device) != "cpu" and not self.device_support:
+            from rpd.errors import InputError
+
+            raise InputError(f"--device {device}: the {self.kind} backend runs on the CPU only "
+                             "so far; pass --device cpu")
+        net = getattr(self, "net", None)
+        if net is not None and hasattr(net, "to"):
+            net.to(device)
+        self.device = str(device)
+        return self
 
     @abstractmethod
     def act_chunk(self, batch: TeacherBatch) -> np.ndarray:
@@ -269,6 +292,17 @@ def load_teacher(ckpt_dir: str | Path, option: str = "--teacher") -> Teacher:
     teacher.training = meta.get("training", {})
     teacher.metrics = meta.get("metrics", {})
     return teacher
+
+
+def place_teacher(teacher: Teacher, choice: str, option: str = "--device") -> Teacher:
+    """Move `teacher` to the `--device` choice (`rpd.data.envs.resolve_device`); "auto" keeps a
+    backend without `device_support` on the CPU."""
+    from rpd.data.envs import resolve_device
+
+    device = resolve_device(choice, option)
+    if choice == "auto" and not teacher.device_support:
+        device = "cpu"
+    return teacher.to(device)
 
 
 BUILTIN_BACKENDS: tuple[str, ...] = ("rpd.teachers.octo", "rpd.teachers.simple",

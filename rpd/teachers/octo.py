@@ -127,6 +127,8 @@ class OctoNet(nn.Module):
 class OctoTeacher(Teacher):
     """Compact Octo-style VLA teacher (sizes `tiny` and `small`)."""
 
+    device_support = True
+
     def __init__(self, spec: TeacherSpec, config: dict[str, Any],
                  action_stats: dict[str, list[float]] | None = None,
                  net: OctoNet | None = None) -> None:

@@ -184,6 +184,7 @@ class RemoteTeacher(Teacher):
     dropped connection is reopened on the next call.
     """
 
+    device_support = True  # no network: runs wherever it is asked to
     has_weights = False
     made_by = "rpd connect-teacher --url ws://HOST:PORT --out DIR"
 

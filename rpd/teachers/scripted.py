@@ -58,6 +58,7 @@ class ScriptedTeacher(Teacher):
     `config`: env_id, offset [3] (m), speed (0, 1], controller (`CONTROLLER_VERSIONS`).
     """
 
+    device_support = True  # no network: runs wherever it is asked to
     has_weights = False
     made_by = "rpd scripted-teacher --env ENV --out DIR"
     uses_env_state = True

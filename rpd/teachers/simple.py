@@ -58,6 +58,8 @@ def _build_model(spec: TeacherSpec, config: dict[str, Any]) -> Any:
 class TinyCNNTeacher(Teacher):
     """A small CNN teacher (see module docstring). `model` is the torch module."""
 
+    device_support = True
+
     def __init__(self, spec: TeacherSpec, config: dict[str, Any],
                  action_stats: dict[str, list[float]] | None = None) -> None:
         config = {**DEFAULT_CONFIG, **config}
@@ -103,13 +105,14 @@ class TinyCNNTeacher(Teacher):
 
         self.model.eval()
         with torch.no_grad():
-            x = self._pixels(np.ascontiguousarray(batch.images))
+            x = self._pixels(np.ascontiguousarray(batch.images)).to(self.device)
             proprio = None
             if self.spec.proprio_dim:
                 if batch.proprio is None:
                     raise ValueError(f"this teacher needs proprio [B, {self.spec.proprio_dim}]")
-                proprio = torch.as_tensor(np.asarray(batch.proprio, np.float32))
-            out = self.model(x, proprio).numpy()
+                proprio = torch.as_tensor(np.asarray(batch.proprio, np.float32),
+                                          device=self.device)
+            out = self.model(x, proprio).cpu().numpy()
         return self._unnormalize(out).astype(np.float32)
 
     def _unnormalize(self, a: np.ndarray) -> np.ndarray:
@@ -123,7 +126,7 @@ class TinyCNNTeacher(Teacher):
     def _save_weights(self, path: Path) -> None:
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().contiguous() for k, v in self.model.state_dict().items()},
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
                   str(path))
 
     @classmethod

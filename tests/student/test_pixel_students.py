@@ -12,7 +12,7 @@ import torch as th
 from click.testing import CliRunner
 
 from rpd.cli import main
-from rpd.data.envs import CameraSpec, EnvConfig, make_env, make_vec_env
+from rpd.data.envs import CameraSpec, EnvConfig, make_vec_env
 from rpd.data.store import TeacherStore
 from rpd.pipeline.labeling import TeacherLabeler
 from rpd.student.policies import PixelActorCriticPolicy
