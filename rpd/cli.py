@@ -63,11 +63,11 @@ def tasks_cmd(as_json: bool) -> None:
 
 
 def _register() -> None:
-    from rpd.commands import cache, demos, remote, report, teacher, train
+    from rpd.commands import cache, demos, remote, report, run, teacher, train
 
     # `rpd eval` (teacher.eval_cmd) serves teachers and students alike.
     for command in (demos.demos, teacher.finetune_teacher_cmd, teacher.eval_cmd, cache.cache,
-                    train.train, report.report):
+                    train.train, report.report, run.run):
         main.add_command(command)
     main.add_command(teacher.scripted_teacher_cmd)
     main.add_command(remote.serve_teacher_cmd)

@@ -260,28 +260,28 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, case: str,
     assert not out.exists()
 
 
-def test_chain_dry_run_plans_resumes_and_skips(tmp_path: Path) -> None:
-    """benchmarks/rpd_chain.py --dry-run: the stage commands, with finished stages skipped
-    and an unfinished run resumed (nothing is run or written)."""
-    import subprocess
-    import sys
-
-    script = Path(__file__).parents[2] / "benchmarks" / "rpd_chain.py"
+def test_run_dry_run_plans_resumes_and_skips(tmp_path: Path) -> None:
+    """`rpd run --dry-run`: the stage commands, with finished stages skipped and an unfinished
+    run resumed (nothing is run or written)."""
     teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "teacher.json").write_text("{}")
     runs = tmp_path / "out" / "runs"
     _fake_run(runs / f"{ENV}-sparse-rpd-s0", [(100, 0.5, 1, 10, 0)])
     (runs / f"{ENV}-sparse-rpd-s0" / "student.json").write_text(
         json.dumps(dict(metrics=dict(steps=1000))))
     _fake_run(runs / f"{ENV}-sparse-ppo-s0", [(100, 0.5, 1, 10, 0)])  # interrupted
-    out = subprocess.run([sys.executable, str(script), "--env", ENV, "--reward", "sparse",
-                          "--steps", "1000", "--seeds", "0", "1", "--teacher", str(teacher),
-                          "--live-budget", "5", "--out", str(tmp_path / "out"), "--dry-run"],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    r = _rpd("run", "--env", ENV, "--reward", "sparse", "--steps", "1000", "--seeds", "0,1",
+             "--teacher", teacher, "--live-budget", "5", "--teacher-horizon", "100",
+             "--out", tmp_path / "out", "--dry-run")
+    assert r.exit_code == 0, r.output
+    out = r.stdout.splitlines()
     stages = [line.split("]")[0].lstrip("[") for line in out]
-    assert stages == ["demos", "teacher", "teacher-eval", "train-rpd-s0", "train-ppo-s0",
-                      "train-rpd-s1", "train-ppo-s1", "report"]
-    assert "skipped" in out[0] and "skipped" in out[1] and "skipped" in out[3]
+    assert stages == ["demos", "teacher", "teacher-eval", "cache", "train-rpd-s0",
+                      "train-ppo-s0", "train-rpd-s1", "train-ppo-s1", "report"]
+    assert all("skipped" in out[i] for i in (0, 1, 3, 4))
     assert f"--teacher {teacher}" in out[2] and "--horizon 100" in out[2]
-    assert out[4].endswith("--no-teacher --resume") and "--live-budget" not in out[4]
-    assert "--live-budget 5" in out[5] and "--reward sparse" in out[5]
-    assert "--resume" not in out[5] and not (tmp_path / "out" / "chain.log").exists()
+    assert out[5].endswith("--no-teacher --resume") and "--live-budget" not in out[5]
+    assert "--live-budget 5" in out[6] and "--reward sparse" in out[6]
+    assert "--lambda-schedule cosine --lambda-decay-steps 600" in out[6]
+    assert "--resume" not in out[6] and not (tmp_path / "out" / "run.log").exists()

@@ -1,0 +1,326 @@
+"""`rpd run`: the whole job in one command, stage by stage with rpd's own commands.
+
+demos -> teacher -> teacher eval -> (cache) -> RPD and plain-PPO students per seed -> report.
+Every stage is an `rpd` subprocess (the same interpreter), so the chain runs exactly what a
+user runs stage by stage, and it is resumable: finished stages are skipped (demos whose
+converted .h5 exists, a teacher with teacher.json and no training state, a teacher eval JSON
+that exists, a student run whose student.json has at least `steps` steps); an unfinished
+teacher or student run is continued with --resume; the report is always redrawn, from the runs
+of `seeds` and every finished run of other seeds in OUT/runs (same task and reward). RPD and
+PPO runs of a seed run back to back, so a change in machine load hits both alike.
+
+Layout of `out`:
+
+    OUT/demos/ENV/                  `rpd demos generate` (ManiSkill .h5 + .json)
+    OUT/teacher/                    `rpd finetune-teacher` (unless `teacher` is given)
+    OUT/eval/teacher-ENV-hH.json    `rpd eval --teacher`
+    OUT/store/                      `rpd cache` (only with `cache`)
+    OUT/runs/ENV-REWARD-{rpd,ppo}-sSEED/   `rpd train`
+    OUT/report/                     `rpd report` (report.md, report.json, ENV.png)
+    OUT/run.log                     every command run, its exit code and wall time (JSON lines)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rpd.data.envs import get_task
+from rpd.errors import InputError
+
+CONVERTED_DEMOS = "trajectory.none.pd_ee_delta_pose.physx_cpu.h5"
+"""What `rpd demos generate` writes for pd_ee_delta_pose (rpd.data.demos.converted_name)."""
+RUN_LOG = "run.log"
+METHODS = ("rpd", "ppo")
+
+
+@dataclass
+class RunConfig:
+    """`rpd run`. The defaults are the quickstart: they show the method on sparse PushCube and
+    finish in about 20 minutes on 2 CPU cores (see the README for the measured time).
+
+    Attributes:
+        out: Chain directory (created; re-running with it resumes).
+        env_id: Task.
+        reward: "sparse" (the paper's setting where PPO struggles) or "dense".
+        steps: Env steps per student run.
+        seeds: Student seeds; each gets an RPD and a PPO run (`methods`).
+        envs: Parallel envs per student run.
+        methods: Which student runs per seed: "rpd", "ppo" or both.
+        teacher: Use this teacher checkpoint (skips demos and fine-tuning); None = make one.
+        teacher_kind: Backend of the teacher to fine-tune ("cnn-tiny": the cheap real one;
+            "octo-small": a small VLA, hours on a CPU).
+        teacher_size: Its size preset.
+        teacher_steps: Its fine-tuning steps.
+        image_size: Its camera resolution (square).
+        demos_num: Motion-planned demos to generate.
+        workers: Processes for demos, rendering, teacher eval and cache.
+        teacher_episodes: Teacher eval episodes.
+        teacher_horizon: Teacher eval horizon (the students' is the task's: 50).
+        cache: Precompute teacher labels (`rpd cache`) and train RPD from the store.
+        cache_rollouts: Teacher rollouts to label for the store (and as many noisy ones).
+        live_budget: Max live teacher calls per rollout of an RPD run (None = unlimited).
+        lambda_decay_steps: λ decays from 1 to 0 (cosine) by this step; None = 60 % of
+            `steps` (the measured recipe decayed by 60k steps of 100-150k).
+        eval_every: Student evaluation interval (env steps).
+        eval_episodes: Student evaluation episodes.
+        obs: Student observation (`rpd train --obs`).
+        train_args: Extra `rpd train` options for every student run.
+    """
+
+    out: Path
+    env_id: str = "PushCube-v1"
+    reward: str = "sparse"
+    steps: int = 60_000
+    seeds: tuple[int, ...] = (0,)
+    envs: int = 8
+    methods: tuple[str, ...] = METHODS
+    teacher: Path | None = None
+    teacher_kind: str = "cnn-tiny"
+    teacher_size: str = "small"
+    teacher_steps: int = 2000
+    image_size: int = 64
+    demos_num: int = 50
+    workers: int = 2
+    teacher_episodes: int = 50
+    teacher_horizon: int = 50
+    cache: bool = False
+    cache_rollouts: int = 20
+    live_budget: int | None = 25
+    lambda_decay_steps: int | None = None
+    eval_every: int = 10_000
+    eval_episodes: int = 20
+    obs: str = "state"
+    train_args: str = ""
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out).resolve()
+        self.teacher = Path(self.teacher).resolve() if self.teacher is not None else None
+        self.seeds, self.methods = tuple(self.seeds), tuple(self.methods)
+        get_task(self.env_id)
+        if self.reward not in ("dense", "sparse"):
+            raise InputError(f"--reward {self.reward!r}: use 'dense' or 'sparse'")
+        for name in ("steps", "envs", "teacher_steps", "image_size", "demos_num", "workers",
+                     "teacher_episodes", "teacher_horizon", "eval_every", "eval_episodes"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a "
+                                 "positive number")
+        if not self.seeds:
+            raise InputError("--seeds: give at least one seed")
+        if any(s < 0 for s in self.seeds):
+            raise InputError(f"--seeds {list(self.seeds)}: seeds must be ≥ 0")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise InputError(f"--methods {','.join(self.methods)}: use rpd, ppo or both")
+        if self.teacher is not None and not (self.teacher / "teacher.json").is_file():
+            raise InputError(f"--teacher {self.teacher}: not a teacher checkpoint (no "
+                             "teacher.json); pass a directory written by `rpd finetune-teacher`, "
+                             "`rpd scripted-teacher` or `rpd connect-teacher`, or drop --teacher")
+        if self.lambda_decay_steps is not None and self.lambda_decay_steps <= 0:
+            raise InputError(f"--lambda-decay-steps {self.lambda_decay_steps}: must be > 0")
+        try:
+            shlex.split(self.train_args)
+        except ValueError as e:
+            raise InputError(f"--train-args {self.train_args!r}: {e}") from None
+
+    @property
+    def decay_steps(self) -> int:
+        return self.lambda_decay_steps or max(1, int(0.6 * self.steps))
+
+    # ---- paths ----------------------------------------------------------------------------
+
+    @property
+    def demos(self) -> Path:
+        return self.out / "demos" / self.env_id / CONVERTED_DEMOS
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.teacher if self.teacher is not None else self.out / "teacher"
+
+    @property
+    def teacher_eval(self) -> Path:
+        return self.out / "eval" / f"teacher-{self.env_id}-h{self.teacher_horizon}.json"
+
+    @property
+    def store(self) -> Path:
+        return self.out / "store"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.out / "report"
+
+    def run_dir(self, method: str, seed: int) -> Path:
+        return self.out / "runs" / f"{self.env_id}-{self.reward}-{method}-s{seed}"
+
+
+@dataclass
+class Stage:
+    """One step of the chain: an `rpd` command, or the reason it is skipped."""
+
+    name: str
+    args: list[str]
+    skip: str | None = None
+
+    @property
+    def command(self) -> str:
+        return shlex.join(["rpd", *self.args])
+
+
+def _demos(cfg: RunConfig) -> Stage:
+    args = ["demos", "generate", "--env", cfg.env_id, "--num", str(cfg.demos_num),
+            "--out", str(cfg.demos.parent), "--workers", str(cfg.workers)]
+    skip = (f"--teacher {cfg.teacher} given" if cfg.teacher is not None
+            else f"{cfg.demos} exists" if cfg.demos.is_file() else None)
+    return Stage("demos", args, skip)
+
+
+def _teacher(cfg: RunConfig) -> Stage:
+    t = cfg.teacher_dir
+    args = ["finetune-teacher", "--demos", str(cfg.demos), "--out", str(t),
+            "--kind", cfg.teacher_kind, "--size", cfg.teacher_size,
+            "--steps", str(cfg.teacher_steps), "--image-size", str(cfg.image_size),
+            "--workers", str(cfg.workers), "--threads", "1"]
+    if (t / "train_state.pt").exists():
+        args.append("--resume")
+    skip = (f"--teacher {cfg.teacher} given" if cfg.teacher is not None
+            else f"{t} holds a finished teacher"
+            if (t / "teacher.json").is_file() and not (t / "train_state.pt").exists() else None)
+    return Stage("teacher", args, skip)
+
+
+def _teacher_eval(cfg: RunConfig) -> Stage:
+    args = ["eval", "--teacher", str(cfg.teacher_dir), "--env", cfg.env_id,
+            "--episodes", str(cfg.teacher_episodes), "--horizon", str(cfg.teacher_horizon),
+            "--workers", str(cfg.workers), "--json", str(cfg.teacher_eval)]
+    return Stage("teacher-eval", args,
+                 f"{cfg.teacher_eval} exists" if cfg.teacher_eval.is_file() else None)
+
+
+def _cache(cfg: RunConfig) -> Stage:
+    # `rpd cache` resumes by itself: finished episodes are skipped on a re-run
+    args = ["cache", "--teacher", str(cfg.teacher_dir), "--env", cfg.env_id,
+            "--out", str(cfg.store), "--rollouts", str(cfg.cache_rollouts), "--noise", "0.1",
+            "--horizon", str(cfg.teacher_horizon), "--workers", str(cfg.workers), "--seed", "0"]
+    if cfg.teacher is None:
+        args += ["--demos", str(cfg.demos)]
+    return Stage("cache", args, None if cfg.cache else "no --cache")
+
+
+def _train(cfg: RunConfig, method: str, seed: int) -> Stage:
+    out = cfg.run_dir(method, seed)
+    args = ["train", "--env", cfg.env_id, "--reward", cfg.reward, "--steps", str(cfg.steps),
+            "--envs", str(cfg.envs), "--seed", str(seed), "--eval-every", str(cfg.eval_every),
+            "--eval-episodes", str(cfg.eval_episodes), "--obs", cfg.obs, "--out", str(out)]
+    if method == "ppo":
+        args.append("--no-teacher")
+    else:
+        args += ["--teacher", str(cfg.teacher_dir), "--lambda", "1",
+                 "--lambda-schedule", "cosine", "--lambda-decay-steps", str(cfg.decay_steps)]
+        if cfg.cache:
+            args += ["--cache", str(cfg.store)]
+        if cfg.live_budget is not None:
+            args += ["--live-budget", str(cfg.live_budget)]
+    args += shlex.split(cfg.train_args)
+    skip = None
+    if (out / "student.json").is_file():
+        done = json.loads((out / "student.json").read_text())["metrics"]["steps"]
+        if done >= cfg.steps:
+            skip = f"{out} finished ({done} steps)"
+        else:
+            args.append("--resume")  # --steps grew: continue the finished run
+    elif (out / "config.json").is_file():
+        args.append("--resume")
+    return Stage(f"train-{method}-s{seed}", args, skip)
+
+
+def _report(cfg: RunConfig) -> Stage:
+    runs = [cfg.run_dir(m, s) for s in cfg.seeds for m in cfg.methods]
+    # finished runs of other seeds from earlier invocations (same task and reward) join in
+    pattern = f"{cfg.env_id}-{cfg.reward}-*-s*"
+    runs += sorted(p for p in (cfg.out / "runs").glob(pattern)
+                   if p not in runs and (p / "student.json").is_file())
+    return Stage("report", ["report", *map(str, runs), "--out", str(cfg.report_dir),
+                            "--teacher-eval", str(cfg.teacher_eval)])
+
+
+STAGES: list[Callable[[RunConfig], list[Stage]]] = [
+    lambda c: [_demos(c)], lambda c: [_teacher(c)], lambda c: [_teacher_eval(c)],
+    lambda c: [_cache(c)],
+    lambda c: [_train(c, m, s) for s in c.seeds for m in c.methods],
+    lambda c: [_report(c)],
+]
+"""The chain in order. Each entry is planned only when the stages before it have run, so its
+skip decision sees their results."""
+
+
+def stages(cfg: RunConfig) -> list[Stage]:
+    """Every stage as planned now (for --dry-run: later stages see today's files)."""
+    return [s for plan in STAGES for s in plan(cfg)]
+
+
+def execute(stage: Stage, cfg: RunConfig, echo: Callable[[str], None]) -> tuple[int, float,
+                                                                                 str]:
+    """Run one stage as an `rpd` subprocess; its stderr goes through `echo` (progress bars
+    included) and the last line it printed is kept.
+
+    Returns:
+        (exit code, wall seconds, last non-empty line of its stderr).
+    """
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "rpd.cli", *stage.args],
+                            stderr=subprocess.PIPE)
+    tail = b""
+    try:
+        assert proc.stderr is not None
+        while chunk := os.read(proc.stderr.fileno(), 4096):  # as it comes: progress bars
+            echo(chunk.decode(errors="replace"))
+            tail = (tail + chunk)[-4096:]
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        rc = proc.wait()  # Ctrl-C reached the child too: it keeps its finished work
+        _log(cfg, stage, rc, time.time() - t0)
+        raise
+    lines = [line.strip() for line in tail.decode(errors="replace").replace("\r", "\n")
+             .split("\n")]
+    last = next((line for line in reversed(lines) if line), "")
+    wall = time.time() - t0
+    _log(cfg, stage, rc, wall)
+    return rc, wall, last
+
+
+def _log(cfg: RunConfig, stage: Stage, rc: int, wall: float) -> None:
+    with open(cfg.out / RUN_LOG, "a") as f:
+        f.write(json.dumps(dict(time=time.strftime("%Y-%m-%dT%H:%M:%S"), stage=stage.name,
+                                rc=rc, wall_s=round(wall, 1), command=stage.command)) + "\n")
+
+
+def summary(cfg: RunConfig) -> dict[str, Any]:
+    """What the chain produced: teacher success, each student's final evaluation and live
+    teacher calls per env step, wall times, and where the report and plot are."""
+    out: dict[str, Any] = dict(env=cfg.env_id, reward=cfg.reward)
+    if cfg.teacher_eval.is_file():
+        t = json.loads(cfg.teacher_eval.read_text())
+        out["teacher_success"] = t.get("success_rate", t.get("success"))
+    students = {}
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            meta_path = cfg.run_dir(method, seed) / "student.json"
+            if meta_path.is_file():
+                m = json.loads(meta_path.read_text())["metrics"]
+                students[f"{method}-s{seed}"] = dict(
+                    success=m["eval_success"], steps=m["steps"],
+                    live_calls_per_step=m["live_teacher_calls_per_step"],
+                    wall_time_s=m["wall_time_s"])
+    out["students"] = students
+    out["report"] = str(cfg.report_dir / "report.md")
+    out["plot"] = str(cfg.report_dir / f"{cfg.env_id}.png")
+    return out
