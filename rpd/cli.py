@@ -23,7 +23,8 @@ class _RpdGroup(click.Group):
             click.echo(f"rpd: error: {e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("rpd: interrupted; finished work is kept, re-run to resume", err=True)
+            click.echo("rpd: interrupted; finished work is kept: run the same command again "
+                       "(rpd train: with --resume) to continue", err=True)
             ctx.exit(130)
 
 

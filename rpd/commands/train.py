@@ -47,7 +47,9 @@ from rpd.commands._common import Progress
               show_default=True)
 @click.option("--live-budget", type=int, default=None, help="Max live teacher calls per rollout.")
 @click.option("--cache-radius", type=float, default=None,
-              help="Lookup hit radius [default: the store's; 0 = exact for the run's own].")
+              help="Lookup hit radius [default: 0.05 (RMS key distance per dim, in key-scale "
+                   "units) for a `rpd cache` store; exact match for the run's own store and "
+                   "a labels.npz].")
 @click.option("--n-epochs", type=int, default=8, show_default=True, help="PPO epochs per rollout.")
 @click.option("--n-steps", type=int, default=64, show_default=True,
               help="Steps per env per rollout.")

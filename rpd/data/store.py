@@ -314,6 +314,36 @@ class StoreSummary:
         return asdict(self)
 
 
+READ_ATTEMPTS = 20
+"""Reads retried when a concurrent compaction moves parts away mid-read."""
+
+
+def _empty_files(root: Path) -> list[Path]:
+    """Files of zero bytes under `root`: a Zarr chunk is never empty, unless a power loss hit
+    it before its data reached the disk (Zarr would read it as fill values, silently)."""
+    return [Path(d) / f for d, _, files in os.walk(root) for f in files
+            if os.path.getsize(os.path.join(d, f)) == 0]
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (a rename into it) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file under `root`, then every directory, to the disk: after a power loss a
+    part renamed into place holds its data, not empty chunks."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(Path(dirpath))
+
+
 class TeacherStore:
     """A teacher-action store on disk. Cheap to open; every method re-reads the directory.
 
@@ -333,8 +363,10 @@ class TeacherStore:
 
     @classmethod
     def open(cls, path: str | Path, expect: StoreIdentity | None = None, *,
-             allow_mismatch: bool = False, option: str = "STORE") -> TeacherStore:
-        """Open an existing store; with `expect`, refuse one made for something else.
+             allow_mismatch: bool = False, option: str = "STORE",
+             mismatch_fix: str = "pass --allow-mismatch to use it anyway") -> TeacherStore:
+        """Open an existing store; with `expect`, refuse one made for something else
+        (`mismatch_fix` ends the message: what the calling command offers).
 
         Raises:
             InputError: not a store, newer schema, or identity mismatch (unless allowed).
@@ -345,10 +377,8 @@ class TeacherStore:
         if expect is not None:
             problem = identity_mismatch(store.identity, expect)
             if problem and not allow_mismatch:
-                raise InputError(
-                    f"{option} {path}: {problem}; use another store, or pass "
-                    "--allow-mismatch to use it anyway"
-                )
+                raise InputError(f"{option} {path}: {problem}; use another store, or "
+                                 f"{mismatch_fix}")
             if problem:
                 logger.warning("%s: %s (allowed by --allow-mismatch)", path, problem)
         return store
@@ -432,9 +462,19 @@ class TeacherStore:
         Args:
             arrays: Only these arrays (others come back empty-shaped [N, 0] / zeros); all if None.
         """
+
+        for _ in range(READ_ATTEMPTS):
+            rows = self._read_once(set(ARRAYS if arrays is None else arrays))
+            if rows is not None:
+                return rows
+        raise RuntimeError(f"{self.path}: parts kept moving while being read "
+                           f"({READ_ATTEMPTS} attempts); is a compaction looping?")
+
+    def _read_once(self, wanted: set[str]) -> Rows | None:
+        """One pass over the parts; None when a compaction moved a part away meanwhile (its
+        rows are then in the merged part, and the caller reads again)."""
         import zarr
 
-        wanted = set(ARRAYS if arrays is None else arrays)
         chunks: list[Rows] = []
         for part in self.parts():
             try:
@@ -444,12 +484,21 @@ class TeacherStore:
                                                                    "env_state") else part.rows,
                                         ARRAYS[name]))
                         for name in ARRAYS}
-            except (FileNotFoundError, KeyError):
-                return self.read(arrays)
+            except (FileNotFoundError, KeyError, ValueError, OSError) as e:
+                if not (part.path / "zarr.json").is_file():
+                    return None  # moved away by a compaction
+                raise InputError(f"{self.path}: part {part.path.name} is damaged "
+                                 f"({type(e).__name__}: {str(e)[:100]}); delete {part.path} and "
+                                 "re-run the stage that wrote it (`rpd cache` redoes its missing "
+                                 "units)") from None
             if not (part.path / "zarr.json").is_file():
-                # A compaction moved this part away while we read it (its rows are in the
-                # merged part): what we read may be incomplete, so read again.
-                return self.read(arrays)
+                return None  # moved away while we read it: what we read may be incomplete
+            bad = [n for n in wanted if len(data[n]) != part.rows]
+            bad += [f"{f.parent.name} (an empty chunk file)" for f in _empty_files(part.path)]
+            if bad:
+                raise InputError(f"{self.path}: part {part.path.name} is damaged (should hold "
+                                 f"{part.rows} rows; bad: {', '.join(sorted(bad))}); delete "
+                                 f"{part.path} and re-run the stage that wrote it")
             chunks.append(Rows(**data))
         if not chunks:
             return Rows.empty(self.identity)
@@ -497,6 +546,7 @@ class TeacherStore:
                      teacher_fingerprint=teacher_fingerprint or self.identity.teacher_fingerprint,
                      writer=f"{socket.gethostname()}:{os.getpid()}", created=_now())
         g.attrs.update(attrs)
+        fsync_tree(staging)  # the data reaches the disk before the part becomes visible
         try:
             os.rename(staging, final)
         except OSError:
@@ -505,6 +555,7 @@ class TeacherStore:
             if final.exists():
                 return WriteResult(name, 0, rejected, existed=True)
             raise
+        fsync_dir(final.parent)  # ... and so does its new name
         return WriteResult(name, len(rows), rejected)
 
     def _check_rows(self, rows: Rows) -> None:
@@ -673,7 +724,9 @@ def compact_store(path: str | Path, *, stale_staging_s: float = 3600.0) -> tuple
                             supersedes=sorted(visible),
                             teacher_fingerprint=store.identity.teacher_fingerprint,
                             writer=f"{socket.gethostname()}:{os.getpid()}", created=_now()))
+        fsync_tree(staging)
         os.rename(staging, store.path / PARTS_DIR / name)
+        fsync_dir(store.path / PARTS_DIR)  # the merged part is on disk before the old go
         _remove(old + [p.path for p in parts])
         store.refresh_counts()
         return len(parts), len(rows)

@@ -590,7 +590,7 @@ class TeacherCache:
     def __init__(self, store: TeacherStore, radius: float = DEFAULT_RADIUS,
                  teacher: Any = None) -> None:
         if not (radius >= 0 and math.isfinite(radius)):
-            raise InputError(f"--radius {radius}: must be 0 or a positive number")
+            raise InputError(f"--cache-radius {radius}: must be 0 or a positive number")
         self.store = store
         self.radius = float(radius)
         self.teacher = teacher
@@ -608,7 +608,8 @@ class TeacherCache:
     @classmethod
     def open(cls, store: str | Path, teacher: Any, *, env_id: str | None = None,
              radius: float = DEFAULT_RADIUS, create: bool = False,
-             key_spec: KeySpec | None = None, allow_mismatch: bool = False) -> TeacherCache:
+             key_spec: KeySpec | None = None,
+             allow_mismatch: bool | None = None) -> TeacherCache:
         """Open the store for `teacher` (refusing one made for another teacher/env/key spec).
 
         Args:
@@ -618,7 +619,8 @@ class TeacherCache:
             radius: Hit radius (RMS key distance per dim, in key-scale units).
             create: Create the store if missing (needs env_id and key_spec).
             key_spec: The key spec the caller computes keys with; None accepts the store's.
-            allow_mismatch: Use a mismatched store anyway (logged as a warning).
+            allow_mismatch: Use a mismatched store anyway (logged as a warning); None = the
+                caller offers no such option (`rpd train`): the error says what to do instead.
         """
         from rpd.data.store import read_root_attrs
 
@@ -638,8 +640,10 @@ class TeacherCache:
                                teacher.spec.control_mode, key_spec or have.key_spec,
                                have.obs_dim, teacher.spec.action_dim, have.state_dim,
                                teacher.kind)
-        return cls(TeacherStore.open(path, expect, allow_mismatch=allow_mismatch,
-                                     option="--cache"), radius, teacher)
+        fix = ("pass --allow-mismatch to use it anyway" if allow_mismatch is not None
+               else "build one for this teacher with `rpd cache` (or train without --cache)")
+        return cls(TeacherStore.open(path, expect, allow_mismatch=bool(allow_mismatch),
+                                     option="--cache", mismatch_fix=fix), radius, teacher)
 
     def __len__(self) -> int:
         return len(self._index)

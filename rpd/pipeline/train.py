@@ -95,8 +95,8 @@ class TrainConfig:
         live_budget: Max live teacher calls per rollout; None = unlimited. Transitions left
             unlabelled are masked out of the distill term.
         cache_radius: A lookup hits when the nearest cached key is this close (0 = exact).
-            For a Zarr store: RMS key distance per dim in key-scale units (None = the store
-            default, rpd.pipeline.cache.DEFAULT_RADIUS); for the run's own store and .npz
+            For a Zarr store: RMS key distance per dim in key-scale units (None =
+            rpd.pipeline.cache.DEFAULT_RADIUS, 0.05); for the run's own store and .npz
             caches: distance in observation units (None = exact match).
         seed: Seed of the policy, the sampling and every training episode (env k draws its
             episode seeds from `rpd.data.envs.episode_seeds(seed, k)`, above 2^31).

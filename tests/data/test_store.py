@@ -231,3 +231,56 @@ def test_compaction_merges_parts_and_a_crashed_compaction_shows_no_duplicates(
     rows = store.read()
     check_consistent(rows, ident.key_spec)
     assert store.summary().by_source["live"] == 3
+
+
+@pytest.mark.parametrize("damage", ["missing array", "empty chunk"])
+def test_a_damaged_part_is_one_clear_error(tmp_path: Path, damage: str) -> None:
+    """A part that lost an array, or a chunk emptied by a power loss before its data reached
+    the disk, is named in one error that says how to fix it (it used to recurse forever)."""
+    ident = identity()
+    store = TeacherStore.create_or_open(tmp_path / "s", ident)
+    store.write_part(make_rows(6, 1, ident.key_spec), "demo-x-1")
+    store.write_part(make_rows(4, 2, ident.key_spec), "demo-x-2")
+    part = sorted((tmp_path / "s" / PARTS_DIR).iterdir())[0]
+    if damage == "missing array":
+        import shutil
+
+        shutil.rmtree(part / "obs")
+    else:
+        chunk = next(p for p in (part / "teacher_action").rglob("*")
+                     if p.is_file() and p.name != "zarr.json")
+        chunk.write_bytes(b"")
+    with pytest.raises(InputError, match=f"part {part.name} .*damaged.*delete"):
+        TeacherStore.open(tmp_path / "s").read()
+
+
+def test_a_part_is_flushed_to_disk_before_it_becomes_visible(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """Every file of a part is fsynced before the rename that publishes it, and the parts
+    directory after it (what power loss needs; os.fsync is observed, not replaced)."""
+    ident = identity()
+    store = TeacherStore.create_or_open(tmp_path / "s", ident)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src: str | Path, dst: str | Path) -> None:
+        events.append(("rename", str(dst)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    res = store.write_part(make_rows(5, 1, ident.key_spec), "demo-x-1")
+    final = str(tmp_path / "s" / PARTS_DIR / res.name)
+    i = events.index(("rename", final))
+    synced_before = {path for kind, path in events[:i] if kind == "fsync"}
+    files = {str(p).split(res.name, 1)[1] for p in Path(final).rglob("*") if p.is_file()}
+    synced = {p.split(".staging", 1)[-1].split("/", 2)[-1] for p in synced_before}
+    assert files and all(f.lstrip("/") in synced for f in files), (files, synced)
+    assert len([p for p in synced_before if "teacher_action" in p]) >= 1
+    assert len(synced_before) >= len(files)  # every file (and directory) of the part
+    assert ("fsync", str(tmp_path / "s" / PARTS_DIR)) in events[i + 1:]

@@ -193,7 +193,7 @@ def test_evaluation_seeds_stay_below_the_training_seeds(tmp_path: Path) -> None:
     (["--steps", "64", "--teacher", "T", "--cache", "missing.npz"], "no such store"),
     (["--steps", "64", "--no-teacher", "--lambda-schedule", "linear"], "--lambda-decay-steps"),
     (["--steps", "0", "--no-teacher"], "--steps 0"),
-    (["--steps", "64", "--no-teacher", "--obs", "rgb"], "--obs"),
+    (["--steps", "64", "--no-teacher", "--obs", "rgbd"], "--obs 'rgbd'"),
     (["--steps", "64", "--no-teacher", "--teacher-camera-shift", "10"], "--teacher-camera-shift"),
     (["--steps", "64", "--teacher", "T", "--teacher-object-color", "purple"], "purple"),
     (["--steps", "64", "--no-teacher", "--target-kl", "-1"], "--target-kl -1"),
