@@ -92,6 +92,7 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
     camera = replace(teacher.spec.camera, shift_deg=cfg.camera_shift,
                      object_color=cfg.object_color)
     sees = not teacher.uses_env_state  # a state-reading teacher needs no rendering
+    p = teacher.spec.proprio_dim  # the teacher's own proprio size, as the labeller passes it
     render = sees or cfg.video_dir is not None
     env = make_env(EnvConfig(cfg.env_id, control_mode=teacher.spec.control_mode,
                              sim_backend=cfg.sim_backend,
@@ -108,7 +109,7 @@ def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[d
             if cfg.video_dir is not None:
                 frames.append(img[0])
             batch = TeacherBatch(img if sees else no_images(1), [instruction],
-                                 robot_proprio(env),
+                                 robot_proprio(env)[:, :p] if p else None,
                                  None if sees else get_env_state(env))
             action = policy.act(batch)
             _, reward, terminated, truncated, info = env.step(action)

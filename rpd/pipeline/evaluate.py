@@ -99,10 +99,9 @@ def load_student(run_dir: str | Path, option: str = "--student",
     """Load a student run's final model and its student.json.
 
     Raises:
-        InputError: not a run directory, or a run that has not finished (no student.zip).
+        InputError: not a run directory, a run that has not finished (no student.zip), or an
+            unreadable student.zip.
     """
-    from rpd.student.rpdppo import RPDPPO
-
     run_dir = Path(run_dir)
     meta_path, zip_path = run_dir / STUDENT_JSON, run_dir / STUDENT_ZIP
     if not meta_path.is_file() or not zip_path.is_file():
@@ -112,8 +111,24 @@ def load_student(run_dir: str | Path, option: str = "--student",
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise InputError(f"{meta_path}: not valid JSON ({e}); re-run `rpd train`") from None
-    model = RPDPPO.load(zip_path, device=resolve_device(device))
+    model = load_model(zip_path, option, "re-run `rpd train` for it (or resume the run with "
+                       "--resume)", device=resolve_device(device))
     return model, meta
+
+
+def load_model(path: Path, option: str, fix: str, **kwargs: Any) -> Any:
+    """`RPDPPO.load(path, **kwargs)`, or an InputError naming the file and `fix` when it is
+    not a readable SB3 model (truncated, corrupt, another file)."""
+    import zipfile
+
+    from rpd.student.rpdppo import RPDPPO
+
+    try:
+        return RPDPPO.load(path, **kwargs)
+    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, RuntimeError, OSError,
+            AttributeError) as e:
+        raise InputError(f"{option}: {path} is not a readable student model "
+                         f"({type(e).__name__}: {str(e)[:80]}); {fix}") from None
 
 
 def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: int = 50,

@@ -44,7 +44,7 @@ from rpd.data.envs import (
     resolve_device,
 )
 from rpd.errors import InputError
-from rpd.pipeline.evaluate import STUDENT_JSON, STUDENT_ZIP, run_episodes_student
+from rpd.pipeline.evaluate import STUDENT_JSON, STUDENT_ZIP, load_model, run_episodes_student
 from rpd.student.labels import InMemoryLabelSource, LabelSource
 from rpd.student.losses import DISTILL_KINDS, SCHEDULE_KINDS, LambdaSchedule
 from rpd.student.policies import NATURE_CNN_MIN_SIZE as NATURE_CNN_MIN
@@ -219,6 +219,12 @@ class TrainConfig:
                                  "must be a positive number")
         if self.seed < 0:
             raise InputError(f"--seed {self.seed}: must be ≥ 0")
+        if not self.net_arch or any(w <= 0 for w in self.net_arch):
+            raise InputError(f"--net-arch {','.join(map(str, self.net_arch))}: every layer "
+                             "width must be a positive number, e.g. 256,256")
+        if self.n_steps * self.envs < 2:
+            raise InputError(f"--n-steps {self.n_steps} x --envs {self.envs}: a rollout needs "
+                             "at least 2 transitions (PPO normalises advantages over it)")
         if not 0 <= self.eval_seed <= TRAIN_SEED_RANGE[0] - self.eval_episodes:
             raise InputError(f"--eval-seed {self.eval_seed}: evaluation seeds must stay below "
                              f"{TRAIN_SEED_RANGE[0]} (training episodes draw theirs above)")
@@ -322,7 +328,10 @@ _RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "s
                  "lam", "lambda_schedule", "lambda_decay_steps", "distill", "seed", "n_steps",
                  "batch_size", "n_epochs", "net_arch", "log_std_init", "normalize_obs",
                  "target_kl", "max_grad_norm", "teacher_camera_shift",
-                 "teacher_object_color")
+                 "teacher_object_color", "learning_rate", "gamma", "gae_lambda", "clip_range",
+                 "ent_coef")
+"""SB3 restores these from the checkpoint, so a changed value would not be applied: refused
+(`live_budget`, `cache_radius`, `teacher_batch` and evaluation options are applied)."""
 
 
 def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSource:
@@ -407,9 +416,16 @@ def _trim_eval_rows(out: Path, info: dict[str, Any]) -> dict[str, Any] | None:
     path = out / EVAL_CSV
     if not path.is_file():
         return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    kept = [r for r in rows if int(r["step"]) <= int(info["num_timesteps"])]
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if int(r["step"]) <= int(info["num_timesteps"])]
+        for r in kept:
+            float(r["success"]), float(r["return"]), float(r["wall_time_s"])
+            int(r["live_teacher_calls"])
+    except (KeyError, ValueError, TypeError, csv.Error) as e:
+        raise InputError(f"--resume: {path} is malformed ({type(e).__name__}: {str(e)[:80]}); "
+                         f"repair it (columns {', '.join(EVAL_COLUMNS)}) or delete it") from None
     if len(kept) != len(rows):
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w", newline="") as f:
@@ -441,6 +457,18 @@ def _checkpoint(model: Any, cfg: TrainConfig, state: dict[str, Any], wall: float
         flush()
 
 
+def _read_json(path: Path, fix: str) -> dict[str, Any]:
+    """A run file's JSON object, or an InputError naming the file and `fix`."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"--resume: {path} is unreadable ({type(e).__name__}: "
+                         f"{str(e)[:80]}); {fix}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"--resume: {path} holds no JSON object; {fix}")
+    return data
+
+
 def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
     """Create the run dir, or check a resumed one. Returns the checkpoint info when resuming."""
     from rpd.data.schema import write_json_atomic
@@ -450,7 +478,7 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
         if not cfg_path.is_file():
             raise InputError(f"--resume: {cfg.out} has no {CONFIG_JSON}; pass the --out of a run "
                              "started by `rpd train`")
-        saved = json.loads(cfg_path.read_text())
+        saved = _read_json(cfg_path, "start a new run with another --out")
         new = cfg.to_dict()
         saved.setdefault("log_std_init", 0.0)  # runs from before the option used SB3's 0
         saved.setdefault("normalize_obs", False)  # runs from before it fed raw observations
@@ -468,9 +496,10 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
         info_path = cfg.out / "checkpoints" / "latest.json"
         if not info_path.is_file():
             logger.warning("%s has no checkpoint yet; starting it again", cfg.out)
+            write_json_atomic(cfg_path, new)
             return None
-        write_json_atomic(cfg_path, new)
-        return json.loads(info_path.read_text())
+        # config.json is rewritten (for a grown --steps) once the checkpoint has loaded
+        return _read_json(info_path, f"delete {info_path.parent} to start the run again")
     if cfg.out.exists() and any(cfg.out.iterdir()):
         raise InputError(f"--out {cfg.out}: already exists and is not empty; pass --resume to "
                          "continue that run or choose another --out")
@@ -530,12 +559,15 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         state: dict[str, Any] = dict(t0=time.perf_counter(), wall_offset=0.0, last_eval=0,
                                      last_result=None)
         if resume_info is not None:
-            model = RPDPPO.load(cfg.out / "checkpoints" / "latest.zip", env=venv,
-                                device=resolve_device(cfg.device), label_source=source,
-                                tensorboard_log=str(cfg.out / "tb"))
+            model = load_model(cfg.out / "checkpoints" / "latest.zip", "--resume",
+                               f"delete {cfg.out / 'checkpoints'} to start the run again",
+                               env=venv, device=resolve_device(cfg.device),
+                               label_source=source, tensorboard_log=str(cfg.out / "tb"))
             state["wall_offset"] = resume_info["wall_time_s"]
             state["last_eval"] = resume_info["last_eval"]
             state["last_result"] = _trim_eval_rows(cfg.out, resume_info)
+            model.live_budget = cfg.live_budget  # a changed budget applies from here on
+            write_json_atomic(cfg.out / CONFIG_JSON, cfg.to_dict())
             logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
             _attach_labellers(model, cfg, teacher, view)
         else:
@@ -565,7 +597,8 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         steps_per_s = trained / learn_s if learn_s > 0 and trained > 0 else None
         if state["last_result"] is None or state["last_eval"] != model.num_timesteps:
             evaluate_and_checkpoint(model, eval_env, cfg, state)
-        model.save(cfg.out / STUDENT_ZIP)
+        model.save(cfg.out / f".{STUDENT_ZIP}.tmp.zip")  # atomic: no half-written student
+        (cfg.out / f".{STUDENT_ZIP}.tmp.zip").replace(cfg.out / STUDENT_ZIP)
         wall = state["wall_offset"] + time.perf_counter() - state["t0"]
         final = state["last_result"]
         meta = dict(

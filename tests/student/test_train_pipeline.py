@@ -198,6 +198,9 @@ def test_evaluation_seeds_stay_below_the_training_seeds(tmp_path: Path) -> None:
     (["--steps", "64", "--teacher", "T", "--teacher-object-color", "purple"], "purple"),
     (["--steps", "64", "--no-teacher", "--target-kl", "-1"], "--target-kl -1"),
     (["--steps", "64", "--no-teacher", "--seed", "-3"], "--seed -3"),
+    (["--steps", "64", "--no-teacher", "--net-arch", "64,0"], "--net-arch 64,0"),
+    (["--steps", "64", "--no-teacher", "--net-arch", "-8"], "--net-arch -8"),
+    (["--steps", "64", "--no-teacher", "--n-steps", "1", "--envs", "1"], "--n-steps 1 x --envs 1"),
 ])
 def test_bad_train_input_exits_2(args: list[str], message: str, tmp_path: Path) -> None:
     code, output = _rpd("train", "--env", ENV_ID, "--out", str(tmp_path / "r"), *args)
@@ -269,3 +272,52 @@ def test_the_same_seed_repeats_a_run_exactly_and_another_seed_does_not(
     assert not np.isin(keys[0][:, 0], keys[2][:, 0]).all()
     returns = [[r["return"] for r in _eval_rows(runs[n])] for n in "ab"]
     assert returns[0] == returns[1]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("config.json", "config.json is unreadable"),
+    ("checkpoints/latest.json", "latest.json is unreadable"),
+    ("checkpoints/latest.zip", "latest.zip is not a readable student model"),
+    ("eval.csv", "eval.csv is malformed"),
+])
+def test_resuming_a_damaged_run_is_one_line_exit_2(rpd_run: Path, teacher_dir: Path,
+                                                   tmp_path: Path, damage: str,
+                                                   message: str) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(rpd_run, run)
+    if damage == "eval.csv":
+        (run / damage).write_text("step,success,return,wall_time_s,live_teacher_calls\n"
+                                  "64,zero,1,2,3\n")
+    else:
+        (run / damage).write_bytes((run / damage).read_bytes()[:20])  # truncated
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "192",
+                        "--out", str(run), "--resume")
+    assert code == 2 and message in output, output
+    assert len(output.strip().splitlines()) == 1, output
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # untouched
+
+
+def test_a_truncated_student_zip_is_one_line_exit_2(rpd_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(rpd_run, run)
+    (run / "student.zip").write_bytes((run / "student.zip").read_bytes()[:1000])
+    code, output = _rpd("eval", "--student", str(run), "--env", ENV_ID, "--episodes", "1")
+    assert code == 2 and "student.zip is not a readable student model" in output, output
+    assert len(output.strip().splitlines()) == 1
+
+
+def test_resume_applies_a_new_live_budget_and_refuses_a_new_grad_clip(
+        rpd_run: Path, teacher_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(rpd_run, run)
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "192",
+                        "--out", str(run), "--resume", "--live-budget", "5")
+    assert code == 0, output
+    meta = json.loads((run / "student.json").read_text())
+    assert meta["config"]["live_budget"] == 5
+    assert meta["metrics"]["live_teacher_calls"] == 128 + 5  # one more rollout, 5 labels
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "256",
+                        "--out", str(run), "--resume", "--live-budget", "5",
+                        "--max-grad-norm", "1.0")
+    assert code == 2 and "max_grad_norm" in output, output
