@@ -514,10 +514,30 @@ class SeededResets:
         return _SeededResets(env)
 
 
+def _quiet_worker() -> None:
+    """In a SubprocVecEnv worker: leave Ctrl-C to the main process (which closes the workers:
+    one message, no traceback per worker) and die with the main process (Linux), so a killed
+    run leaves no orphan simulators behind."""
+    import multiprocessing
+    import signal
+
+    if multiprocessing.current_process().name == "MainProcess":
+        return  # DummyVecEnv: the env lives in the main process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: a killed run's workers exit when their pipe closes
+
+
 def _cpu_env_factory(cfg: EnvConfig, seed: int, env_index: int, start_step: int,
                      with_env_state: bool) -> Callable[[], Any]:
     def build() -> Any:
         from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+        _quiet_worker()
 
         # record_metrics stays off: with it SB3's VecMonitor fails with KeyError 'r'.
         # A pixel student's frame is added above CPUGymWrapper (which unbatches state arrays).

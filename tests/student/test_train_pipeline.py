@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +326,47 @@ def test_resume_applies_a_new_live_budget_and_refuses_a_new_grad_clip(
                         "--out", str(run), "--resume", "--live-budget", "5",
                         "--max-grad-norm", "1.0")
     assert code == 2 and "max_grad_norm" in output, output
+
+
+def _train_until_it_steps(out: Path, mark: str) -> subprocess.Popen[str]:
+    """`rpd train` with 2 subprocess envs, returned once its progress bar moves."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rpd.cli", "train", "--env", ENV_ID, "--no-teacher",
+         "--steps", "100000", "--envs", "2", "--out", str(out)],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "RPD_TEST_MARK": mark})
+    seen = ""
+    while "step/s" not in seen:
+        char = proc.stderr.read(1)  # type: ignore[union-attr]
+        assert char, seen
+        seen += char
+    return proc
+
+
+def _processes_marked(mark: str) -> list[int]:
+    """Pids of live processes whose environment holds RPD_TEST_MARK=mark."""
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"RPD_TEST_MARK={mark}".encode() in environ.read_bytes():
+                pids.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_ctrl_c_is_one_line_and_a_killed_run_leaves_no_workers(tmp_path: Path) -> None:
+    proc = _train_until_it_steps(tmp_path / "a", "ctrl-c")
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.wait(timeout=60) == 130
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        "rpd: interrupted; finished work is kept"), err[-1000:]
+    assert "--resume" in err
+    proc = _train_until_it_steps(tmp_path / "b", "kill")
+    proc.kill()  # SIGKILL: no chance to close the workers itself
+    proc.wait(timeout=60)
+    deadline = time.time() + 20
+    while _processes_marked("kill") and time.time() < deadline:
+        time.sleep(0.5)
+    assert _processes_marked("kill") == []  # the env workers died with it
