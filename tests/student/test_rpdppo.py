@@ -39,10 +39,16 @@ def _model(venv: Any, source: Any, **kw: Any) -> RPDPPO:
     return RPDPPO("MlpPolicy", venv, label_source=source, **kw)
 
 
-def test_labels_stay_aligned_with_their_transitions(venv: Any, labeler: TeacherLabeler) -> None:
+def test_labels_stay_aligned_with_their_transitions(labeler: TeacherLabeler) -> None:
+    # a 20-step horizon: each env auto-resets once inside the 32-step rollout
+    venv = make_vec_env(EnvConfig(ENV_ID, max_episode_steps=20), N_ENVS, seed=0,
+                        with_env_state=True)
     source = InMemoryLabelSource(labeler.label_env_states)
-    model = _model(venv, source)
-    model.learn(N_ENVS * N_STEPS)
+    try:
+        model = _model(venv, source)
+        model.learn(N_ENVS * N_STEPS)
+    finally:
+        venv.close()
     buf = model.rollout_buffer
     assert isinstance(buf, RPDRolloutBuffer) and buf.label_mask.all()
     # after get() the arrays are flattened [T*E, ...] in the same order
@@ -50,9 +56,10 @@ def test_labels_stay_aligned_with_their_transitions(venv: Any, labeler: TeacherL
     np.testing.assert_allclose(buf.teacher_action.reshape(len(obs), -1), expected_label(obs),
                                atol=1e-4)
     assert model.live_teacher_calls == N_ENVS * N_STEPS == len(source)
-    # the episode-start states (after auto-resets too) are labelled from their own state
+    # the episode-start states after the auto-resets (step 20 of each env) are among them,
+    # labelled from their own state (not the terminal one before the reset)
     starts = buf.episode_starts.reshape(-1).astype(bool)
-    assert starts.sum() >= N_ENVS
+    assert starts.sum() == 2 * N_ENVS
 
 
 def test_distill_gradient_reaches_the_policy_mean(venv: Any) -> None:
@@ -100,10 +107,11 @@ def test_live_budget_masks_the_rest(venv: Any, labeler: TeacherLabeler) -> None:
 
 def test_decayed_lambda_stops_teacher_calls(venv: Any, labeler: TeacherLabeler) -> None:
     model = _model(venv, InMemoryLabelSource(labeler.label_env_states),
-                   lambda_schedule=LambdaSchedule("linear", 1.0, N_ENVS * N_STEPS))
+                   lambda_schedule=LambdaSchedule("linear", 1.0, 2 * N_ENVS * N_STEPS))
     model.learn(3 * N_ENVS * N_STEPS)
-    # λ is that of the update after each rollout: 0 from the first update on
-    assert model.live_teacher_calls == 0
+    # λ is that of the update after each rollout: 0.5 after the first (labelled), 0 from the
+    # second on (not labelled, the teacher is not asked)
+    assert model.live_teacher_calls == N_ENVS * N_STEPS
 
 
 def test_cache_hits_are_not_asked_again(venv: Any, labeler: TeacherLabeler) -> None:
