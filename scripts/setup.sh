@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian 12/13 machine (as root) for rpd: system packages for SAPIEN's
+# Set up a fresh Debian 12 machine (as root) for rpd: system packages for SAPIEN's
 # Vulkan renderer, a virtual environment at .venv, rpd with its test extras.
-# Idempotent: running it again changes nothing that is already in place.
+# Idempotent: running it again changes nothing that is already in place. Debian 13 works with
+# a Python 3.10-3.12 of your own (PYTHON=python3.12): its python3 is 3.13 (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,7 +59,28 @@ else
 fi
 
 # --- Python environment ----------------------------------------------------------------
-PY="${PYTHON:-python3}"
+# Python 3.10-3.12: ManiSkill's motion planner (mplib) pins numpy < 2, which has no wheels for
+# Python 3.13+ (Debian 13's python3). PYTHON=... picks the interpreter; otherwise the newest
+# supported python3.x on the PATH.
+supported() {
+  "$1" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' \
+    >/dev/null 2>&1
+}
+if [ -n "${PYTHON:-}" ]; then
+  PY="$PYTHON"
+else
+  PY=python3
+  for c in python3.12 python3.11 python3.10; do
+    if command -v "$c" >/dev/null 2>&1 && supported "$c"; then PY="$c"; break; fi
+  done
+fi
+if [ ! -x .venv/bin/python ] && ! supported "$PY"; then
+  echo "[setup] error: $("$PY" --version 2>&1 || echo "$PY: not found") is not supported: rpd" \
+       "needs Python 3.10-3.12 (ManiSkill's motion planner mplib pins numpy < 2, which has no" \
+       "wheels for 3.13+; Debian 13 ships 3.13). Install Python 3.12 (e.g. with pyenv) and run:" \
+       "PYTHON=python3.12 bash scripts/setup.sh" >&2
+  exit 2
+fi
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $($PY --version)"
   "$PY" -m venv .venv
