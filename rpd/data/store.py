@@ -556,7 +556,18 @@ class TeacherStore:
                 return WriteResult(name, 0, rejected, existed=True)
             raise
         fsync_dir(final.parent)  # ... and so does its new name
+        if unit is not None and self._held_elsewhere(unit, final):
+            # A compaction merged this unit (and removed its part) after our check above, and
+            # our duplicate landed beside the merged copy: take ours back. Another part holding
+            # the unit is visible at every moment of a compaction (the merged part appears
+            # before the old ones go), so the check cannot miss it.
+            _remove([final])
+            return WriteResult(name, 0, rejected, existed=True)
         return WriteResult(name, len(rows), rejected)
+
+    def _held_elsewhere(self, unit: str, part_path: Path) -> bool:
+        """Whether a part other than `part_path` holds `unit`'s rows."""
+        return any(unit in p.units for p in self.parts() if p.path != part_path)
 
     def _check_rows(self, rows: Rows) -> None:
         ident = self.identity

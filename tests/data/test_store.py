@@ -284,3 +284,22 @@ def test_a_part_is_flushed_to_disk_before_it_becomes_visible(tmp_path: Path,
     assert len([p for p in synced_before if "teacher_action" in p]) >= 1
     assert len(synced_before) >= len(files)  # every file (and directory) of the part
     assert ("fsync", str(tmp_path / "s" / PARTS_DIR)) in events[i + 1:]
+
+
+def test_a_slow_duplicate_writer_after_a_compaction_leaves_no_duplicate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writer B checked that unit U was not written, then slept; meanwhile writer A wrote U and
+    a compaction merged it (removing U's own part). B's rename then succeeds (the name is free
+    again): B must notice the merged copy and take its part back."""
+    ident = identity()
+    store = TeacherStore.create_or_open(tmp_path / "s", ident)
+    store.write_part(make_rows(6, 1, ident.key_spec), "demo-x-1")
+    store.write_part(make_rows(4, 2, ident.key_spec), "demo-x-2")
+    assert compact_store(tmp_path / "s")[0] == 2
+    slow = TeacherStore.open(tmp_path / "s")
+    monkeypatch.setattr(slow, "has_unit", lambda unit: False)  # B's check ran before A wrote
+    res = slow.write_part(make_rows(6, 1, ident.key_spec), "demo-x-1")
+    assert res.existed and res.written == 0
+    rows = TeacherStore.open(tmp_path / "s").read()
+    assert len(rows) == 10  # every row once
+    check_consistent(rows, ident.key_spec)
