@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +334,33 @@ _RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "s
 (`live_budget`, `cache_radius`, `teacher_batch` and evaluation options are applied)."""
 
 
+@dataclass
+class RunState:
+    """What the evaluation callback, evaluation and checkpointing share during one invocation
+    of `train` (a resumed run starts from its checkpoint's values).
+
+    Attributes:
+        t0: `time.perf_counter()` when this invocation started.
+        wall_offset: Wall seconds of the run's earlier invocations (resume).
+        last_eval: Env step of the last evaluation.
+        last_result: That evaluation's eval.csv row (None before the first).
+        offline: The offline phase's summary (student.json), if it ran.
+        eval_time: Seconds this invocation spent evaluating (excluded from steps/s).
+    """
+
+    t0: float = field(default_factory=time.perf_counter)
+    wall_offset: float = 0.0
+    last_eval: int = 0
+    last_result: dict[str, Any] | None = None
+    offline: dict[str, float] | None = None
+    eval_time: float = 0.0
+
+    @property
+    def wall(self) -> float:
+        """Wall seconds of the whole run so far."""
+        return self.wall_offset + time.perf_counter() - self.t0
+
+
 def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSource:
     """The run's label source.
 
@@ -362,7 +389,7 @@ def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSour
     return cache
 
 
-def _make_callback(cfg: TrainConfig, eval_env: Any, state: dict[str, Any],
+def _make_callback(cfg: TrainConfig, eval_env: Any, state: RunState,
                    progress: Callable[[int], None] | None) -> Any:
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -380,18 +407,18 @@ def _make_callback(cfg: TrainConfig, eval_env: Any, state: dict[str, Any],
             if progress is not None:
                 progress(self.num_timesteps - self._last_steps)
             self._last_steps = self.num_timesteps
-            if self.num_timesteps - state["last_eval"] >= cfg.eval_every:
+            if self.num_timesteps - state.last_eval >= cfg.eval_every:
                 evaluate_and_checkpoint(self.model, eval_env, cfg, state)
 
     return StudentEvalCallback()
 
 
 def evaluate_and_checkpoint(model: Any, env: Any, cfg: TrainConfig,
-                            state: dict[str, Any]) -> dict[str, float]:
+                            state: RunState) -> dict[str, Any]:
     """Evaluate deterministically, append a row to eval.csv, log eval/, save a checkpoint."""
     t_eval = time.perf_counter()
     res = run_episodes_student(model, env, cfg.eval_episodes, cfg.eval_seed)
-    wall = state["wall_offset"] + time.perf_counter() - state["t0"]
+    wall = state.wall
     row = dict(step=model.num_timesteps, success=res["success"], ret=res["ret"],
                wall_time_s=round(wall, 2), live_teacher_calls=model.live_teacher_calls)
     with open(cfg.out / EVAL_CSV, "a", newline="") as f:
@@ -400,12 +427,12 @@ def evaluate_and_checkpoint(model: Any, env: Any, cfg: TrainConfig,
     model.logger.record("eval/success", res["success"])
     model.logger.record("eval/return", res["ret"])
     model.logger.record("eval/live_teacher_calls", model.live_teacher_calls)
-    state["last_eval"] = model.num_timesteps
-    state["last_result"] = row
+    state.last_eval = model.num_timesteps
+    state.last_result = row
     logger.info("step %d: success %.2f return %.2f live teacher calls %d", row["step"],
                 row["success"], row["ret"], row["live_teacher_calls"])
     _checkpoint(model, cfg, state, wall)
-    state["eval_time"] = state.get("eval_time", 0.0) + time.perf_counter() - t_eval
+    state.eval_time += time.perf_counter() - t_eval
     return row
 
 
@@ -442,7 +469,7 @@ def _trim_eval_rows(out: Path, info: dict[str, Any]) -> dict[str, Any] | None:
                 live_teacher_calls=int(r["live_teacher_calls"]))
 
 
-def _checkpoint(model: Any, cfg: TrainConfig, state: dict[str, Any], wall: float) -> None:
+def _checkpoint(model: Any, cfg: TrainConfig, state: RunState, wall: float) -> None:
     from rpd.data.schema import write_json_atomic
 
     ckpt = cfg.out / "checkpoints"
@@ -451,7 +478,7 @@ def _checkpoint(model: Any, cfg: TrainConfig, state: dict[str, Any], wall: float
     (ckpt / ".latest.tmp.zip").replace(ckpt / "latest.zip")
     write_json_atomic(ckpt / "latest.json", dict(num_timesteps=model.num_timesteps,
                                                  wall_time_s=wall,
-                                                 last_eval=state["last_eval"]))
+                                                 last_eval=state.last_eval))
     flush = getattr(model.label_source, "flush", None)
     if flush is not None:
         flush()
@@ -523,7 +550,6 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
     from stable_baselines3.common.vec_env import VecMonitor
 
     from rpd.data.schema import write_json_atomic
-    from rpd.student.rpdppo import RPDPPO
 
     limit_cpu_threads()
     teacher = None
@@ -556,35 +582,11 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
     venv = VecMonitor(make_vec_env(env_cfg, cfg.envs, seed=cfg.seed,
                                    with_env_state=not cfg.no_teacher, start_step=start_step))
     try:
-        state: dict[str, Any] = dict(t0=time.perf_counter(), wall_offset=0.0, last_eval=0,
-                                     last_result=None)
-        if resume_info is not None:
-            model = load_model(cfg.out / "checkpoints" / "latest.zip", "--resume",
-                               f"delete {cfg.out / 'checkpoints'} to start the run again",
-                               env=venv, device=resolve_device(cfg.device),
-                               label_source=source, tensorboard_log=str(cfg.out / "tb"))
-            state["wall_offset"] = resume_info["wall_time_s"]
-            state["last_eval"] = resume_info["last_eval"]
-            state["last_result"] = _trim_eval_rows(cfg.out, resume_info)
-            model.live_budget = cfg.live_budget  # a changed budget applies from here on
-            write_json_atomic(cfg.out / CONFIG_JSON, cfg.to_dict())
-            logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
-            _attach_labellers(model, cfg, teacher, view)
-        else:
-            model = RPDPPO(
-                cfg.policy, venv, label_source=source, distill=cfg.distill,
-                lambda_schedule=cfg.schedule, live_budget=cfg.live_budget,
-                n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-                learning_rate=cfg.learning_rate, gamma=cfg.resolved_gamma,
-                gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, target_kl=cfg.target_kl,
-                max_grad_norm=cfg.max_grad_norm, ent_coef=cfg.ent_coef,
-                policy_kwargs=cfg.policy_kwargs,
-                tensorboard_log=str(cfg.out / "tb"), seed=cfg.seed,
-                device=resolve_device(cfg.device),
-                verbose=0)
-            _attach_labellers(model, cfg, teacher, view)
-            offline = _offline_phase(model, source, cfg)
-            state["offline"] = offline
+        model, state = (_resume_model(cfg, venv, source, resume_info) if resume_info is not None
+                        else _new_model(cfg, venv, source))
+        _attach_labellers(model, cfg, teacher, view)
+        if resume_info is None:
+            state.offline = _offline_phase(model, source, cfg)
         callback = _make_callback(cfg, eval_env, state, progress)
         remaining = cfg.steps - model.num_timesteps
         steps_before, t_learn = model.num_timesteps, time.perf_counter()
@@ -592,15 +594,16 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
             model.learn(remaining, callback=callback, tb_log_name="rpd",
                         reset_num_timesteps=False)
         # env steps/s of this invocation's training (rollouts, labels, updates; not evals)
-        learn_s = time.perf_counter() - t_learn - state.get("eval_time", 0.0)
+        learn_s = time.perf_counter() - t_learn - state.eval_time
         trained = model.num_timesteps - steps_before
         steps_per_s = trained / learn_s if learn_s > 0 and trained > 0 else None
-        if state["last_result"] is None or state["last_eval"] != model.num_timesteps:
+        if state.last_result is None or state.last_eval != model.num_timesteps:
             evaluate_and_checkpoint(model, eval_env, cfg, state)
         model.save(cfg.out / f".{STUDENT_ZIP}.tmp.zip")  # atomic: no half-written student
         (cfg.out / f".{STUDENT_ZIP}.tmp.zip").replace(cfg.out / STUDENT_ZIP)
-        wall = state["wall_offset"] + time.perf_counter() - state["t0"]
-        final = state["last_result"]
+        wall = state.wall
+        final = state.last_result
+        assert final is not None
         meta = dict(
             env=dict(env_id=env_cfg.env_id, obs_mode=env_cfg.obs_mode,
                      control_mode=env_cfg.control_mode, reward_mode=env_cfg.reward_mode,
@@ -623,7 +626,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                          train_steps_per_s=steps_per_s,
                          cache_hit_rate=(model.cache_hits / model.cache_lookups
                                          if model.cache_lookups else None),
-                         offline=state.get("offline")),
+                         offline=state.offline),
             config=cfg.to_dict(),
         )
         write_json_atomic(cfg.out / STUDENT_JSON, meta)
@@ -634,6 +637,41 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         close = getattr(source, "close", None)
         if close is not None:
             close()
+
+
+def _new_model(cfg: TrainConfig, venv: Any, source: LabelSource | None) -> tuple[Any, RunState]:
+    """A fresh student for a new run."""
+    from rpd.student.rpdppo import RPDPPO
+
+    model = RPDPPO(
+        cfg.policy, venv, label_source=source, distill=cfg.distill,
+        lambda_schedule=cfg.schedule, live_budget=cfg.live_budget,
+        n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+        learning_rate=cfg.learning_rate, gamma=cfg.resolved_gamma,
+        gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, target_kl=cfg.target_kl,
+        max_grad_norm=cfg.max_grad_norm, ent_coef=cfg.ent_coef, policy_kwargs=cfg.policy_kwargs,
+        tensorboard_log=str(cfg.out / "tb"), seed=cfg.seed, device=resolve_device(cfg.device),
+        verbose=0)
+    return model, RunState()
+
+
+def _resume_model(cfg: TrainConfig, venv: Any, source: LabelSource | None,
+                  info: dict[str, Any]) -> tuple[Any, RunState]:
+    """The student of a resumed run, from its last checkpoint (`info`: latest.json), with the
+    options a resume may change applied and config.json rewritten only once it has loaded.
+    (`_prepare_run_dir` has checked the options that must not change.)"""
+    from rpd.data.schema import write_json_atomic
+
+    model = load_model(cfg.out / "checkpoints" / "latest.zip", "--resume",
+                       f"delete {cfg.out / 'checkpoints'} to start the run again",
+                       env=venv, device=resolve_device(cfg.device), label_source=source,
+                       tensorboard_log=str(cfg.out / "tb"))
+    state = RunState(wall_offset=info["wall_time_s"], last_eval=info["last_eval"],
+                     last_result=_trim_eval_rows(cfg.out, info))
+    model.live_budget = cfg.live_budget  # a changed budget applies from here on
+    write_json_atomic(cfg.out / CONFIG_JSON, cfg.to_dict())
+    logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
+    return model, state
 
 
 def _attach_labellers(model: Any, cfg: TrainConfig, teacher: Any,
