@@ -96,8 +96,9 @@ def main() -> None:
     torch.set_num_threads(2)
     from rpd.data.envs import CameraSpec
     from rpd.data.trajectories import open_trajectory
-    from rpd.pipeline.cache import CacheConfig, TeacherCache, build_cache
+    from rpd.pipeline.cache import CacheConfig, build_cache
     from rpd.pipeline.labeling import TeacherLabeler
+    from rpd.pipeline.lookup import TeacherCache
     from rpd.teachers.base import TeacherSpec, load_teacher
     from rpd.teachers.simple import TinyCNNTeacher
 
@@ -163,7 +164,7 @@ def main() -> None:
     const_err = np.linalg.norm(live - const, axis=1).mean()
     print(f"index: {int(keep.sum())} entries; mean ||live action|| "
           f"{np.linalg.norm(live, axis=1).mean():.4f}; constant-predictor error {const_err:.4f}")
-    from rpd.pipeline.cache import NearestKeyIndex
+    from rpd.pipeline.lookup import NearestKeyIndex
 
     cache._index = NearestKeyIndex(rows.key[keep])
     cache._actions, cache._actions_flat = [rows.teacher_action[keep]], rows.teacher_action[keep]

@@ -96,7 +96,7 @@ class TrainConfig:
             unlabelled are masked out of the distill term.
         cache_radius: A lookup hits when the nearest cached key is this close (0 = exact).
             For a Zarr store: RMS key distance per dim in key-scale units (None =
-            rpd.pipeline.cache.DEFAULT_RADIUS, 0.05); for the run's own store and .npz
+            rpd.pipeline.lookup.DEFAULT_RADIUS, 0.05); for the run's own store and .npz
             caches: distance in observation units (None = exact match).
         seed: Seed of the policy, the sampling and every training episode (env k draws its
             episode seeds from `rpd.data.envs.episode_seeds(seed, k)`, above 2^31).
@@ -368,7 +368,7 @@ def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSour
     --cache) an empty Zarr store created in RUN/cache and filled live.
     """
     from rpd.data.store import KeySpec
-    from rpd.pipeline.cache import DEFAULT_RADIUS, TeacherCache
+    from rpd.pipeline.lookup import DEFAULT_RADIUS, TeacherCache
 
     if cfg.cache is None:
         # exact match (up to float rounding in the index) unless a radius is given

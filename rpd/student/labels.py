@@ -1,7 +1,7 @@
 """Where the trainer gets teacher actions from: a cache first, the live teacher for misses.
 
 `LabelSource` is the small protocol RPDPPO is written against. The Zarr teacher-action store's
-`rpd.pipeline.cache.TeacherCache` (`rpd cache`) meets it; `InMemoryLabelSource` meets it
+`rpd.pipeline.lookup.TeacherCache` (`rpd cache`) meets it; `InMemoryLabelSource` meets it
 without a store (exact or radius nearest-neighbour lookup in numpy, persisted as .npz).
 """
 
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 @runtime_checkable
 class LabelSource(Protocol):
-    """What RPDPPO needs to label transitions (met by rpd.pipeline.cache.TeacherCache)."""
+    """What RPDPPO needs to label transitions (met by rpd.pipeline.lookup.TeacherCache)."""
 
     def keys(self, obs: np.ndarray) -> np.ndarray:
         """Lookup keys [B, K] of student state observations [B, D]."""

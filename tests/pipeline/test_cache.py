@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from rpd.cli import main
 from rpd.data.envs import CameraSpec
 from rpd.data.store import TeacherStore
-from rpd.pipeline.cache import TeacherCache
 from rpd.pipeline.labeling import TeacherLabeler, label_env_states
+from rpd.pipeline.lookup import TeacherCache
 from rpd.teachers.base import TeacherBatch, TeacherSpec, load_teacher
 
 ENV = "PickCube-v1"

@@ -10,7 +10,7 @@ import pytest
 
 from rpd.data.store import SOURCES, KeySpec, Rows, StoreIdentity, TeacherStore
 from rpd.errors import InputError
-from rpd.pipeline.cache import NearestKeyIndex, TeacherCache, brute_force_nearest
+from rpd.pipeline.lookup import NearestKeyIndex, TeacherCache, brute_force_nearest
 
 
 def clustered(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
