@@ -82,5 +82,5 @@ def test_teacher_cache_lookup_and_insert_match_brute_force(tmp_path: Path) -> No
         cache.insert(np.zeros((1, 4)), new_obs[:1] + 9, np.zeros((1, 4)), new_act[:1])
     reread = TeacherStore.open(tmp_path / "s").summary()
     assert reread.by_source["live"] == 2 and reread.rejected_nonfinite == 1
-    with pytest.raises(InputError, match="--radius"):
+    with pytest.raises(InputError, match="--cache-radius -1"):
         TeacherCache(TeacherStore.open(tmp_path / "s"), radius=-1)
