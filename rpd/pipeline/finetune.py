@@ -286,15 +286,10 @@ def finetune_teacher(cfg: FinetuneConfig,
 
     net: torch.nn.Module = teacher.net  # type: ignore[attr-defined]
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, history = 0, []
-    gen = torch.Generator().manual_seed(cfg.seed)
+    run = _TrainState(gen=torch.Generator().manual_seed(cfg.seed))
     if cfg.resume:
-        state = torch.load(out / TRAIN_STATE, weights_only=False, map_location="cpu")
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, history = state["step"], state["history"]
-        gen.set_state(state["generator"])
-        logger.info("resuming at step %d", step)
+        run.load(out / TRAIN_STATE, net, opt)
+        logger.info("resuming at step %d", run.step)
     out.mkdir(parents=True, exist_ok=True)
     from torch.utils.tensorboard import SummaryWriter
 
@@ -305,72 +300,121 @@ def finetune_teacher(cfg: FinetuneConfig,
                             train_episodes=len(np.unique(data.episode[train_rows])),
                             val_episodes=len(np.unique(data.episode[val_rows])),
                             parameters=sum(p.numel() for p in net.parameters()))
-    proprio_all = torch.as_tensor(data.proprio)
-
-    def batch_tensors(rows: np.ndarray, train: bool) -> tuple[torch.Tensor, ...]:
-        images = torch.as_tensor(data.frames[rows])
-        if train:
-            images = augment(images, gen)
-        proprio = proprio_all[rows].to(device) if teacher.spec.proprio_dim else None
-        return (images.to(device), proprio, torch.as_tensor(targets[rows], device=device),
-                torch.as_tensor(chunk_mask[rows], device=device))
-
-    def validate() -> dict[str, float]:
-        if len(val_rows) == 0:
-            return {}
-        net.eval()
-        errs, first = [], []
-        with torch.no_grad():
-            for i in range(0, len(val_rows), 256):
-                rows = val_rows[i:i + 256]
-                images, proprio, tgt, mask = batch_tensors(rows, train=False)
-                pred = teacher.forward_normalized(images, list(instructions[rows]), proprio)  # type: ignore[attr-defined]
-                errs.append(float(_chunk_l1(pred, tgt, mask)) * len(rows))
-                first.append((pred[:, 0] - tgt[:, 0]).abs().mean(dim=1).cpu().numpy())
-        net.train()
-        return {"val/l1": sum(errs) / len(val_rows),
-                "val/l1_first_action": float(np.concatenate(first).mean())}
-
-    def save_checkpoint(final: bool) -> None:
-        teacher.metrics = dict(history[-1]) if history else dict(step=step)
-        teacher.save(out if final else out / "checkpoints" / f"step_{step:06d}")
-        torch.save(dict(model=net.state_dict(), optimizer=opt.state_dict(), step=step,
-                        history=history, generator=gen.get_state()), out / f".{TRAIN_STATE}")
-        (out / f".{TRAIN_STATE}").replace(out / TRAIN_STATE)
-
-    rng = np.random.default_rng(cfg.seed + step)
+    batches = _Batches(data, targets, chunk_mask, instructions, teacher.spec.proprio_dim > 0,
+                       device)
+    rng = np.random.default_rng(cfg.seed + run.step)
     net.train()
     t0 = time.time()
-    while step < cfg.steps:
-        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+    while run.step < cfg.steps:
+        lr = lr_at(run.step, cfg.lr, cfg.warmup_steps, cfg.steps)
         for group in opt.param_groups:
             group["lr"] = lr
         rows = rng.choice(train_rows, size=min(cfg.batch_size, len(train_rows)), replace=False)
-        images, proprio, tgt, mask = batch_tensors(rows, train=True)
+        images, proprio, tgt, mask = batches.tensors(rows, augment_with=run.gen)
         loss, is_l1 = training_loss(teacher, images, list(instructions[rows]), proprio, tgt, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0))
         opt.step()
-        step += 1
+        run.step += 1
         metrics = {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm}
         if is_l1:
             metrics["train/l1"] = metrics["train/loss"]
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics.update(validate())
+        if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+            metrics.update(_validate(teacher, net, batches, val_rows))
             metrics["time/elapsed_s"] = time.time() - t0
-            logger.info("step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
-            history.append({k: round(v, 6) for k, v in metrics.items()} | {"step": step})
+            logger.info("step %d: %s", run.step, {k: round(v, 4) for k, v in metrics.items()})
+            run.history.append({k: round(v, 6) for k, v in metrics.items()} | {"step": run.step})
         for k, v in metrics.items():
-            writer.add_scalar(k, v, step)
+            writer.add_scalar(k, v, run.step)
         if progress is not None:
-            progress(step, metrics)
-        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save_checkpoint(final=False)
+            progress(run.step, metrics)
+        if run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps:
+            run.save(out, teacher, net, opt, final=False)
     writer.close()
-    teacher.training["history"] = history
+    teacher.training["history"] = run.history
     teacher.training["wall_time_s"] = round(time.time() - t0, 1)
-    save_checkpoint(final=True)
+    run.save(out, teacher, net, opt, final=True)
     (out / TRAIN_STATE).unlink(missing_ok=True)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    (out / "history.json").write_text(json.dumps(run.history, indent=1))
     return out
+
+
+@dataclass
+class _TrainState:
+    """What a resumed fine-tuning continues from: optimiser step, validation history and the
+    augmentation generator (with the weights and optimiser, in OUT/train_state.pt)."""
+
+    gen: torch.Generator
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def load(self, path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        self.step, self.history = state["step"], state["history"]
+        self.gen.set_state(state["generator"])
+
+    def save(self, out: Path, teacher: Teacher, net: torch.nn.Module,
+             opt: torch.optim.Optimizer, final: bool) -> None:
+        """The teacher checkpoint (OUT, or OUT/checkpoints/step_N) and the training state."""
+        teacher.metrics = dict(self.history[-1]) if self.history else dict(step=self.step)
+        teacher.save(out if final else out / "checkpoints" / f"step_{self.step:06d}")
+        torch.save(dict(model=net.state_dict(), optimizer=opt.state_dict(), step=self.step,
+                        history=self.history, generator=self.gen.get_state()),
+                   out / f".{TRAIN_STATE}")
+        (out / f".{TRAIN_STATE}").replace(out / TRAIN_STATE)
+
+
+@dataclass
+class _Batches:
+    """Training tensors of chosen frames, on the training device.
+
+    Attributes:
+        data: The rendered demo frames, proprio and actions.
+        targets: Normalised action chunks [N, C, A]; chunk_mask [N, C] marks real steps.
+        instructions: [N] instruction per frame.
+        use_proprio: Whether the teacher takes proprio.
+        device: Torch device of the training.
+    """
+
+    data: Any
+    targets: np.ndarray
+    chunk_mask: np.ndarray
+    instructions: np.ndarray
+    use_proprio: bool
+    device: str
+
+    def tensors(self, rows: np.ndarray, augment_with: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(images, proprio or None, targets, mask) of `rows`; images augmented (random
+        shifts, on the CPU with `augment_with`) for training, as stored for validation."""
+        images = torch.as_tensor(self.data.frames[rows])
+        if augment_with is not None:
+            images = augment(images, augment_with)
+        proprio = (torch.as_tensor(self.data.proprio[rows]).to(self.device)
+                   if self.use_proprio else None)
+        return (images.to(self.device), proprio,
+                torch.as_tensor(self.targets[rows], device=self.device),
+                torch.as_tensor(self.chunk_mask[rows], device=self.device))
+
+
+def _validate(teacher: Teacher, net: torch.nn.Module, batches: _Batches,
+              val_rows: np.ndarray) -> dict[str, float]:
+    """Validation L1 over the held-out episodes' frames: the chunk, and its first action."""
+    if len(val_rows) == 0:
+        return {}
+    net.eval()
+    errs, first = [], []
+    with torch.no_grad():
+        for i in range(0, len(val_rows), 256):
+            rows = val_rows[i:i + 256]
+            images, proprio, tgt, mask = batches.tensors(rows)
+            pred = teacher.forward_normalized(images, list(batches.instructions[rows]),  # type: ignore[attr-defined]
+                                              proprio)
+            errs.append(float(_chunk_l1(pred, tgt, mask)) * len(rows))
+            first.append((pred[:, 0] - tgt[:, 0]).abs().mean(dim=1).cpu().numpy())
+    net.train()
+    return {"val/l1": sum(errs) / len(val_rows),
+            "val/l1_first_action": float(np.concatenate(first).mean())}
