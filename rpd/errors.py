@@ -3,6 +3,9 @@
 This module imports nothing from rpd, so every layer (data included) may raise these.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class RpdError(Exception):
     """Bad input or a missing prerequisite: the message names the file/option and the fix."""
@@ -16,3 +19,25 @@ class InputError(RpdError):
 
 class SetupError(RpdError):
     """The machine lacks something rpd needs (e.g. a Vulkan device for SAPIEN)."""
+
+
+class StorageError(RpdError):
+    """Writing failed for lack of space (or a read-only disk): the message names what was
+    being written and says that what was written before is intact."""
+
+
+DISK_FULL_ERRNOS = (28, 122, 30)
+"""ENOSPC, EDQUOT, EROFS: a write the user can fix by freeing space (or remounting)."""
+
+
+@contextmanager
+def disk_writes(what: str, kept: str) -> Iterator[None]:
+    """`with disk_writes(what, kept):` turns a full (or read-only) disk into one StorageError
+    naming `what` and saying what is `kept`; other errors pass through."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_FULL_ERRNOS:
+            raise
+        raise StorageError(f"{what}: {e.strerror}; {kept}. Free space and run the same command "
+                           "again (rpd train: with --resume)") from None

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from rpd.errors import InputError
+from rpd.errors import InputError, disk_writes
 
 logger = logging.getLogger(__name__)
 
@@ -537,16 +537,21 @@ class TeacherStore:
             rows = rows.take(finite)
         staging = self.path / STAGING_DIR / f"{name}.{socket.gethostname()}.{os.getpid()}." \
                                             f"{uuid.uuid4().hex[:6]}"
-        g = zarr.open_group(str(staging), mode="w", zarr_format=3)
-        for arr_name, dtype in ARRAYS.items():
-            data = getattr(rows, arr_name)
-            _write_array(g, arr_name, data, dtype)
         attrs = dict(complete=True, unit=unit or name, units=[unit or name], rows=len(rows),
                      rejected_nonfinite=rejected, supersedes=[],
                      teacher_fingerprint=teacher_fingerprint or self.identity.teacher_fingerprint,
                      writer=f"{socket.gethostname()}:{os.getpid()}", created=_now())
-        g.attrs.update(attrs)
-        fsync_tree(staging)  # the data reaches the disk before the part becomes visible
+        with disk_writes(f"writing store part {name} in {self.path}",
+                         "every part published before is intact"):
+            try:
+                g = zarr.open_group(str(staging), mode="w", zarr_format=3)
+                for arr_name, dtype in ARRAYS.items():
+                    _write_array(g, arr_name, getattr(rows, arr_name), dtype)
+                g.attrs.update(attrs)
+                fsync_tree(staging)  # the data reaches the disk before the part is visible
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)  # never published: nothing lost
+                raise
         try:
             os.rename(staging, final)
         except OSError:

@@ -43,7 +43,7 @@ from rpd.data.envs import (
     make_vec_env,
     resolve_device,
 )
-from rpd.errors import InputError
+from rpd.errors import InputError, disk_writes
 from rpd.pipeline.evaluate import STUDENT_JSON, STUDENT_ZIP, load_model, run_episodes_student
 from rpd.student.labels import InMemoryLabelSource, LabelSource
 from rpd.student.losses import DISTILL_KINDS, SCHEDULE_KINDS, LambdaSchedule
@@ -474,14 +474,21 @@ def _checkpoint(model: Any, cfg: TrainConfig, state: RunState, wall: float) -> N
 
     ckpt = cfg.out / "checkpoints"
     ckpt.mkdir(exist_ok=True)
-    model.save(ckpt / ".latest.tmp.zip")
-    (ckpt / ".latest.tmp.zip").replace(ckpt / "latest.zip")
-    write_json_atomic(ckpt / "latest.json", dict(num_timesteps=model.num_timesteps,
-                                                 wall_time_s=wall,
-                                                 last_eval=state.last_eval))
-    flush = getattr(model.label_source, "flush", None)
-    if flush is not None:
-        flush()
+    kept = (f"the last good checkpoint ({ckpt / 'latest.zip'}) and every published store part "
+            "are intact")
+    with disk_writes(f"writing the checkpoint of step {model.num_timesteps} in {ckpt}", kept):
+        try:
+            model.save(ckpt / ".latest.tmp.zip")
+        except BaseException:
+            (ckpt / ".latest.tmp.zip").unlink(missing_ok=True)
+            raise
+        (ckpt / ".latest.tmp.zip").replace(ckpt / "latest.zip")
+        write_json_atomic(ckpt / "latest.json", dict(num_timesteps=model.num_timesteps,
+                                                     wall_time_s=wall,
+                                                     last_eval=state.last_eval))
+        flush = getattr(model.label_source, "flush", None)
+        if flush is not None:
+            flush()
 
 
 def _read_json(path: Path, fix: str) -> dict[str, Any]:
@@ -599,8 +606,10 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         steps_per_s = trained / learn_s if learn_s > 0 and trained > 0 else None
         if state.last_result is None or state.last_eval != model.num_timesteps:
             evaluate_and_checkpoint(model, eval_env, cfg, state)
-        model.save(cfg.out / f".{STUDENT_ZIP}.tmp.zip")  # atomic: no half-written student
-        (cfg.out / f".{STUDENT_ZIP}.tmp.zip").replace(cfg.out / STUDENT_ZIP)
+        with disk_writes(f"writing {cfg.out / STUDENT_ZIP}",
+                         "the last checkpoint (checkpoints/latest.zip) is intact"):
+            model.save(cfg.out / f".{STUDENT_ZIP}.tmp.zip")  # atomic: no half-written student
+            (cfg.out / f".{STUDENT_ZIP}.tmp.zip").replace(cfg.out / STUDENT_ZIP)
         wall = state.wall
         final = state.last_result
         assert final is not None

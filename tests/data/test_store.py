@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +304,32 @@ def test_a_slow_duplicate_writer_after_a_compaction_leaves_no_duplicate(
     rows = TeacherStore.open(tmp_path / "s").read()
     assert len(rows) == 10  # every row once
     check_consistent(rows, ident.key_spec)
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 200 kB tmpfs (needs the right to mount, as root on the test machine)."""
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_full_disk_while_writing_a_part_is_one_error_and_loses_nothing(tiny_disk: Path
+                                                                         ) -> None:
+    from rpd.errors import StorageError
+
+    ident = identity()
+    store = TeacherStore.create_or_open(tiny_disk / "s", ident)
+    store.write_part(make_rows(10, 1, ident.key_spec), "demo-x-1")
+    with pytest.raises(StorageError, match=r"store part .* No space left on device.*intact"):
+        for episode in range(2, 200):  # ~100 kB per part (7 arrays x 1000 rows)
+            store.write_part(make_rows(1000, episode, ident.key_spec), f"demo-x-{episode}")
+    rows = TeacherStore.open(tiny_disk / "s").read()
+    check_consistent(rows, ident.key_spec)  # every published part whole, nothing half-written
+    assert len(rows) >= 10 and not any((tiny_disk / "s" / ".staging").iterdir())

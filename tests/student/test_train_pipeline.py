@@ -370,3 +370,28 @@ def test_ctrl_c_is_one_line_and_a_killed_run_leaves_no_workers(tmp_path: Path) -
     while _processes_marked("kill") and time.time() < deadline:
         time.sleep(0.5)
     assert _processes_marked("kill") == []  # the env workers died with it
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(
+        rpd_run: Path, teacher_dir: Path, tmp_path: Path) -> None:
+    """The checkpoint is first written to a temporary file; here that file is /dev/full, whose
+    every write fails with ENOSPC (a real full-disk error from the kernel)."""
+    run = tmp_path / "run"
+    shutil.copytree(rpd_run, run)
+    good = (run / "checkpoints" / "latest.zip").read_bytes()
+    (run / "checkpoints" / ".latest.tmp.zip").symlink_to("/dev/full")
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "192",
+                        "--out", str(run), "--resume")
+    assert code == 2, output
+    last = output.strip().splitlines()[-1]  # after the progress bar: the one error line
+    assert last.startswith("rpd: error: writing the checkpoint of step 192"), output
+    assert "No space left on device" in last and "last good checkpoint" in last
+    assert "--resume" in last and "Traceback" not in output
+    assert (run / "checkpoints" / "latest.zip").read_bytes() == good
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["num_timesteps"] == 128
+    # after freeing space the run resumes from that checkpoint
+    (run / "checkpoints" / ".latest.tmp.zip").unlink(missing_ok=True)
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "192",
+                        "--out", str(run), "--resume")
+    assert code == 0, output
+    assert [int(r["step"]) for r in _eval_rows(run)] == [64, 128, 192]
