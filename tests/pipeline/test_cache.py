@@ -202,3 +202,29 @@ def test_bad_input_is_one_line_with_exit_code_2(teacher_dir: Path, tmp_path: Pat
 def test_cache_info_on_something_else(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["cache", "info", str(tmp_path)])
     assert result.exit_code == 2 and "not a teacher-action store" in result.stderr
+
+
+def test_a_worker_labels_a_re_fine_tuned_teacher_with_its_new_weights(tmp_path: Path) -> None:
+    """A persistent worker keeps one labeller per teacher: a teacher re-fine-tuned in the same
+    directory (new fingerprint) gets a new one, not the old weights under the new name."""
+    from rpd.pipeline import cache as cache_mod
+    from rpd.teachers.simple import TinyCNNTeacher
+
+    spec = TeacherSpec(camera=CameraSpec("render", 40, 40), control_mode="pd_ee_delta_pose",
+                       action_dim=7, tasks={ENV: "pick"})
+    ckpt = tmp_path / "teacher"
+    fingerprints, labelers = [], []
+    try:
+        for seed in (0, 1):  # "re-fine-tuned": other weights, same directory
+            TinyCNNTeacher(spec, {"seed": seed}).save(ckpt)
+            fingerprints.append(load_teacher(ckpt).fingerprint)
+            labeler, _ = cache_mod._labeler(str(ckpt), ENV, 5, 4, fingerprints[-1])
+            labelers.append(labeler)
+        assert fingerprints[0] != fingerprints[1]
+        assert labelers[1] is not labelers[0]
+        assert labelers[1].teacher.fingerprint == fingerprints[1]
+    finally:
+        for labeler in labelers:
+            labeler.close()
+        for key in [k for k in cache_mod._LABELERS if k[0] == str(ckpt)]:
+            cache_mod._LABELERS.pop(key)

@@ -356,13 +356,16 @@ def test_cache_labelled_over_loopback_keeps_finished_parts_when_the_server_dies(
     units = cache_mod.plan_units(cfg)
     args = (str(remote_dir.resolve()), str(store_dir.resolve()), ENV, cfg.horizon,
             cfg.batch_size)
-    labeler_key = (args[0], ENV, cfg.horizon, cfg.batch_size)
+    labeler_key: tuple | None = None
     try:
         with ServeProcess(teacher_dir) as served:
             write_remote_teacher(served.url, remote_dir, **FAST)
             remote = load_teacher(remote_dir)
             cache_mod.open_store_for(cfg, remote)
             label = [remote.fingerprint, cfg.seed]
+            # the worker's per-process labeller: keyed by the teacher's fingerprint too
+            labeler_key = (args[0], ENV, cfg.horizon, cfg.batch_size, remote.fingerprint,
+                           "auto", "auto")
             assert cache_mod.label_unit(units[0], *args, *label)["rows"] == 4
             served.kill()
             with pytest.raises(RemoteTeacherError, match=f"{served.url}.*gave up"):
@@ -389,12 +392,12 @@ def test_cache_labelled_over_loopback_keeps_finished_parts_when_the_server_dies(
         np.testing.assert_array_equal(rows.teacher_action[part0], first.teacher_action)
         # What the server labelled is what the local teacher says about those states (the
         # worker's env is reused with the local teacher swapped in).
-        labeler, _ = cache_mod._LABELERS[labeler_key]
+        labeler, _ = cache_mod._LABELERS[labeler_key]  # type: ignore[index]
         labeler.teacher = teacher
         np.testing.assert_allclose(labeler.label_env_states(rows.env_state),
                                    rows.teacher_action, atol=1e-5)
     finally:
-        labeler, _ = cache_mod._LABELERS.pop(labeler_key, (None, None))
+        labeler, _ = cache_mod._LABELERS.pop(labeler_key, (None, None))  # type: ignore[arg-type]
         if labeler is not None:
             labeler.close()
 
