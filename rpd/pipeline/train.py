@@ -575,15 +575,22 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         teacher.spec.instruction(cfg.env_id)
     view = cfg.student_view(teacher)
     env_cfg = cfg.env_config(view)
-    eval_env = make_env(env_cfg)  # before the run dir: a bad camera leaves nothing behind
-    try:
-        resume_info = _prepare_run_dir(cfg)
-    except BaseException:
-        eval_env.close()
-        raise
+    # before the run dir: a bad camera or a store made for another teacher leaves nothing
+    eval_env = make_env(env_cfg)
     space = eval_env.observation_space
     obs_dim = int((space["state"] if view is not None else space).shape[-1])
-    source = open_label_source(cfg, teacher, obs_dim) if teacher is not None else None
+    source = None
+    try:
+        if teacher is not None and cfg.cache is not None:
+            source = open_label_source(cfg, teacher, obs_dim)
+        resume_info = _prepare_run_dir(cfg)
+        if teacher is not None and source is None:  # the run's own store, in the run dir
+            source = open_label_source(cfg, teacher, obs_dim)
+    except BaseException:
+        eval_env.close()
+        if source is not None and hasattr(source, "close"):
+            source.close()
+        raise
     # a resumed run's envs continue with episode seeds its first part did not draw
     start_step = int(resume_info["num_timesteps"]) if resume_info is not None else 0
     venv = VecMonitor(make_vec_env(env_cfg, cfg.envs, seed=cfg.seed,

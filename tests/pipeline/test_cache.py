@@ -118,6 +118,13 @@ def test_cache_cli_with_a_local_cluster(teacher_dir: Path, demo_file: Path,
     assert refused.exit_code == 2
     assert "teacher fingerprint" in refused.stderr and "--allow-mismatch" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+    # ... and so by `rpd train`, which offers no --allow-mismatch: its message says what to do
+    refused = CliRunner().invoke(main, ["train", "--env", ENV, "--teacher", str(other),
+                                        "--cache", str(store), "--steps", "64",
+                                        "--out", str(tmp_path / "run")])
+    assert refused.exit_code == 2 and "teacher fingerprint" in refused.stderr
+    assert "--allow-mismatch" not in refused.stderr and "`rpd cache`" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
     # The trainer's view: stored keys hit with the stored actions; live labels write through.
     cache = TeacherCache.open(store, teacher, env_id=ENV)
