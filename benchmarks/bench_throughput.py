@@ -1,0 +1,130 @@
+"""CPU throughput of `rpd train`, in one run, against the physics limit (issue 16).
+
+Rows, all on one task (state observations, dense reward), in one sitting (give it the machine):
+
+1. `physics limit`: one process steps the env with random actions (no rendering); the limit
+   for the machine is cores x that rate.
+2. `vec-env E`: SB3's SubprocVecEnv of E rpd envs stepping random actions (no learning).
+3. `ppo`: `rpd train --no-teacher`, with its split between rollouts and updates.
+4. `rpd-live`: RPD with a scripted teacher labelling live (restore the state, act).
+5. `rpd-store`: RPD whose every lookup hits a store (the cache path alone).
+
+Goals (issue 16): PPO ≥ 0.7 x the physics limit; RPD from a store ≥ 0.9 x PPO.
+
+    python benchmarks/bench_throughput.py [--env PushCube-v1] [--steps 8192] [--envs 8]
+        [--vec-envs 2 8] [--out DIR]
+
+Prints a markdown table and writes OUT/bench_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def physics_rate(env_id: str, steps: int) -> float:
+    """Env steps/s of one process stepping random actions."""
+    import numpy as np
+
+    from rpd.data.envs import EnvConfig, make_env
+
+    env = make_env(EnvConfig(env_id))
+    try:
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        actions = rng.uniform(-1, 1, (steps, *env.action_space.shape)).astype(np.float32)
+        t0 = time.perf_counter()
+        for a in actions:
+            _, _, terminated, truncated, _ = env.step(a)
+            if bool(terminated.any()) or bool(truncated.any()):
+                env.reset()
+        return steps / (time.perf_counter() - t0)
+    finally:
+        env.close()
+
+
+def vec_rate(env_id: str, envs: int, steps: int) -> float:
+    """Env steps/s of a SubprocVecEnv of `envs` rpd envs stepping random actions."""
+    import numpy as np
+
+    from rpd.data.envs import EnvConfig, make_vec_env
+
+    venv = make_vec_env(EnvConfig(env_id), envs, seed=0)
+    try:
+        venv.reset()
+        rng = np.random.default_rng(0)
+        n = max(1, steps // envs)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            venv.step(rng.uniform(-1, 1, (envs, 7)).astype(np.float32))
+        return n * envs / (time.perf_counter() - t0)
+    finally:
+        venv.close()
+
+
+def train_rate(out: Path, **kwargs: object) -> dict[str, float]:
+    """One `rpd train` (in process): env steps/s and the time per rollout spent in updates."""
+    from rpd.pipeline.train import TrainConfig, train
+
+    meta = train(TrainConfig(out=out, eval_every=10**9, eval_episodes=1, seed=0, **kwargs))  # type: ignore[arg-type]
+    m = meta["metrics"]
+    return dict(steps_per_s=m["train_steps_per_s"],
+                live_calls_per_step=m["live_teacher_calls_per_step"],
+                hit_rate=m["cache_hit_rate"] or 0.0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", default="PushCube-v1")
+    p.add_argument("--steps", type=int, default=8192, help="Env steps per training run.")
+    p.add_argument("--envs", type=int, default=8)
+    p.add_argument("--vec-envs", type=int, nargs="+", default=[2, 8])
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+
+    from rpd.data.envs import limit_cpu_threads
+    from rpd.teachers.scripted import ScriptedTeacher
+
+    limit_cpu_threads()
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_throughput_"))
+    out.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    rows: list[dict[str, object]] = []
+    one = physics_rate(args.env, 2000)
+    limit = cores * one
+    rows.append(dict(run=f"physics limit ({cores} cores x {one:.0f} steps/s)",
+                     steps_per_s=limit))
+    for n in args.vec_envs:
+        rows.append(dict(run=f"vec-env {n} (random actions)",
+                         steps_per_s=vec_rate(args.env, n, args.steps)))
+    teacher = out / "teacher"
+    if not (teacher / "teacher.json").is_file():
+        ScriptedTeacher.build(args.env).save(teacher)
+    common = dict(env_id=args.env, steps=args.steps, envs=args.envs)
+    ppo = train_rate(out / "ppo", no_teacher=True, **common)
+    rows.append(dict(run="ppo (rpd train --no-teacher)", **ppo))
+    live = train_rate(out / "rpd-live", teacher=teacher, **common)
+    rows.append(dict(run="rpd-live (scripted teacher, every state labelled)", **live))
+    store = train_rate(out / "rpd-store", teacher=teacher, cache=out / "rpd-live" / "cache",
+                       cache_radius=1e6, offline_steps=0, **common)
+    rows.append(dict(run="rpd-store (every lookup a hit)", **store))
+    for r in rows:
+        r["of_limit"] = float(r["steps_per_s"]) / limit  # type: ignore[arg-type]
+    (out / "bench_throughput.json").write_text(json.dumps(rows, indent=2))
+    print(f"\n{args.env}, {args.envs} envs, {args.steps} steps per training run\n")
+    print("| run | env steps/s | of physics limit | live calls / step | hit rate |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['run']} | {float(r['steps_per_s']):.0f} | {float(r['of_limit']):.2f} | "  # type: ignore[arg-type]
+              f"{r.get('live_calls_per_step', '')} | {r.get('hit_rate', '')} |")
+    print(f"\nRPD from a store / PPO: {store['steps_per_s'] / ppo['steps_per_s']:.2f}; "
+          f"PPO / physics limit: {ppo['steps_per_s'] / limit:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Smoke checks of the measurement scripts in a tiny configuration (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parents[1] / "benchmarks"
+
+
+def test_throughput_benchmark_runs_and_writes_its_table(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(BENCH / "bench_throughput.py"), "--steps", "256",
+                             "--envs", "2", "--vec-envs", "2", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "bench_throughput.json").read_text())
+    names = [r["run"].split(" ")[0] for r in rows]
+    assert names == ["physics", "vec-env", "ppo", "rpd-live", "rpd-store"]
+    assert all(r["steps_per_s"] > 0 for r in rows)
+    by_name = dict(zip(names, rows, strict=True))
+    assert by_name["rpd-live"]["live_calls_per_step"] == 1.0  # every state labelled live
+    assert by_name["rpd-store"]["hit_rate"] == 1.0 and by_name["rpd-store"][
+        "live_calls_per_step"] == 0.0
+    assert "| ppo (rpd train --no-teacher) |" in result.stdout
