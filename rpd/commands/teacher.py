@@ -145,7 +145,8 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
 
             result = evaluate_student(student, env_id, episodes, seed, horizon,
                                       stochastic=stochastic, video_dir=video,
-                                      sim_backend=sim_backend, device=device)
+                                      sim_backend=sim_backend, device=device,
+                                      workers=workers)
     base = teacher if teacher is not None else student
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
         f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "")

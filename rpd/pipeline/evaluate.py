@@ -39,7 +39,8 @@ def run_episodes_student(model: Any, env: Any, episodes: int, seed: int,
         episodes: N episodes, seeds `seed` .. `seed + N - 1`.
         seed: First episode seed.
         deterministic: The policy's mean action (default), or actions sampled from its
-            Gaussian (torch seeded with `seed`, so repeatable).
+            Gaussian (torch seeded with each episode's seed, so repeatable however the
+            episodes are split between processes).
         video_dir: Write one mp4 per episode here (`ENV_seedN.mp4`): a pixel student's own
             frames, else `VIDEO_CAMERA` (the env must then render it, see `make_env`).
 
@@ -47,38 +48,42 @@ def run_episodes_student(model: Any, env: Any, episodes: int, seed: int,
         success (fraction of episodes that succeeded at any step), return (mean undiscounted),
         length (mean steps), episodes.
     """
-    successes, returns, lengths = [], [], []
+    results = [_episode(model, env, seed + ep, deterministic, video_dir)
+               for ep in range(episodes)]
+    successes, returns, lengths = zip(*results, strict=True)
+    return dict(success=float(np.mean(successes)), ret=float(np.mean(returns)),
+                length=float(np.mean(lengths)), episodes=episodes)
+
+
+def _episode(model: Any, env: Any, seed: int, deterministic: bool,
+             video_dir: Path | None) -> tuple[bool, float, int]:
+    """One episode from `env.reset(seed=seed)`: (succeeded at some step, return, length)."""
     if not deterministic:
         import torch
 
         torch.manual_seed(seed)
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        done, success, ret, steps = False, False, 0.0, 0
-        frames: list[np.ndarray] = []
-        while not done:
-            obs_np = ({k: _to_np(v) for k, v in obs.items()} if isinstance(obs, dict)
-                      else _to_np(obs))
-            if video_dir is not None:
-                frames.append(obs_np["rgb"][0] if isinstance(obs_np, dict)
-                              else teacher_image(env, VIDEO_CAMERA)[0])
-            action, _ = model.predict(obs_np, deterministic=deterministic)
-            obs, reward, terminated, truncated, info = env.step(action)
-            ret += float(reward.reshape(-1)[0])
-            success |= bool(np.asarray(_to_np(info["success"])).reshape(-1)[0])
-            done = bool(_to_np(terminated).reshape(-1)[0] or _to_np(truncated).reshape(-1)[0])
-            steps += 1
+    obs, _ = env.reset(seed=seed)
+    done, success, ret, steps = False, False, 0.0, 0
+    frames: list[np.ndarray] = []
+    while not done:
+        obs_np = ({k: _to_np(v) for k, v in obs.items()} if isinstance(obs, dict)
+                  else _to_np(obs))
         if video_dir is not None:
-            import imageio
+            frames.append(obs_np["rgb"][0] if isinstance(obs_np, dict)
+                          else teacher_image(env, VIDEO_CAMERA)[0])
+        action, _ = model.predict(obs_np, deterministic=deterministic)
+        obs, reward, terminated, truncated, info = env.step(action)
+        ret += float(reward.reshape(-1)[0])
+        success |= bool(np.asarray(_to_np(info["success"])).reshape(-1)[0])
+        done = bool(_to_np(terminated).reshape(-1)[0] or _to_np(truncated).reshape(-1)[0])
+        steps += 1
+    if video_dir is not None:
+        import imageio
 
-            video_dir.mkdir(parents=True, exist_ok=True)
-            imageio.mimwrite(video_dir / f"{env.unwrapped.spec.id}_seed{seed + ep}.mp4",
-                             frames, fps=20)
-        successes.append(success)
-        returns.append(ret)
-        lengths.append(steps)
-    return dict(success=float(np.mean(successes)), ret=float(np.mean(returns)),
-                length=float(np.mean(lengths)), episodes=episodes)
+        video_dir.mkdir(parents=True, exist_ok=True)
+        imageio.mimwrite(video_dir / f"{env.unwrapped.spec.id}_seed{seed}.mp4", frames,
+                         fps=20)
+    return success, ret, steps
 
 
 def _time_limit(env: Any) -> int | None:
@@ -134,7 +139,8 @@ def load_model(path: Path, option: str, fix: str, **kwargs: Any) -> Any:
 def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: int = 50,
                      seed: int = 10_000, horizon: int | None = None,
                      stochastic: bool = False, video_dir: Path | None = None,
-                     sim_backend: str = "auto", device: str = "cpu") -> dict[str, Any]:
+                     sim_backend: str = "auto", device: str = "cpu",
+                     workers: int = 1) -> dict[str, Any]:
     """Score a trained student on fixed seeds.
 
     Args:
@@ -148,24 +154,72 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         video_dir: Write one mp4 per episode here (see `run_episodes_student`).
         sim_backend: auto, cpu or gpu (`EnvConfig.sim_backend`).
         device: Torch device of the policy (`rpd.data.envs.resolve_device`).
+        workers: Processes the episodes are split between (each loads the student and one
+            env; results do not depend on the split).
 
     Returns:
-        dict with env, episodes, seed, horizon, success, return, length, wall_time_s.
+        dict with env, episodes, seed, horizon, success, return, length, workers,
+        wall_time_s.
     """
     if episodes <= 0:
         raise InputError(f"--episodes {episodes}: must be a positive number")
-    model, meta = load_student(run_dir, device=device)
+    if workers <= 0:
+        raise InputError(f"--workers {workers}: must be a positive number")
+    _, meta = load_student(run_dir, device=device)  # checks the run before any worker starts
     env_cfg_d = dict(meta["env"])
-    if env_cfg_d.get("camera") is not None:  # a pixel student's view
-        env_cfg_d["camera"] = CameraSpec(**env_cfg_d["camera"])
     if env_id is not None:
         env_cfg_d["env_id"] = env_id
     if horizon is not None:
         env_cfg_d["max_episode_steps"] = horizon
-    if video_dir is not None and env_cfg_d.get("camera") is None:
-        env_cfg_d["camera"] = VIDEO_CAMERA  # a state student's env renders only for the video
-    env_cfg = EnvConfig(**env_cfg_d, sim_backend=sim_backend)
-    env = make_env(env_cfg)
+    env_cfg_d["sim_backend"] = sim_backend
+    seeds = list(range(seed, seed + episodes))
+    t0 = time.perf_counter()
+    job = dict(run_dir=str(run_dir), env_cfg=env_cfg_d, deterministic=not stochastic,
+               video_dir=video_dir, device=device)
+    workers = min(workers, episodes)
+    if workers == 1:
+        results, time_limit = _student_episodes(seeds=seeds, **job)  # type: ignore[arg-type]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunks = [seeds[i::workers] for i in range(workers)]
+        with ProcessPoolExecutor(workers,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_student_episodes_job, [dict(job, seeds=c) for c in chunks]))
+        by_seed = {s: r for (rs, _), c in zip(parts, chunks, strict=True)
+                   for s, r in zip(c, rs, strict=True)}
+        results, time_limit = [by_seed[s] for s in seeds], parts[0][1]
+    successes, returns, lengths = zip(*results, strict=True)
+    return {"env": env_cfg_d["env_id"], "episodes": episodes, "seed": seed,
+            "horizon": env_cfg_d.get("max_episode_steps") or time_limit,
+            "actions": "sampled" if stochastic else "mean",
+            "success": float(np.mean(successes)), "return": float(np.mean(returns)),
+            "length": float(np.mean(lengths)), "workers": workers,
+            "wall_time_s": round(time.perf_counter() - t0, 2)}
+
+
+def _student_episodes_job(job: dict[str, Any]) -> tuple[list[tuple[bool, float, int]],
+                                                       int | None]:
+    return _student_episodes(**job)
+
+
+def _student_episodes(run_dir: str, env_cfg: dict[str, Any], seeds: list[int],
+                      deterministic: bool, video_dir: Path | None, device: str
+                      ) -> tuple[list[tuple[bool, float, int]], int | None]:
+    """Episodes of a student (in this process or a worker): per seed (success, return,
+    length), and the env's time limit."""
+    from rpd.data.envs import limit_cpu_threads
+
+    limit_cpu_threads()
+    logging.getLogger("mani_skill").setLevel(logging.ERROR)
+    model, meta = load_student(run_dir, device=device)
+    env_cfg = dict(env_cfg)
+    if env_cfg.get("camera") is not None:  # a pixel student's view
+        env_cfg["camera"] = CameraSpec(**env_cfg["camera"])
+    if video_dir is not None and env_cfg.get("camera") is None:
+        env_cfg["camera"] = VIDEO_CAMERA  # a state student's env renders only for the video
+    env = make_env(EnvConfig(**env_cfg))
     try:
         env_space, space = env.observation_space, model.observation_space
         if isinstance(env_space, gym.spaces.Dict):  # a pixel student: compare the state part
@@ -174,16 +228,10 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         else:
             obs_dim = int(np.prod(env_space.shape[1:]))
         if obs_dim != int(np.prod(space.shape)):
-            raise InputError(f"--env {env_cfg.env_id}: observations have {obs_dim} dims but the "
-                             f"student was trained on {space.shape}; evaluate "
-                             f"on {meta['env']['env_id']}")
-        t0 = time.perf_counter()
-        res = run_episodes_student(model, env, episodes, seed, deterministic=not stochastic,
-                                   video_dir=video_dir)
+            raise InputError(f"--env {env_cfg['env_id']}: observations have {obs_dim} dims but "
+                             f"the student was trained on {space.shape}; evaluate on "
+                             f"{meta['env']['env_id']}")
+        return ([_episode(model, env, s, deterministic, video_dir) for s in seeds],
+                _time_limit(env))
     finally:
         env.close()
-    return {"env": env_cfg.env_id, "episodes": episodes, "seed": seed,
-            "horizon": env_cfg.max_episode_steps or _time_limit(env),
-            "actions": "sampled" if stochastic else "mean",
-            "success": res["success"], "return": res["ret"], "length": res["length"],
-            "wall_time_s": round(time.perf_counter() - t0, 2)}

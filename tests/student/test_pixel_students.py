@@ -169,3 +169,19 @@ def test_bad_pixel_options_exit_2(args: list[str], message: str, tmp_path: Path)
     assert code == 2 and message in output, output
     assert len(output.strip().splitlines()) == 1, output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_student_eval_does_not_depend_on_the_worker_split(own_frame_run: Path,
+                                                          stochastic: bool) -> None:
+    results = []
+    for workers in ("1", "2"):
+        out = own_frame_run / f"eval-w{workers}-{stochastic}.json"
+        code, output = _rpd("eval", "--student", str(own_frame_run), "--env", ENV_ID,
+                            "--episodes", "3", "--horizon", "10", "--workers", workers,
+                            "--json", str(out), *(["--stochastic"] if stochastic else []))
+        assert code == 0, output
+        results.append(json.loads(out.read_text()))
+    assert results[1]["workers"] == 2
+    for key in ("success", "return", "length"):
+        assert results[0][key] == pytest.approx(results[1][key], abs=1e-5)
