@@ -115,3 +115,28 @@ def test_gpu_backend_without_cuda_is_one_line_exit_2(args: list[str], tmp_path: 
     assert "--sim-backend gpu: torch sees no CUDA device" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_rpd_labels_on_the_batched_path_match_the_subprocess_path() -> None:
+    """The env states RPD labels from (tracked through auto-resets via the infos) are the same
+    on both paths, so the labels are too."""
+    from rpd.pipeline.labeling import TeacherLabeler
+    from rpd.student.labels import InMemoryLabelSource
+    from rpd.teachers.scripted import ScriptedTeacher
+
+    labels = []
+    with TeacherLabeler(ScriptedTeacher.build("PushCube-v1"), "PushCube-v1") as labeler:
+        for batched in (False, True):
+            venv = VecMonitor(make_vec_env(CFG, 1, seed=7, with_env_state=True,
+                                           batched=batched))
+            model = RPDPPO("MlpPolicy", venv, n_steps=50, batch_size=25, n_epochs=1, seed=0,
+                           device="cpu", policy_kwargs=dict(net_arch=[16]),
+                           label_source=InMemoryLabelSource(labeler.label_env_states))
+            model.learn(50)
+            venv.close()
+            buf = model.rollout_buffer
+            assert buf.label_mask.all() and model.live_teacher_calls == 50
+            labels.append((buf.observations.copy(), buf.teacher_action.copy()))
+    np.testing.assert_allclose(labels[1][0], labels[0][0], atol=1e-5)
+    np.testing.assert_allclose(labels[1][1], labels[0][1], atol=1e-5)
+    assert np.abs(labels[0][1]).max() > 0.1  # the scripted teacher acted
