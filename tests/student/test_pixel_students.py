@@ -171,15 +171,14 @@ def test_bad_pixel_options_exit_2(args: list[str], message: str, tmp_path: Path)
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("stochastic", [False, True])
-def test_student_eval_does_not_depend_on_the_worker_split(own_frame_run: Path,
-                                                          stochastic: bool) -> None:
+def test_student_eval_does_not_depend_on_the_worker_split(own_frame_run: Path) -> None:
+    """Sampled actions (the harder case: each episode seeds torch with its own seed)."""
     results = []
     for workers in ("1", "2"):
-        out = own_frame_run / f"eval-w{workers}-{stochastic}.json"
+        out = own_frame_run / f"eval-w{workers}.json"
         code, output = _rpd("eval", "--student", str(own_frame_run), "--env", ENV_ID,
                             "--episodes", "3", "--horizon", "10", "--workers", workers,
-                            "--json", str(out), *(["--stochastic"] if stochastic else []))
+                            "--json", str(out), "--stochastic")
         assert code == 0, output
         results.append(json.loads(out.read_text()))
     assert results[1]["workers"] == 2
