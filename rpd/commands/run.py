@@ -16,7 +16,7 @@ import click
 @click.option("--env", "env_id", default="PushCube-v1", show_default=True, help="Task id.")
 @click.option("--reward", type=click.Choice(["sparse", "dense"]), default="sparse",
               show_default=True)
-@click.option("--steps", type=int, default=60_000, show_default=True,
+@click.option("--steps", type=int, default=80_000, show_default=True,
               help="Env steps per student run.")
 @click.option("--seeds", default="0", show_default=True,
               help="Comma-separated student seeds (an RPD and a PPO run each).")
@@ -28,11 +28,14 @@ import click
 @click.option("--teacher-kind", default="cnn-tiny", show_default=True,
               help="Backend of the teacher to fine-tune (octo-small: a small VLA, hours on CPU).")
 @click.option("--teacher-size", default="small", show_default=True)
-@click.option("--teacher-steps", type=int, default=2000, show_default=True,
+@click.option("--teacher-steps", type=int, default=3000, show_default=True,
               help="Teacher fine-tuning steps.")
+@click.option("--teacher-args", default=None,
+              help="Extra `rpd finetune-teacher` options [default for cnn-tiny: "
+                   "--batch-size 64 --lr 1e-3, the measured recipe].")
 @click.option("--image-size", type=int, default=64, show_default=True,
               help="Teacher camera resolution.")
-@click.option("--demos-num", type=int, default=50, show_default=True,
+@click.option("--demos-num", type=int, default=100, show_default=True,
               help="Motion-planned demos to generate.")
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Processes for demos, rendering, teacher eval and cache.")
@@ -52,15 +55,15 @@ import click
 @click.option("--dry-run", is_flag=True, help="Print the stage commands, run nothing.")
 def run(out: Path, env_id: str, reward: str, steps: int, seeds: str, envs: int, methods: str,
         teacher: Path | None, teacher_kind: str, teacher_size: str, teacher_steps: int,
-        image_size: int, demos_num: int, workers: int, teacher_episodes: int,
-        teacher_horizon: int, cache: bool, cache_rollouts: int, live_budget: int,
-        lambda_decay_steps: int | None, eval_every: int, eval_episodes: int, obs: str,
-        train_args: str, dry_run: bool) -> None:
+        teacher_args: str | None, image_size: int, demos_num: int, workers: int,
+        teacher_episodes: int, teacher_horizon: int, cache: bool, cache_rollouts: int,
+        live_budget: int, lambda_decay_steps: int | None, eval_every: int,
+        eval_episodes: int, obs: str, train_args: str, dry_run: bool) -> None:
     """The whole job in one command: demos, teacher, RPD and PPO students, report.
 
-    With no options beyond --out: sparse PushCube, 50 motion-planned demos, a cnn-tiny
+    With no options beyond --out: sparse PushCube, 100 motion-planned demos, a cnn-tiny
     teacher, RPD (λ 1 -> 0 cosine, 25 live teacher calls per rollout) and plain PPO on seed 0,
-    and the report with its plot. Re-running the same command resumes.
+    80k env steps each, and the report with its plot. Re-running the same command resumes.
     """
     from rpd.errors import InputError
     from rpd.pipeline.run import STAGES, RunConfig, execute, summary
@@ -72,7 +75,8 @@ def run(out: Path, env_id: str, reward: str, steps: int, seeds: str, envs: int, 
     cfg = RunConfig(out=out, env_id=env_id, reward=reward, steps=steps, seeds=seed_list,
                     envs=envs, methods=tuple(m.strip() for m in methods.split(",")),
                     teacher=teacher, teacher_kind=teacher_kind, teacher_size=teacher_size,
-                    teacher_steps=teacher_steps, image_size=image_size, demos_num=demos_num,
+                    teacher_steps=teacher_steps, teacher_args=teacher_args,
+                    image_size=image_size, demos_num=demos_num,
                     workers=workers, teacher_episodes=teacher_episodes,
                     teacher_horizon=teacher_horizon, cache=cache, cache_rollouts=cache_rollouts,
                     live_budget=live_budget or None, lambda_decay_steps=lambda_decay_steps,
