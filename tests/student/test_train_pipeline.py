@@ -395,3 +395,17 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(
                         "--out", str(run), "--resume")
     assert code == 0, output
     assert [int(r["step"]) for r in _eval_rows(run)] == [64, 128, 192]
+
+
+def test_student_zip_is_replaced_atomically(rpd_run: Path, teacher_dir: Path,
+                                            tmp_path: Path) -> None:
+    """student.zip is written to a temporary file first: when that write fails (here: the
+    temporary file is /dev/full), the previous student.zip is still whole."""
+    run = tmp_path / "run"
+    shutil.copytree(rpd_run, run)
+    before = (run / "student.zip").read_bytes()
+    (run / ".student.zip.tmp.zip").symlink_to("/dev/full")
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "192",
+                        "--out", str(run), "--resume")
+    assert code == 2 and "No space left on device" in output.strip().splitlines()[-1], output
+    assert (run / "student.zip").read_bytes() == before
