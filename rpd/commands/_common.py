@@ -5,6 +5,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import click
+
+sim_backend_option = click.option(
+    "--sim-backend", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+    help="ManiSkill simulation: auto = the GPU when CUDA is present, else the CPU.")
+"""`--sim-backend`, shared by train, eval and cache."""
+device_option = click.option(
+    "--device", default="auto", show_default=True,
+    help="Torch device: auto (CUDA when present), cpu or cuda[:N].")
+"""`--device`, shared by train, eval, cache and finetune-teacher."""
+
 
 class Progress:
     """A tqdm bar that appears on the first update, so input errors print alone."""

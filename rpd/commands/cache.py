@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from rpd.commands._common import Progress
+from rpd.commands._common import Progress, device_option, sim_backend_option
 
 
 @click.group("cache", invoke_without_command=True)
@@ -37,11 +37,8 @@ from rpd.commands._common import Progress
               help="'std' (from the labelled demo observations) or a fixed number.")
 @click.option("--allow-mismatch", is_flag=True,
               help="Use a store made for another teacher/env/key spec anyway.")
-@click.option("--sim-backend", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
-              show_default=True,
-              help="ManiSkill simulation: auto = the GPU when CUDA is present, else the CPU.")
-@click.option("--device", default="auto", show_default=True,
-              help="Torch device: auto (CUDA when present), cpu or cuda[:N].")
+@sim_backend_option
+@device_option
 @click.pass_context
 def cache(ctx: click.Context, teacher: Path | None, env_id: str | None, out: Path | None,
           demos: tuple[Path, ...], rollouts: int, noise: float, horizon: int, workers: int,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from rpd.commands._common import Progress
+from rpd.commands._common import Progress, device_option, sim_backend_option
 
 
 @click.command("finetune-teacher")
@@ -38,8 +38,7 @@ from rpd.commands._common import Progress
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None,
               help="torch threads [default: one per core]; 1 on a busy machine.")
-@click.option("--device", default="auto", show_default=True,
-              help="Torch device: auto (CUDA when present), cpu or cuda[:N].")
+@device_option
 def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: str, steps: int,
                          batch_size: int, lr: float, chunk_size: int, image_size: int,
                          camera: str, no_proprio: bool, eval_every: int, checkpoint_every: int,
@@ -102,11 +101,8 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
 @click.option("--video", type=click.Path(path_type=Path), default=None,
               help="Write one mp4 per episode to this directory: the teacher's view, a pixel "
                    "student's own frames, or a state student's render camera (128 px).")
-@click.option("--sim-backend", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
-              show_default=True,
-              help="ManiSkill simulation: auto = the GPU when CUDA is present, else the CPU.")
-@click.option("--device", default="auto", show_default=True,
-              help="Torch device: auto (CUDA when present), cpu or cuda[:N].")
+@sim_backend_option
+@device_option
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results [default: DIR/eval/ENV-h{horizon}[-shift].json].")
 def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rpd.commands._common import Progress
+from rpd.commands._common import Progress, device_option, sim_backend_option
 
 
 @click.command("train")
@@ -70,11 +70,8 @@ from rpd.commands._common import Progress
 @click.option("--teacher-object-color", default=None,
               help="The teacher sees the task's object in this colour: green, red or yellow "
                    "(a task variation it was not fine-tuned on).")
-@click.option("--sim-backend", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
-              show_default=True,
-              help="ManiSkill simulation: auto = the GPU when CUDA is present, else the CPU.")
-@click.option("--device", default="auto", show_default=True,
-              help="Torch device: auto (CUDA when present), cpu or cuda[:N].")
+@sim_backend_option
+@device_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out: Path,

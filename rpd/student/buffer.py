@@ -9,7 +9,7 @@ A pixel student's frames stay uint8 in the buffer (SB3 stores each key in its sp
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
@@ -80,35 +80,35 @@ class _Labels:
         self.teacher_action[...] = teacher_action
         self.label_mask[...] = label_mask
 
-    def _batches(self, batch_size: int | None) -> Generator[np.ndarray, None, None]:
+    def reset(self) -> None:
+        self._reset_labels()
+        super().reset()  # type: ignore[misc]
+
+    def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
+        """SB3's `get`: flatten [T, E, ...] to [T*E, ...] once (observations by key for a
+        pixel student, and the labels), then yield shuffled minibatches of `_get_samples`."""
+        assert self.full, "the rollout buffer is not full"  # type: ignore[attr-defined]
+        if not self.generator_ready:
+            flatten = RolloutBuffer.swap_and_flatten
+            obs = self.observations  # type: ignore[attr-defined]
+            if isinstance(obs, dict):
+                for key in obs:
+                    obs[key] = flatten(obs[key])
+            else:
+                self.observations = flatten(obs)
+            for name in ("actions", "values", "log_probs", "advantages", "returns",
+                         "teacher_action", "label_mask"):
+                self.__dict__[name] = flatten(self.__dict__[name])
+            self.generator_ready = True
         indices = np.random.permutation(self.buffer_size * self.n_envs)
         batch_size = batch_size or self.buffer_size * self.n_envs
         for start in range(0, self.buffer_size * self.n_envs, batch_size):
-            yield indices[start:start + batch_size]
-
-    def _flatten_labels(self) -> None:
-        for name in ("teacher_action", "label_mask"):
-            self.__dict__[name] = RolloutBuffer.swap_and_flatten(self.__dict__[name])
+            yield self._get_samples(indices[start:start + batch_size])  # type: ignore[attr-defined]
 
 
 class RPDRolloutBuffer(_Labels, RolloutBuffer):
     """SB3's RolloutBuffer with RPD's labels (see `_Labels`), for state students."""
 
-    def reset(self) -> None:
-        self._reset_labels()
-        super().reset()
-
-    def get(self, batch_size: int | None = None
-            ) -> Generator[RPDRolloutBufferSamples, None, None]:  # type: ignore[override]
-        assert self.full, "the rollout buffer is not full"
-        if not self.generator_ready:
-            for name in ("observations", "actions", "values", "log_probs", "advantages",
-                         "returns"):
-                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
-            self._flatten_labels()
-            self.generator_ready = True
-        for batch in self._batches(batch_size):
-            yield self._get_samples(batch)
 
     def _get_samples(self, batch_inds: np.ndarray,  # type: ignore[override]
                      env: VecNormalize | None = None) -> RPDRolloutBufferSamples:
@@ -129,22 +129,6 @@ class RPDRolloutBuffer(_Labels, RolloutBuffer):
 class RPDDictRolloutBuffer(_Labels, DictRolloutBuffer):
     """SB3's DictRolloutBuffer with RPD's labels (see `_Labels`), for pixel students."""
 
-    def reset(self) -> None:
-        self._reset_labels()
-        super().reset()
-
-    def get(self, batch_size: int | None = None
-            ) -> Generator[RPDDictSamples, None, None]:  # type: ignore[override]
-        assert self.full, "the rollout buffer is not full"
-        if not self.generator_ready:
-            for key, obs in self.observations.items():
-                self.observations[key] = self.swap_and_flatten(obs)
-            for name in ("actions", "values", "log_probs", "advantages", "returns"):
-                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
-            self._flatten_labels()
-            self.generator_ready = True
-        for batch in self._batches(batch_size):
-            yield self._get_samples(batch)
 
     def _get_samples(self, batch_inds: np.ndarray,  # type: ignore[override]
                      env: VecNormalize | None = None) -> RPDDictSamples:
