@@ -108,10 +108,10 @@ def main() -> None:
     common = dict(env_id=args.env, steps=args.steps, envs=args.envs)
     ppo = train_rate(out / "ppo", no_teacher=True, **common)
     rows.append(dict(run="ppo (rpd train --no-teacher)", **ppo))
-    live = train_rate(out / "rpd-live", teacher=teacher, **common)
+    live = train_rate(out / "rpd-live", teacher=teacher, label_model=False, **common)
     rows.append(dict(run="rpd-live (scripted teacher, every state labelled)", **live))
     store = train_rate(out / "rpd-store", teacher=teacher, cache=out / "rpd-live" / "cache",
-                       cache_radius=1e6, offline_steps=0, **common)
+                       cache_radius=1e6, offline_steps=0, label_model=False, **common)
     rows.append(dict(run="rpd-store (every lookup a hit)", **store))
     for r in rows:
         r["of_limit"] = float(r["steps_per_s"]) / limit  # type: ignore[arg-type]

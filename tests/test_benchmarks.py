@@ -24,3 +24,16 @@ def test_throughput_benchmark_runs_and_writes_its_table(tmp_path: Path) -> None:
     assert by_name["rpd-store"]["hit_rate"] == 1.0 and by_name["rpd-store"][
         "live_calls_per_step"] == 0.0
     assert "| ppo (rpd train --no-teacher) |" in result.stdout
+
+
+def test_gpu_check_runs_its_tiny_cpu_configuration(tmp_path: Path) -> None:
+    script = Path(__file__).parents[1] / "scripts" / "gpu_check" / "check.py"
+    result = subprocess.run([sys.executable, str(script), "--tiny", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
+    assert [r["run"].split(" ")[0] for r in rows] == ["ppo-state", "rpd-state", "ppo-rgb"]
+    assert all("error" not in r and r["steps"] >= 128 and r["steps_per_s"] > 0 for r in rows)
+    assert rows[1]["live_calls"] > 0 and rows[0]["live_calls"] == 0
+    assert "| rpd-state (scripted teacher) | 2 |" in result.stdout
+

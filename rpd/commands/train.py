@@ -47,9 +47,16 @@ from rpd.commands._common import Progress, device_option, sim_backend_option
               show_default=True)
 @click.option("--live-budget", type=int, default=None, help="Max live teacher calls per rollout.")
 @click.option("--cache-radius", type=float, default=None,
-              help="Lookup hit radius [default: 0.05 (RMS key distance per dim, in key-scale "
-                   "units) for a `rpd cache` store; exact match for the run's own store and "
-                   "a labels.npz].")
+              help="Lookup hit radius [default: exact match; with --no-label-model 0.05 (RMS "
+                   "key distance per dim, in key-scale units) for a `rpd cache` store].")
+@click.option("--label-model/--no-label-model", default=True, show_default=True,
+              help="Let an ensemble fitted to the store's labels answer the states no stored "
+                   "key is near, where its members agree (never written back as labels).")
+@click.option("--label-model-spread", type=float, default=0.05, show_default=True,
+              help="The ensemble answers when its members' RMS std is at most this.")
+@click.option("--answer-audit", type=int, default=0, show_default=True,
+              help="Per rollout, check this many store/model answers against the live "
+                   "teacher and log their error (calls counted apart as audit_calls).")
 @click.option("--n-epochs", type=int, default=8, show_default=True, help="PPO epochs per rollout.")
 @click.option("--n-steps", type=int, default=64, show_default=True,
               help="Steps per env per rollout.")
@@ -79,7 +86,9 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
           student_image_size: int | None, critic_state: bool, envs: int, horizon: int | None,
           offline_steps: int | None, lam: float, lambda_schedule: str,
           lambda_decay_steps: int | None, distill: str, live_budget: int | None,
-          cache_radius: float | None, n_epochs: int, n_steps: int, batch_size: int,
+          cache_radius: float | None, label_model: bool, label_model_spread: float,
+          answer_audit: int,
+          n_epochs: int, n_steps: int, batch_size: int,
           max_grad_norm: float, target_kl: float, eval_every: int, eval_episodes: int,
           net_arch: str,
           log_std_init: float, normalize_obs: bool, teacher_camera_shift: float,
@@ -101,7 +110,10 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       critic_state=critic_state, envs=envs, horizon=horizon,
                       offline_steps=offline_steps, lam=lam, lambda_schedule=lambda_schedule,
                       lambda_decay_steps=lambda_decay_steps, distill=distill,
-                      live_budget=live_budget, cache_radius=cache_radius, n_epochs=n_epochs,
+                      live_budget=live_budget, cache_radius=cache_radius,
+                      label_model=label_model, label_model_spread=label_model_spread,
+                      answer_audit=answer_audit,
+                      n_epochs=n_epochs,
                       n_steps=n_steps, batch_size=batch_size, max_grad_norm=max_grad_norm,
                       target_kl=target_kl or None, eval_every=eval_every,
                       eval_episodes=eval_episodes, net_arch=arch,

@@ -21,6 +21,8 @@ import numpy as np
 
 from rpd.data.store import KeySpec, Rows, StoreIdentity, TeacherStore, source_code
 from rpd.errors import InputError
+from rpd.pipeline.label_model import LabelEnsemble
+from rpd.student.labels import MODEL, answer_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +150,7 @@ class TeacherCache:
     """Simulator backend of the live labeller's env (`EnvConfig.sim_backend`)."""
 
     def __init__(self, store: TeacherStore, radius: float = DEFAULT_RADIUS,
-                 teacher: Any = None) -> None:
+                 teacher: Any = None, model: LabelEnsemble | None = None) -> None:
         if not (radius >= 0 and math.isfinite(radius)):
             raise InputError(f"--cache-radius {radius}: must be 0 or a positive number")
         self.store = store
@@ -162,6 +164,8 @@ class TeacherCache:
         self._index = NearestKeyIndex(rows.key)
         self._labeler: Any = None
         self._episode = 0
+        self.model = model
+        """Answers the states the index does not (see `answer`); None = nearest keys only."""
         logger.info("teacher cache %s: %d entries, radius %g", store.path, len(rows),
                     self.radius)
 
@@ -246,6 +250,43 @@ class TeacherCache:
     def lookup_obs(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`lookup(keys(obs))`."""
         return self.lookup(self.keys(obs))
+
+    def answer(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels without the live teacher (meets `LabelSource.answer`): the nearest stored
+        key within the radius (EXACT at distance 0, else NEIGHBOUR), then, for the rest, the
+        label model where its members agree (MODEL). The model is (re)fitted to every stored
+        label first when the store has grown by half since its last fit.
+
+        Args:
+            obs: [B, D] student state observations.
+
+        Returns:
+            (actions [B, A] f32, kind [B] int8 `ANSWER_KINDS` codes; NONE rows are zeros).
+        """
+        keys = self.keys(obs)
+        idx, dist = self._index.query(keys, self.max_dist)
+        kind = answer_kinds(dist, idx >= 0)
+        out = np.zeros((len(keys), self.store.identity.action_dim), np.float32)
+        found = idx >= 0
+        if found.any():
+            out[found] = self._all_actions()[idx[found]]
+        rest = np.flatnonzero(~found)
+        if self.model is not None and len(rest):
+            self._refit_model()
+            if self.model.ready:
+                mean, sure = self.model.answer(np.asarray(obs, np.float32)[rest])
+                out[rest[sure]] = mean[sure]
+                kind[rest[sure]] = MODEL
+        return out, kind
+
+    def _refit_model(self) -> None:
+        assert self.model is not None
+        n = len(self)
+        if n >= max(self.model.cfg.min_rows, 1.5 * self.model.fitted_rows) and \
+                n > self.model.fitted_rows:
+            obs, actions = self.entries()
+            mse = self.model.fit(obs, actions)
+            logger.info("label model fitted to %d stored labels (training MSE %.4f)", n, mse)
 
     def label_live(self, env_states: np.ndarray) -> np.ndarray:
         """Ask the live teacher about env states [N, S]: actions [N, A] f32."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -95,9 +96,20 @@ class TrainConfig:
         live_budget: Max live teacher calls per rollout; None = unlimited. Transitions left
             unlabelled are masked out of the distill term.
         cache_radius: A lookup hits when the nearest cached key is this close (0 = exact).
-            For a Zarr store: RMS key distance per dim in key-scale units (None =
-            rpd.pipeline.lookup.DEFAULT_RADIUS, 0.05); for the run's own store and .npz
-            caches: distance in observation units (None = exact match).
+            For a Zarr store: RMS key distance per dim in key-scale units (None = exact
+            match with the label model, else rpd.pipeline.lookup.DEFAULT_RADIUS, 0.05); for
+            the run's own store and .npz caches: distance in observation units (None = exact
+            match).
+        label_model: Fit a small ensemble (`rpd.pipeline.label_model`) to the store's labels
+            and let it answer the states no stored key is near, where its members agree; the
+            rest go to the live teacher. Its answers never enter the store. Zarr stores only
+            (the run's own, or --cache).
+        answer_audit: Per rollout, ask the live teacher about this many states answered
+            without it (store or model) and log the answers' error by kind
+            (`distill/answer_error_<kind>`, `answer_error` in student.json); audit calls are
+            counted apart (`audit_calls`). 0 = no audit.
+        label_model_spread: The ensemble answers a state when the RMS over action dims of
+            its members' standard deviation is at most this.
         seed: Seed of the policy, the sampling and every training episode (env k draws its
             episode seeds from `rpd.data.envs.episode_seeds(seed, k)`, above 2^31).
         resume: Continue the run in `out` from its last checkpoint.
@@ -154,6 +166,9 @@ class TrainConfig:
     distill: str = "mse"
     live_budget: int | None = None
     cache_radius: float | None = None
+    label_model: bool = True
+    label_model_spread: float = 0.05
+    answer_audit: int = 0
     seed: int = 0
     resume: bool = False
     n_steps: int = 64
@@ -242,8 +257,13 @@ class TrainConfig:
             raise InputError(f"--distill {self.distill!r}: use one of {', '.join(DISTILL_KINDS)}")
         if self.target_kl is not None and self.target_kl < 0:
             raise InputError(f"--target-kl {self.target_kl}: must be ≥ 0 (0 = no early stop)")
+        if self.answer_audit < 0:
+            raise InputError(f"--answer-audit {self.answer_audit}: must be ≥ 0")
         if self.live_budget is not None and self.live_budget < 0:
             raise InputError(f"--live-budget {self.live_budget}: must be ≥ 0")
+        if not (self.label_model_spread > 0 and math.isfinite(self.label_model_spread)):
+            raise InputError(f"--label-model-spread {self.label_model_spread}: must be a "
+                             "positive number (the members' RMS standard deviation)")
         if self.cache is not None and not self.cache.exists():
             raise InputError(f"--cache {self.cache}: no such store; build one with `rpd cache` "
                              "or pass the labels.npz of an earlier run")
@@ -331,7 +351,8 @@ _RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "s
                  "teacher_object_color", "learning_rate", "gamma", "gae_lambda", "clip_range",
                  "ent_coef")
 """SB3 restores these from the checkpoint, so a changed value would not be applied: refused
-(`live_budget`, `cache_radius`, `teacher_batch` and evaluation options are applied)."""
+(`live_budget`, `cache_radius`, the label model, `answer_audit`, `teacher_batch` and
+evaluation options are applied)."""
 
 
 @dataclass
@@ -383,9 +404,16 @@ def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSour
         return InMemoryLabelSource(labeler.label_env_states, radius=cfg.cache_radius or 0.0,
                                    path=cfg.cache, on_close=labeler.close)
     else:
-        radius = DEFAULT_RADIUS if cfg.cache_radius is None else cfg.cache_radius
+        # the label model answers more states, better, than neighbours (README, issue 19)
+        default = EXACT_RADIUS if cfg.label_model else DEFAULT_RADIUS
+        radius = default if cfg.cache_radius is None else cfg.cache_radius
         cache = TeacherCache.open(cfg.cache, teacher, env_id=cfg.env_id, radius=radius)
     cache.sim_backend = cfg.sim_backend
+    if cfg.label_model:
+        from rpd.pipeline.label_model import EnsembleConfig, LabelEnsemble
+
+        cache.model = LabelEnsemble(EnsembleConfig(max_spread=cfg.label_model_spread),
+                                    seed=cfg.seed)
     return cache
 
 
@@ -642,6 +670,10 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                          train_steps_per_s=steps_per_s,
                          cache_hit_rate=(model.cache_hits / model.cache_lookups
                                          if model.cache_lookups else None),
+                         answers=dict(model.answers, live=int(model.live_teacher_calls)),
+                         audit_calls=int(model.audit_calls),
+                         answer_error={k: total / n for k, (total, n)
+                                       in model.answer_error.items() if n},
                          offline=state.offline),
             config=cfg.to_dict(),
         )
@@ -662,6 +694,7 @@ def _new_model(cfg: TrainConfig, venv: Any, source: LabelSource | None) -> tuple
     model = RPDPPO(
         cfg.policy, venv, label_source=source, distill=cfg.distill,
         lambda_schedule=cfg.schedule, live_budget=cfg.live_budget,
+        answer_audit=cfg.answer_audit,
         n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
         learning_rate=cfg.learning_rate, gamma=cfg.resolved_gamma,
         gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, target_kl=cfg.target_kl,
@@ -685,6 +718,7 @@ def _resume_model(cfg: TrainConfig, venv: Any, source: LabelSource | None,
     state = RunState(wall_offset=info["wall_time_s"], last_eval=info["last_eval"],
                      last_result=_trim_eval_rows(cfg.out, info))
     model.live_budget = cfg.live_budget  # a changed budget applies from here on
+    model.answer_audit = cfg.answer_audit
     write_json_atomic(cfg.out / CONFIG_JSON, cfg.to_dict())
     logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
     return model, state

@@ -16,6 +16,18 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+ANSWER_KINDS = ("none", "exact", "neighbour", "model")
+"""What answered a state, by code (the index): "none" (a miss: the live teacher is asked,
+within the live budget), "exact" (a stored key at distance 0), "neighbour" (a stored key
+within the hit radius), "model" (the store's label model, `rpd.pipeline.label_model`)."""
+NONE, EXACT, NEIGHBOUR, MODEL = range(len(ANSWER_KINDS))
+
+
+def answer_kinds(distance: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Answer codes [B] int8 of a nearest-key lookup: EXACT at distance 0, NEIGHBOUR when
+    found farther away, NONE when not found. distance [B] f64, found [B] bool."""
+    return np.where(found, np.where(distance <= 0, EXACT, NEIGHBOUR), NONE).astype(np.int8)
+
 
 @runtime_checkable
 class LabelSource(Protocol):
@@ -25,11 +37,9 @@ class LabelSource(Protocol):
         """Lookup keys [B, K] of student state observations [B, D]."""
         ...
 
-    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cached teacher actions for `keys` [B, K]: (actions [B, A] f32, hit [B] bool).
-
-        Rows where hit is false are undefined.
-        """
+    def answer(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels for state observations [B, D] without the live teacher: (actions [B, A] f32,
+        kind [B] int8, an `ANSWER_KINDS` code). Rows of kind NONE are undefined."""
         ...
 
     def label_live(self, env_states: np.ndarray) -> np.ndarray:
@@ -108,23 +118,28 @@ class InMemoryLabelSource:
         """The key of a state observation is the observation itself: [B, D] f32."""
         return np.asarray(obs, np.float32)
 
+    def answer(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """See `LabelSource.answer`: the nearest cached key within the radius."""
+        actions, distance = self.lookup(self.keys(obs))
+        return actions, answer_kinds(distance, distance <= self.radius)
+
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """See `LabelSource.lookup`. Brute-force nearest neighbour, in chunks of 1024 queries."""
+        """Action of the nearest cached key [B, A] f32 and its distance [B] f64 (inf when the
+        cache is empty). Brute force, in chunks of 1024 queries."""
         keys = np.asarray(keys, np.float32)
         if not self._keys:
-            return np.zeros((len(keys), 0), np.float32), np.zeros(len(keys), bool)
+            return np.zeros((len(keys), 0), np.float32), np.full(len(keys), np.inf)
         cached, actions = self._all()
         out = np.zeros((len(keys), actions.shape[1]), np.float32)
-        hit = np.zeros(len(keys), bool)
+        dist = np.full(len(keys), np.inf)
         sq_cached = (cached.astype(np.float64) ** 2).sum(1)
         for i in range(0, len(keys), 1024):
             q = keys[i:i + 1024].astype(np.float64)
             d2 = (q ** 2).sum(1)[:, None] - 2.0 * q @ cached.T.astype(np.float64) + sq_cached
             j = d2.argmin(1)
-            nearest = np.sqrt(((cached[j] - keys[i:i + 1024]) ** 2).sum(1))
-            hit[i:i + 1024] = nearest <= self.radius
+            dist[i:i + 1024] = np.sqrt(((cached[j] - keys[i:i + 1024]) ** 2).sum(1))
             out[i:i + 1024] = actions[j]
-        return out, hit
+        return out, dist
 
     def label_live(self, env_states: np.ndarray) -> np.ndarray:
         """See `LabelSource.label_live`."""

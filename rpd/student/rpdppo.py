@@ -25,7 +25,14 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from rpd.student.buffer import RPDDictRolloutBuffer, RPDRolloutBuffer
-from rpd.student.labels import FrameLabeller, LabelSource
+from rpd.student.labels import (
+    ANSWER_KINDS,
+    EXACT,
+    NEIGHBOUR,
+    NONE,
+    FrameLabeller,
+    LabelSource,
+)
 from rpd.student.losses import (
     DISTILL_KINDS,
     LambdaSchedule,
@@ -84,12 +91,15 @@ class RPDPPO(PPO):
             live misses from the frames the student already rendered (no restore, no render).
         label_renders: Whether a `label_source.label_live` call renders the teacher's camera
             once per state (counted in `teacher_renders`).
+        answer_audit: Per rollout, ask the live teacher about this many states the label
+            source answered, to measure the answers' error (`distill/answer_error_<kind>`).
 
-    Logged: train/distill_loss, distill/lambda, distill/cache_hit_rate,
+    Logged: train/distill_loss, distill/lambda, distill/cache_hit_rate (exact + neighbour),
+    distill/answer_exact|neighbour|model (share of the rollout's states),
     distill/live_teacher_calls and distill/teacher_renders (cumulative; renders made only for
-    labels), distill/labelled_fraction, and how the rollout's
-    policy mean compared with its labels: distill/mse_dim_0.. (squared error per action dim)
-    and distill/gripper_agreement (same sign of the last dim).
+    labels), distill/labelled_fraction, distill/answer_error_<kind> (with `answer_audit`),
+    and how the rollout's policy mean compared with its labels: distill/mse_dim_0.. (squared
+    error per action dim) and distill/gripper_agreement (same sign of the last dim).
     """
 
     rollout_buffer: RPDRolloutBuffer
@@ -97,7 +107,7 @@ class RPDPPO(PPO):
     def __init__(self, policy: Any, env: Any, *, label_source: LabelSource | None = None,
                  distill: str = "mse", lambda_schedule: LambdaSchedule | None = None,
                  live_budget: int | None = None, frame_labeller: FrameLabeller | None = None,
-                 label_renders: bool = False, **kwargs: Any) -> None:
+                 label_renders: bool = False, answer_audit: int = 0, **kwargs: Any) -> None:
         if distill not in DISTILL_KINDS:
             raise ValueError(f"distill {distill!r}: use one of {', '.join(DISTILL_KINDS)}")
         space = getattr(env, "observation_space", None)
@@ -114,6 +124,12 @@ class RPDPPO(PPO):
         self.teacher_renders = 0
         self.cache_lookups = 0
         self.cache_hits = 0
+        self.answers: dict[str, int] = {}
+        """States answered without the live teacher, by `ANSWER_KINDS` name."""
+        self.answer_audit = int(answer_audit)
+        self.audit_calls = 0
+        self.answer_error: dict[str, tuple[float, int]] = {}
+        """Audited answers by kind: (sum of squared errors against the live teacher, count)."""
         self._last_env_states: np.ndarray | None = None
         super().__init__(policy, env, **kwargs)
 
@@ -220,10 +236,9 @@ class RPDPPO(PPO):
         flat = observations["state"] if isinstance(observations, dict) else observations
         obs = flat.reshape(t * e, -1).astype(np.float32)
         states = buffer.env_states.reshape(t * e, -1)
-        keys = self.label_source.keys(obs)
-        actions, hit = self.label_source.lookup(keys)
+        actions, kind = self.label_source.answer(obs)
         teacher_action = np.zeros((t * e, buffer.action_dim), np.float32)
-        mask = np.asarray(hit, bool).copy()
+        mask = np.asarray(kind) != NONE
         if mask.any():
             teacher_action[mask] = actions[mask]
         miss = np.flatnonzero(~mask)
@@ -237,17 +252,51 @@ class RPDPPO(PPO):
             teacher_action[miss[ok]] = live[ok]
             mask[miss[ok]] = True
             self.live_teacher_calls += len(miss)
-            self.label_source.insert(keys[miss[ok]], obs[miss[ok]], states[miss[ok]], live[ok])
-        self.cache_lookups += len(keys)
-        self.cache_hits += int(np.asarray(hit).sum())
+            rows = miss[ok]
+            self.label_source.insert(self.label_source.keys(obs[rows]), obs[rows],
+                                     states[rows], live[ok])
+        if self.answer_audit:
+            self._audit_answers(buffer, kind, actions, states, teacher_action)
+        counts = np.bincount(np.asarray(kind, np.int64), minlength=len(ANSWER_KINDS))
+        self.cache_lookups += len(obs)
+        for code, name in enumerate(ANSWER_KINDS[1:], start=1):
+            self.answers[name] = self.answers.get(name, 0) + int(counts[code])
+            self.logger.record(f"distill/answer_{name}", float(counts[code]) / len(obs))
+        self.cache_hits += int(counts[EXACT] + counts[NEIGHBOUR])
         buffer.set_labels(teacher_action.reshape(t, e, -1), mask.reshape(t, e))
-        self.logger.record("distill/cache_hit_rate", float(np.mean(hit)))
+        self.logger.record("distill/cache_hit_rate", float(counts[EXACT] + counts[NEIGHBOUR])
+                           / len(obs))
         self.logger.record("distill/live_teacher_calls", self.live_teacher_calls)
         self.logger.record("distill/teacher_renders", self.teacher_renders)
         self.logger.record("distill/labelled_fraction", float(mask.mean()))
         self.logger.record("time/label_s", time.perf_counter() - t0)
-        logger.debug("rollout labels: %d hits, %d live, %d unlabelled", int(np.sum(hit)),
+        logger.debug("rollout labels: %s, %d live, %d unlabelled", counts[1:].tolist(),
                      len(miss), int((~mask).sum()))
+
+    def _audit_answers(self, buffer: RPDRolloutBuffer | RPDDictRolloutBuffer, kind: np.ndarray,
+                       answers: np.ndarray, states: np.ndarray,
+                       teacher_action: np.ndarray) -> None:
+        """Ask the live teacher about up to `answer_audit` answered states of the rollout
+        and record the answers' squared error (summed over action dims) by kind; the audited
+        rows train on the live label. Audit calls are counted apart from live calls."""
+        answered = np.flatnonzero(np.asarray(kind) != NONE)
+        if not len(answered):
+            return
+        rng = np.random.default_rng(self.num_timesteps + 1)
+        rows = np.sort(rng.choice(answered, min(self.answer_audit, len(answered)),
+                                  replace=False))
+        live = np.asarray(self._label_live(buffer, rows, states[rows]), np.float32)
+        ok = np.isfinite(live).all(1)
+        rows, live = rows[ok], live[ok]
+        self.audit_calls += len(ok)
+        error = ((answers[rows] - live) ** 2).sum(1)
+        teacher_action[rows] = live
+        for code, name in enumerate(ANSWER_KINDS[1:], start=1):
+            sel = np.asarray(kind)[rows] == code
+            if sel.any():
+                total, n = self.answer_error.get(name, (0.0, 0))
+                self.answer_error[name] = (total + float(error[sel].sum()), n + int(sel.sum()))
+                self.logger.record(f"distill/answer_error_{name}", float(error[sel].mean()))
 
     def _label_live(self, buffer: RPDRolloutBuffer | RPDDictRolloutBuffer, rows: np.ndarray,
                     states: np.ndarray) -> np.ndarray:
