@@ -66,6 +66,8 @@ class RunConfig:
             backend (cnn-tiny: `--batch-size 64 --lr 1e-3`, 84 % on PushCube at horizon 100).
         image_size: Its camera resolution (square).
         demos_num: Motion-planned demos to generate.
+        demo_speedup: Fine-tune the teacher on fast demos, every K planner actions merged
+            (`rpd demos speedup --factor K`); None = the planner's own pace.
         workers: Processes for demos, rendering, teacher eval and cache.
         teacher_episodes: Teacher eval episodes.
         teacher_horizon: Teacher eval horizon (the students' is the task's: 50).
@@ -94,6 +96,7 @@ class RunConfig:
     teacher_args: str | None = None
     image_size: int = 64
     demos_num: int = 100
+    demo_speedup: int | None = None
     workers: int = 2
     teacher_episodes: int = 50
     teacher_horizon: int = 50
@@ -118,6 +121,9 @@ class RunConfig:
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a "
                                  "positive number")
+        if self.demo_speedup is not None and not 2 <= self.demo_speedup <= 8:
+            raise InputError(f"--demo-speedup {self.demo_speedup}: use 2..8 (planner actions "
+                             "merged into one), or leave it out for the planner's pace")
         if not self.seeds:
             raise InputError("--seeds: give at least one seed")
         if any(s < 0 for s in self.seeds):
@@ -151,8 +157,16 @@ class RunConfig:
     # ---- paths ----------------------------------------------------------------------------
 
     @property
-    def demos(self) -> Path:
+    def planner_demos(self) -> Path:
         return self.out / "demos" / self.env_id / CONVERTED_DEMOS
+
+    @property
+    def demos(self) -> Path:
+        """The demos the teacher is fine-tuned on (fast ones with `demo_speedup`)."""
+        if self.demo_speedup is None:
+            return self.planner_demos
+        return self.planner_demos.with_name(f"trajectory.x{self.demo_speedup}."
+                                            f"{CONVERTED_DEMOS[len('trajectory.'):]}")
 
     @property
     def teacher_dir(self) -> Path:
@@ -189,10 +203,20 @@ class Stage:
 
 def _demos(cfg: RunConfig) -> Stage:
     args = ["demos", "generate", "--env", cfg.env_id, "--num", str(cfg.demos_num),
-            "--out", str(cfg.demos.parent), "--workers", str(cfg.workers)]
+            "--out", str(cfg.planner_demos.parent), "--workers", str(cfg.workers)]
+    skip = (f"--teacher {cfg.teacher} given" if cfg.teacher is not None
+            else f"{cfg.planner_demos} exists" if cfg.planner_demos.is_file() else None)
+    return Stage("demos", args, skip)
+
+
+def _fast_demos(cfg: RunConfig) -> list[Stage]:
+    if cfg.demo_speedup is None:
+        return []
+    args = ["demos", "speedup", str(cfg.planner_demos), "--factor", str(cfg.demo_speedup),
+            "--out", str(cfg.demos)]
     skip = (f"--teacher {cfg.teacher} given" if cfg.teacher is not None
             else f"{cfg.demos} exists" if cfg.demos.is_file() else None)
-    return Stage("demos", args, skip)
+    return [Stage("fast-demos", args, skip)]
 
 
 def _teacher(cfg: RunConfig) -> Stage:
@@ -265,7 +289,7 @@ def _report(cfg: RunConfig) -> Stage:
 
 
 STAGES: list[Callable[[RunConfig], list[Stage]]] = [
-    lambda c: [_demos(c)], lambda c: [_teacher(c)], lambda c: [_teacher_eval(c)],
+    lambda c: [_demos(c)], _fast_demos, lambda c: [_teacher(c)], lambda c: [_teacher_eval(c)],
     lambda c: [_cache(c)],
     lambda c: [_train(c, m, s) for s in c.seeds for m in c.methods],
     lambda c: [_report(c)],

@@ -74,9 +74,20 @@ def test_a_failing_stage_is_one_line_exit_2_and_keeps_finished_work(
     (["--env", "NoSuchTask-v9"], "--env 'NoSuchTask-v9': unknown task"),
     (["--teacher", "."], "not a teacher checkpoint"),
     (["--seeds", "a,b"], "--seeds 'a,b'"),
+    (["--demo-speedup", "1"], "--demo-speedup 1"),
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     result = _run("--out", tmp_path / "out", *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_fast_demos_stage_feeds_the_teacher(tmp_path: Path) -> None:
+    result = _run("--out", tmp_path / "out", "--demo-speedup", "4", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("]")[0][1:]: line for line in result.stdout.splitlines()}
+    fast = "demos/PushCube-v1/trajectory.x4.none.pd_ee_delta_pose.physx_cpu.h5"
+    assert "rpd demos speedup" in lines["fast-demos"] and "--factor 4" in lines["fast-demos"]
+    assert f"--demos {tmp_path / 'out' / fast}" in lines["teacher"]
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
