@@ -7,7 +7,8 @@ With `--references`, each seed is also trained with every label asked live
 (`--no-label-model`, its own store): the held-out success a shared store must keep.
 
     python benchmarks/bench_cache_sweep.py --teacher T [--env PushCube-v1] [--reward sparse]
-        [--steps 80000] [--seeds 0 1 2 3 4] [--references] [--train-args "..."] --out DIR
+        [--steps 80000] [--seeds 0 1 2 3 4] [--references [--reference-seeds 1 2]]
+        [--train-args "..."] --out DIR
 
 Resumable: a finished run (student.json and heldout.json present) is kept, an unfinished one
 resumed. Prints a markdown table and writes OUT/sweep.json. Give it the machine.
@@ -59,7 +60,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--audit", type=int, default=16, help="--answer-audit of every run")
     p.add_argument("--references", action="store_true",
-                   help="Also train every seed with all labels asked live.")
+                   help="Also train seeds with all labels asked live.")
+    p.add_argument("--reference-seeds", type=int, nargs="+", default=None,
+                   help="The seeds of those runs [default: every seed].")
     p.add_argument("--train-args", default="", help="More `rpd train` options, for every run.")
     p.add_argument("--heldout-episodes", type=int, default=50)
     p.add_argument("--heldout-seed", type=int, default=20_000)
@@ -80,7 +83,7 @@ def main() -> None:
                                     store, a))
         print(json.dumps(sweep[-1]), flush=True)
     if a.references:
-        for seed in a.seeds:
+        for seed in a.reference_seeds or a.seeds:
             refs.append(train_and_eval(a.out / f"live-s{seed}", [*base, "--seed", str(seed)],
                                        ["--no-label-model"], a))
             print(json.dumps(refs[-1]), flush=True)
