@@ -37,16 +37,16 @@ import click
               help="Teacher camera resolution.")
 @click.option("--demos-num", type=int, default=100, show_default=True,
               help="Motion-planned demos to generate.")
-@click.option("--demo-speedup", type=int, default=None,
+@click.option("--demo-speedup", type=int, default=4, show_default=True,
               help="Fine-tune the teacher on fast demos: every K planner actions merged into "
-                   "one (`rpd demos speedup`); K = 4 made a 52 %% teacher at horizon 50.")
+                   "one (`rpd demos speedup`); 1 = the planner's pace.")
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Processes for demos, rendering, teacher eval and cache.")
 @click.option("--teacher-episodes", type=int, default=50, show_default=True)
 @click.option("--teacher-horizon", type=int, default=50, show_default=True)
 @click.option("--cache", is_flag=True, help="Precompute teacher labels (`rpd cache`) first.")
 @click.option("--cache-rollouts", type=int, default=20, show_default=True)
-@click.option("--live-budget", type=int, default=25, show_default=True,
+@click.option("--live-budget", type=int, default=0, show_default=True,
               help="Max live teacher calls per RPD rollout; 0 = unlimited.")
 @click.option("--lambda-decay-steps", type=int, default=None,
               help="λ falls from 1 to 0 (cosine) by this step [default: 60%% of --steps].")
@@ -59,15 +59,16 @@ import click
 def run(out: Path, env_id: str, reward: str, steps: int, seeds: str, envs: int, methods: str,
         teacher: Path | None, teacher_kind: str, teacher_size: str, teacher_steps: int,
         teacher_args: str | None, image_size: int, demos_num: int,
-        demo_speedup: int | None, workers: int,
+        demo_speedup: int, workers: int,
         teacher_episodes: int, teacher_horizon: int, cache: bool, cache_rollouts: int,
         live_budget: int, lambda_decay_steps: int | None, eval_every: int,
         eval_episodes: int, obs: str, train_args: str, dry_run: bool) -> None:
     """The whole job in one command: demos, teacher, RPD and PPO students, report.
 
-    With no options beyond --out: sparse PushCube, 100 motion-planned demos, a cnn-tiny
-    teacher, RPD (λ 1 -> 0 cosine, 25 live teacher calls per rollout) and plain PPO on seed 0,
-    80k env steps each, and the report with its plot. Re-running the same command resumes.
+    With no options beyond --out: sparse PushCube, 100 motion-planned demos made 4x faster, a
+    cnn-tiny teacher, RPD (λ 1 -> 0 cosine, every state labelled while λ > 0, most by the label
+    model) and plain PPO on seed 0, 80k env steps each, and the report with its plot.
+    Re-running the same command resumes.
     """
     from rpd.errors import InputError
     from rpd.pipeline.run import STAGES, RunConfig, execute, summary

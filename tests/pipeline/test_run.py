@@ -31,7 +31,8 @@ def test_a_tiny_run_writes_the_report_and_a_summary(chain: tuple[Path, subproces
                                                     ) -> None:
     out, result = chain
     assert result.returncode == 0, result.stderr[-2000:]
-    for stage in ("demos", "teacher", "teacher-eval", "train-rpd-s0", "train-ppo-s0", "report"):
+    for stage in ("demos", "fast-demos", "teacher", "teacher-eval", "train-rpd-s0",
+                  "train-ppo-s0", "report"):
         assert f"[{stage}] done in" in result.stdout
     report = json.loads((out / "report" / "report.json").read_text())
     assert report  # one task group at least
@@ -40,7 +41,8 @@ def test_a_tiny_run_writes_the_report_and_a_summary(chain: tuple[Path, subproces
     rpd = json.loads((out / "runs" / "PushCube-v1-sparse-rpd-s0" / "student.json").read_text())
     assert 0 < rpd["metrics"]["live_teacher_calls"] <= 8 * 2  # the budget per rollout holds
     log = [json.loads(line) for line in (out / "run.log").read_text().splitlines()]
-    assert [e["stage"] for e in log][:3] == ["demos", "teacher", "teacher-eval"]
+    assert [e["stage"] for e in log][:4] == ["demos", "fast-demos", "teacher", "teacher-eval"]
+    assert "trajectory.x4." in log[2]["command"]  # the teacher learns from the fast demos
     assert all(e["rc"] == 0 for e in log)
 
 
@@ -49,7 +51,8 @@ def test_a_second_invocation_skips_every_finished_stage(
     out, _ = chain
     result = _run("--out", out, *TINY)
     assert result.returncode == 0, result.stderr[-2000:]
-    for stage in ("demos", "teacher", "teacher-eval", "train-rpd-s0", "train-ppo-s0"):
+    for stage in ("demos", "fast-demos", "teacher", "teacher-eval", "train-rpd-s0",
+                  "train-ppo-s0"):
         assert f"[{stage}] skipped" in result.stdout
     assert "[report] done in" in result.stdout  # the report is always redrawn
 
@@ -74,7 +77,7 @@ def test_a_failing_stage_is_one_line_exit_2_and_keeps_finished_work(
     (["--env", "NoSuchTask-v9"], "--env 'NoSuchTask-v9': unknown task"),
     (["--teacher", "."], "not a teacher checkpoint"),
     (["--seeds", "a,b"], "--seeds 'a,b'"),
-    (["--demo-speedup", "1"], "--demo-speedup 1"),
+    (["--demo-speedup", "0"], "--demo-speedup 0"),
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     result = _run("--out", tmp_path / "out", *args)
