@@ -277,11 +277,11 @@ def test_run_dry_run_plans_resumes_and_skips(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     out = r.stdout.splitlines()
     stages = [line.split("]")[0].lstrip("[") for line in out]
-    assert stages == ["demos", "teacher", "teacher-eval", "cache", "train-rpd-s0",
+    assert stages == ["demos", "fast-demos", "teacher", "teacher-eval", "cache", "train-rpd-s0",
                       "train-ppo-s0", "train-rpd-s1", "train-ppo-s1", "report"]
-    assert all("skipped" in out[i] for i in (0, 1, 3, 4))
-    assert f"--teacher {teacher}" in out[2] and "--horizon 100" in out[2]
-    assert out[5].endswith("--no-teacher --resume") and "--live-budget" not in out[5]
-    assert "--live-budget 5" in out[6] and "--reward sparse" in out[6]
-    assert "--lambda-schedule cosine --lambda-decay-steps 600" in out[6]
-    assert "--resume" not in out[6] and not (tmp_path / "out" / "run.log").exists()
+    assert all("skipped" in out[i] for i in (0, 1, 2, 4, 5))
+    assert f"--teacher {teacher}" in out[3] and "--horizon 100" in out[3]
+    assert out[6].endswith("--no-teacher --resume") and "--live-budget" not in out[6]
+    assert "--live-budget 5" in out[7] and "--reward sparse" in out[7]
+    assert "--lambda-schedule cosine --lambda-decay-steps 600" in out[7]
+    assert "--resume" not in out[7] and not (tmp_path / "out" / "run.log").exists()
