@@ -32,7 +32,7 @@ def test_gpu_check_runs_its_tiny_cpu_configuration(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
-    assert [r["run"].split(" ")[0] for r in rows] == ["ppo-state", "rpd-state", "ppo-rgb"]
+    assert [r["run"].split(" ")[0] for r in rows] == ["ppo-state", "rpd-state"]
     assert all("error" not in r and r["steps"] >= 128 and r["steps_per_s"] > 0 for r in rows)
     assert rows[1]["live_calls"] > 0 and rows[0]["live_calls"] == 0
     assert "| rpd-state (scripted teacher) | 2 |" in result.stdout
