@@ -237,15 +237,21 @@ class TeacherCache:
             (actions [B, A] f32, zeros where missed; hit [B] bool: nearest cached key within
             the radius).
         """
+        out, idx, _ = self._nearest(keys)
+        return out, idx >= 0
+
+    def _nearest(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(actions [B, A] f32, zeros where none; index [B], -1 where no stored key is within
+        the radius; distance [B]) of the nearest stored keys."""
         keys = np.asarray(keys, np.float32)
         if keys.ndim != 2 or keys.shape[1] != self.key_spec.key_dim:
             raise ValueError(f"keys must be [B, {self.key_spec.key_dim}], got {keys.shape}")
-        idx, _ = self._index.query(keys, self.max_dist)
-        hit = idx >= 0
+        idx, dist = self._index.query(keys, self.max_dist)
         out = np.zeros((len(keys), self.store.identity.action_dim), np.float32)
-        if hit.any():
-            out[hit] = self._all_actions()[idx[hit]]
-        return out, hit
+        found = idx >= 0
+        if found.any():
+            out[found] = self._all_actions()[idx[found]]
+        return out, idx, dist
 
     def lookup_obs(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`lookup(keys(obs))`."""
@@ -263,14 +269,9 @@ class TeacherCache:
         Returns:
             (actions [B, A] f32, kind [B] int8 `ANSWER_KINDS` codes; NONE rows are zeros).
         """
-        keys = self.keys(obs)
-        idx, dist = self._index.query(keys, self.max_dist)
+        out, idx, dist = self._nearest(self.keys(obs))
         kind = answer_kinds(dist, idx >= 0)
-        out = np.zeros((len(keys), self.store.identity.action_dim), np.float32)
-        found = idx >= 0
-        if found.any():
-            out[found] = self._all_actions()[idx[found]]
-        rest = np.flatnonzero(~found)
+        rest = np.flatnonzero(idx < 0)
         if self.model is not None and len(rest):
             self._refit_model()
             if self.model.ready:
