@@ -4,15 +4,17 @@ Rows, all on one task (state observations, dense reward), in one sitting (give i
 
 1. `physics limit`: one process steps the env with random actions (no rendering); the limit
    for the machine is cores x that rate.
-2. `vec-env E`: SB3's SubprocVecEnv of E rpd envs stepping random actions (no learning).
-3. `ppo`: `rpd train --no-teacher`, with its split between rollouts and updates.
+2. `vec-env E`: SB3's SubprocVecEnv of E rpd envs stepping random actions (no learning);
+   `vec-env E in W workers`: the same E envs in W processes (`rpd.data.workers`).
+3. `ppo`: `rpd train --no-teacher` (one process per env, then each `--workers W`), with the
+   share of its time spent in gradient updates.
 4. `rpd-live`: RPD with a scripted teacher labelling live (restore the state, act).
 5. `rpd-store`: RPD whose every lookup hits a store (the cache path alone).
 
 Goals (issue 16): PPO ≥ 0.7 x the physics limit; RPD from a store ≥ 0.9 x PPO.
 
     python benchmarks/bench_throughput.py [--env PushCube-v1] [--steps 8192] [--envs 8]
-        [--vec-envs 2 8] [--out DIR]
+        [--vec-envs 2 8] [--workers 2] [--out DIR]
 
 Prints a markdown table and writes OUT/bench_throughput.json.
 """
@@ -48,13 +50,13 @@ def physics_rate(env_id: str, steps: int) -> float:
         env.close()
 
 
-def vec_rate(env_id: str, envs: int, steps: int) -> float:
-    """Env steps/s of a SubprocVecEnv of `envs` rpd envs stepping random actions."""
+def vec_rate(env_id: str, envs: int, steps: int, workers: int | None = None) -> float:
+    """Env steps/s of `envs` rpd envs in `workers` processes stepping random actions."""
     import numpy as np
 
     from rpd.data.envs import EnvConfig, make_vec_env
 
-    venv = make_vec_env(EnvConfig(env_id), envs, seed=0)
+    venv = make_vec_env(EnvConfig(env_id), envs, seed=0, workers=workers)
     try:
         venv.reset()
         rng = np.random.default_rng(0)
@@ -73,7 +75,7 @@ def train_rate(out: Path, **kwargs: object) -> dict[str, float]:
 
     meta = train(TrainConfig(out=out, eval_every=10**9, eval_episodes=1, seed=0, **kwargs))  # type: ignore[arg-type]
     m = meta["metrics"]
-    return dict(steps_per_s=m["train_steps_per_s"],
+    return dict(steps_per_s=m["train_steps_per_s"], update_share=m["update_share"],
                 live_calls_per_step=m["live_teacher_calls_per_step"],
                 hit_rate=m["cache_hit_rate"] or 0.0)
 
@@ -84,6 +86,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8192, help="Env steps per training run.")
     p.add_argument("--envs", type=int, default=8)
     p.add_argument("--vec-envs", type=int, nargs="+", default=[2, 8])
+    p.add_argument("--workers", type=int, nargs="*", default=[2],
+                   help="Worker-process counts to try for --envs envs (vec-env and ppo rows).")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
 
@@ -102,12 +106,18 @@ def main() -> None:
     for n in args.vec_envs:
         rows.append(dict(run=f"vec-env {n} (random actions)",
                          steps_per_s=vec_rate(args.env, n, args.steps)))
+    for w in args.workers:
+        rows.append(dict(run=f"vec-env {args.envs} in {w} workers (random actions)",
+                         steps_per_s=vec_rate(args.env, args.envs, args.steps, workers=w)))
     teacher = out / "teacher"
     if not (teacher / "teacher.json").is_file():
         ScriptedTeacher.build(args.env).save(teacher)
     common = dict(env_id=args.env, steps=args.steps, envs=args.envs)
     ppo = train_rate(out / "ppo", no_teacher=True, **common)
     rows.append(dict(run="ppo (rpd train --no-teacher)", **ppo))
+    for w in args.workers:
+        rows.append(dict(run=f"ppo --env-workers {w}", **train_rate(
+            out / f"ppo-w{w}", no_teacher=True, env_workers=w, **common)))
     live = train_rate(out / "rpd-live", teacher=teacher, label_model=False, **common)
     rows.append(dict(run="rpd-live (scripted teacher, every state labelled)", **live))
     store = train_rate(out / "rpd-store", teacher=teacher, cache=out / "rpd-live" / "cache",
@@ -117,11 +127,12 @@ def main() -> None:
         r["of_limit"] = float(r["steps_per_s"]) / limit  # type: ignore[arg-type]
     (out / "bench_throughput.json").write_text(json.dumps(rows, indent=2))
     print(f"\n{args.env}, {args.envs} envs, {args.steps} steps per training run\n")
-    print("| run | env steps/s | of physics limit | live calls / step | hit rate |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| run | env steps/s | of physics limit | update share | live calls / step | hit rate |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
+        share = f"{float(r['update_share']):.2f}" if "update_share" in r else ""  # type: ignore[arg-type]
         print(f"| {r['run']} | {float(r['steps_per_s']):.0f} | {float(r['of_limit']):.2f} | "  # type: ignore[arg-type]
-              f"{r.get('live_calls_per_step', '')} | {r.get('hit_rate', '')} |")
+              f"{share} | {r.get('live_calls_per_step', '')} | {r.get('hit_rate', '')} |")
     print(f"\nRPD from a store / PPO: {store['steps_per_s'] / ppo['steps_per_s']:.2f}; "
           f"PPO / physics limit: {ppo['steps_per_s'] / limit:.2f}")
 

@@ -12,13 +12,16 @@ BENCH = Path(__file__).parents[1] / "benchmarks"
 
 def test_throughput_benchmark_runs_and_writes_its_table(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(BENCH / "bench_throughput.py"), "--steps", "256",
-                             "--envs", "2", "--vec-envs", "2", "--out", str(tmp_path)],
+                             "--envs", "3", "--vec-envs", "2", "--workers", "2", "--out",
+                             str(tmp_path)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((tmp_path / "bench_throughput.json").read_text())
     names = [r["run"].split(" ")[0] for r in rows]
-    assert names == ["physics", "vec-env", "ppo", "rpd-live", "rpd-store"]
+    assert names == ["physics", "vec-env", "vec-env", "ppo", "ppo", "rpd-live", "rpd-store"]
+    assert rows[2]["run"].startswith("vec-env 3 in 2 workers")
     assert all(r["steps_per_s"] > 0 for r in rows)
+    assert all(0 < r["update_share"] < 1 for r in rows[3:])
     by_name = dict(zip(names, rows, strict=True))
     assert by_name["rpd-live"]["live_calls_per_step"] == 1.0  # every state labelled live
     assert by_name["rpd-store"]["hit_rate"] == 1.0 and by_name["rpd-store"][
@@ -32,8 +35,10 @@ def test_gpu_check_runs_its_tiny_cpu_configuration(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
-    assert [r["run"].split(" ")[0] for r in rows] == ["ppo-state", "rpd-state"]
-    assert all("error" not in r and r["steps"] >= 128 and r["steps_per_s"] > 0 for r in rows)
+    assert [r["run"].split(" ")[0] for r in rows] == ["ppo-state", "rpd-state", "labels"]
+    assert all("error" not in r for r in rows), rows
+    assert all(r["steps"] >= 128 and r["steps_per_s"] > 0 for r in rows[:2])
     assert rows[1]["live_calls"] > 0 and rows[0]["live_calls"] == 0
+    assert rows[2]["states"] == 8 and rows[2]["max_diff"] < 1e-4
     assert "| rpd-state (scripted teacher) | 2 |" in result.stdout
 

@@ -34,6 +34,9 @@ from rpd.commands._common import Progress, device_option, sim_backend_option
               help="Asymmetric critic: a pixel student's critic also reads the flat simulator "
                    "state (the actor never does).")
 @click.option("--envs", type=int, default=8, show_default=True, help="Parallel envs.")
+@click.option("--env-workers", type=int, default=None,
+              help="CPU: processes stepping the envs, each a block of them [default: one per "
+                   "env]. Results do not depend on it.")
 @click.option("--horizon", type=int, default=None, help="Episode length (default: task's).")
 @click.option("--offline-steps", type=int, default=None,
               help="Supervised steps on the cached labels first [default: 2000 with --cache].")
@@ -83,7 +86,8 @@ from rpd.commands._common import Progress, device_option, sim_backend_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out: Path,
           no_teacher: bool, reward: str, obs: str, student_camera: str | None,
-          student_image_size: int | None, critic_state: bool, envs: int, horizon: int | None,
+          student_image_size: int | None, critic_state: bool, envs: int,
+          env_workers: int | None, horizon: int | None,
           offline_steps: int | None, lam: float, lambda_schedule: str,
           lambda_decay_steps: int | None, distill: str, live_budget: int | None,
           cache_radius: float | None, label_model: bool, label_model_spread: float,
@@ -107,7 +111,8 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
     cfg = TrainConfig(env_id=env_id, out=out, teacher=teacher, steps=steps, cache=cache,
                       no_teacher=no_teacher, reward=reward, obs=obs,
                       student_camera=student_camera, student_image_size=student_image_size,
-                      critic_state=critic_state, envs=envs, horizon=horizon,
+                      critic_state=critic_state, envs=envs, env_workers=env_workers,
+                      horizon=horizon,
                       offline_steps=offline_steps, lam=lam, lambda_schedule=lambda_schedule,
                       lambda_decay_steps=lambda_decay_steps, distill=distill,
                       live_budget=live_budget, cache_radius=cache_radius,

@@ -556,11 +556,13 @@ def _cpu_env_factory(cfg: EnvConfig, seed: int, env_index: int, start_step: int,
 
 def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
                  with_env_state: bool = False, start_step: int = 0,
-                 batched: bool | None = None) -> Any:
+                 batched: bool | None = None, workers: int | None = None) -> Any:
     """A Stable-Baselines3 VecEnv of `num_envs` copies of the task.
 
-    CPU: SubprocVecEnv of ManiSkill CPUGymWrapper envs, one process each; every reset of env k
-    (auto-resets too) is seeded from `episode_seeds(seed, k, start_step)`.
+    CPU: ManiSkill CPUGymWrapper envs in `workers` processes (default: one per env, SB3's
+    SubprocVecEnv; fewer: `rpd.data.workers.GroupedVecEnv`, each process stepping a block of
+    envs); every reset of env k (auto-resets too) is seeded from
+    `episode_seeds(seed, k, start_step)`, whichever process holds it.
     GPU (or `batched=True`): one batched ManiSkill env behind `rpd.data.batched.BatchedVecEnv`,
     seeded from the same streams. On the CPU backend the batched path takes one env only.
     With `with_env_state`, every step's info and reset info carry "env_state" [S]: the
@@ -577,8 +579,15 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
                              start_step=start_step, with_env_state=with_env_state)
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+    workers = num_envs if workers is None else workers
+    if workers <= 0:
+        raise InputError(f"--env-workers {workers}: must be a positive number")
     factories = [_cpu_env_factory(cfg, seed, i, start_step, with_env_state)
                  for i in range(num_envs)]
     if num_envs == 1:
         return DummyVecEnv(factories)
+    if workers < num_envs:
+        from rpd.data.workers import GroupedVecEnv
+
+        return GroupedVecEnv(factories, workers, start_method="spawn")
     return SubprocVecEnv(factories, start_method="spawn")

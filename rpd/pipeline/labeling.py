@@ -8,6 +8,7 @@ states and rollouts, and the student trainer uses them for live labels of cache 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,10 @@ class TeacherLabeler:
     and renders exactly the teacher's camera (nothing for a teacher that reads simulator
     states, `Teacher.uses_env_state`). Close it with `close()` or use `with`.
 
+    On a batched (GPU) backend, labelling restores and renders `batch_size` states at once in
+    an env of that many sub-envs (`batch_env`); on the CPU backend (one sub-env per env) it
+    restores and renders them one at a time. Teacher rollouts always use a single env.
+
     Args:
         teacher: Any registered teacher.
         env_id: The task (the teacher must know an instruction for it).
@@ -53,19 +58,32 @@ class TeacherLabeler:
                              max_episode_steps=max_episode_steps,
                              env_kwargs=dict(env_kwargs or {}), sim_backend=sim_backend)
         self._env: Any = None
+        self._batch_env: Any = None
 
     @property
     def env(self) -> Any:
-        """The labelling env (created on first use, then reset once)."""
+        """The single env of rollouts and one-state restores (made on first use, reset once)."""
         if self._env is None:
             self._env = make_env(self.cfg)
             self._env.reset(seed=0)
         return self._env
 
+    @property
+    def batch_env(self) -> Any:
+        """The env labels restore states in: `batch_size` sub-envs on a batched backend, else
+        `env` itself (made on first use, reset once)."""
+        if self.cfg.resolved_sim_backend == "physx_cpu" or self.batch_size == 1:
+            return self.env
+        if self._batch_env is None:
+            self._batch_env = make_env(self.cfg, num_envs=self.batch_size)
+            self._batch_env.reset(seed=0)
+        return self._batch_env
+
     def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
-            self._env = None
+        for env in (self._env, self._batch_env):
+            if env is not None:
+                env.close()
+        self._env = self._batch_env = None
 
     def __enter__(self) -> TeacherLabeler:
         return self
@@ -75,23 +93,26 @@ class TeacherLabeler:
 
     # ---- what the teacher sees ------------------------------------------------------------
 
-    def observe(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """Teacher inputs in the env's current state: (image [1, H, W, 3] u8, proprio [1, P]
-        f32 or None). Proprio is `robot_proprio` (joint positions, then velocities), first
-        `proprio_dim` dims. A teacher that reads simulator states gets `no_images(1)`."""
+    def observe(self, env: Any = None, count: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+        """Teacher inputs in the current state of `env`'s first `count` sub-envs (default:
+        `env`, one): (images [count, H, W, 3] u8, proprio [count, P] f32 or None). Proprio
+        is `robot_proprio` (joint positions, then velocities), first `proprio_dim` dims. A
+        teacher that reads simulator states gets `no_images(count)`."""
+        env = self.env if env is None else env
         if self.teacher.uses_env_state:
-            image = no_images(1)
+            image = no_images(count)
         else:
-            image = teacher_image(self.env, self.teacher.spec.camera)
+            image = teacher_image(env, self.teacher.spec.camera)[:count]
         p = self.teacher.spec.proprio_dim
         if not p:
             return image, None
-        return image, robot_proprio(self.env)[:1, :p]
+        return image, robot_proprio(env)[:count, :p]
 
-    def student_obs(self) -> np.ndarray:
-        """The student's state observation in the env's current state: [1, D] f32."""
-        obs = self.env.unwrapped.get_obs()
-        return np.asarray(obs.cpu().numpy() if hasattr(obs, "cpu") else obs, np.float32)
+    def student_obs(self, env: Any = None, count: int = 1) -> np.ndarray:
+        """The student's state observation in the current state of `env`'s first `count`
+        sub-envs (default: `env`, one): [count, D] f32."""
+        obs = (self.env if env is None else env).unwrapped.get_obs()
+        return np.asarray(obs.cpu().numpy() if hasattr(obs, "cpu") else obs, np.float32)[:count]
 
     def act(self, images: np.ndarray, proprio: np.ndarray | None,
             env_states: np.ndarray | None = None) -> np.ndarray:
@@ -141,13 +162,14 @@ class TeacherLabeler:
         env_states = np.asarray(env_states, np.float32)
         if env_states.ndim != 2:
             raise ValueError(f"env_states must be [N, S], got {env_states.shape}")
+        env = self.batch_env
         images, proprio, obs = [], [], []
-        for state in env_states:
-            set_env_state(self.env, state)
-            image, p = self.observe()
+        for states, count in restore_batches(env_states, int(env.unwrapped.num_envs)):
+            set_env_state(env, states)
+            image, p = self.observe(env, count)
             images.append(image)
             proprio.append(p)
-            obs.append(self.student_obs())
+            obs.append(self.student_obs(env, count))
         if not images:
             d = self.student_obs().shape[1]
             return (np.zeros((0, self.teacher.spec.action_dim), np.float32),
@@ -199,6 +221,17 @@ class TeacherLabeler:
         return dict(env_state=np.concatenate(states), obs=np.concatenate(observations),
                     teacher_action=np.concatenate(actions),
                     step=np.arange(len(states), dtype=np.int32), success=np.asarray(success))
+
+
+def restore_batches(env_states: np.ndarray, num_envs: int) -> Iterator[tuple[np.ndarray, int]]:
+    """[N, S] states in batches for an env of `num_envs` sub-envs: ([num_envs, S], count),
+    the last batch padded with copies of its last state (count = the real rows)."""
+    for i in range(0, len(env_states), num_envs):
+        batch = env_states[i:i + num_envs]
+        count = len(batch)
+        if count < num_envs:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], num_envs - count, axis=0)])
+        yield batch, count
 
 
 def label_env_states(teacher: Teacher, env_id: str, env_states: np.ndarray,

@@ -84,7 +84,11 @@ class TrainConfig:
             minimum); None = the teacher camera's width, or 64 when it sees no camera.
         critic_state: Asymmetric critic: a pixel student's critic also reads the flat state
             observation (known in simulation only; the actor, all that is deployed, never does).
-        envs: Parallel envs (CPU: one subprocess each).
+        envs: Parallel envs.
+        env_workers: CPU backend: processes stepping the envs, each a contiguous block of them
+            (None = one per env). Fewer processes than envs trade parallel stepping for
+            fewer pipe round trips and context switches; results do not depend on it (every
+            env keeps its own episode seeds), so a resumed run may change it.
         horizon: Episode length for training and evaluation; None = the task default (50).
         offline_steps: Supervised steps fitting the policy mean to the cached labels before
             online RPD; None = 2000 when `cache` is given, else 0.
@@ -158,6 +162,7 @@ class TrainConfig:
     student_image_size: int | None = None
     critic_state: bool = False
     envs: int = 8
+    env_workers: int | None = None
     horizon: int | None = None
     offline_steps: int | None = None
     lam: float = 1.0
@@ -234,6 +239,9 @@ class TrainConfig:
                                  "must be a positive number")
         if self.seed < 0:
             raise InputError(f"--seed {self.seed}: must be ≥ 0")
+        if self.env_workers is not None and self.env_workers <= 0:
+            raise InputError(f"--env-workers {self.env_workers}: must be a positive number "
+                             "(processes stepping the envs; default one per env)")
         if not self.net_arch or any(w <= 0 for w in self.net_arch):
             raise InputError(f"--net-arch {','.join(map(str, self.net_arch))}: every layer "
                              "width must be a positive number, e.g. 256,256")
@@ -622,7 +630,8 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
     # a resumed run's envs continue with episode seeds its first part did not draw
     start_step = int(resume_info["num_timesteps"]) if resume_info is not None else 0
     venv = VecMonitor(make_vec_env(env_cfg, cfg.envs, seed=cfg.seed,
-                                   with_env_state=not cfg.no_teacher, start_step=start_step))
+                                   with_env_state=not cfg.no_teacher, start_step=start_step,
+                                   workers=cfg.env_workers))
     try:
         model, state = (_resume_model(cfg, venv, source, resume_info) if resume_info is not None
                         else _new_model(cfg, venv, source))
@@ -632,6 +641,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         callback = _make_callback(cfg, eval_env, state, progress)
         remaining = cfg.steps - model.num_timesteps
         steps_before, t_learn = model.num_timesteps, time.perf_counter()
+        update_before = model.update_seconds
         if remaining > 0:
             model.learn(remaining, callback=callback, tb_log_name="rpd",
                         reset_num_timesteps=False)
@@ -639,6 +649,8 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
         learn_s = time.perf_counter() - t_learn - state.eval_time
         trained = model.num_timesteps - steps_before
         steps_per_s = trained / learn_s if learn_s > 0 and trained > 0 else None
+        update_share = ((model.update_seconds - update_before) / learn_s
+                        if steps_per_s is not None else None)
         if state.last_result is None or state.last_eval != model.num_timesteps:
             evaluate_and_checkpoint(model, eval_env, cfg, state)
         with disk_writes(f"writing {cfg.out / STUDENT_ZIP}",
@@ -668,6 +680,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                          live_teacher_calls_per_step=(model.live_teacher_calls
                                                       / max(model.num_timesteps, 1)),
                          train_steps_per_s=steps_per_s,
+                         update_share=update_share,
                          cache_hit_rate=(model.cache_hits / model.cache_lookups
                                          if model.cache_lookups else None),
                          answers=dict(model.answers, live=int(model.live_teacher_calls)),

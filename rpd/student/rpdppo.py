@@ -130,12 +130,14 @@ class RPDPPO(PPO):
         self.audit_calls = 0
         self.answer_error: dict[str, tuple[float, int]] = {}
         """Audited answers by kind: (sum of squared errors against the live teacher, count)."""
+        self.update_seconds = 0.0
+        """Wall time in `train()` (the gradient updates) since this object was made or loaded."""
         self._last_env_states: np.ndarray | None = None
         super().__init__(policy, env, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "label_source", "frame_labeller",
-                "_last_env_states"]
+                "_last_env_states", "update_seconds"]
 
     # ---- rollout --------------------------------------------------------------------------
 
@@ -344,6 +346,14 @@ class RPDPPO(PPO):
         return fn(mean, teacher_action, mask)
 
     def train(self) -> None:
+        """One PPO update on the rollout (`_update`), timed in `update_seconds`."""
+        t0 = time.perf_counter()
+        try:
+            self._update()
+        finally:
+            self.update_seconds += time.perf_counter() - t0
+
+    def _update(self) -> None:
         """SB3's PPO.train with `+ λ · distill` in the loss (marked `# --- RPD`)."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)

@@ -8,8 +8,11 @@ without network), from the repository root:
 Runs, each for a fixed number of env steps on PushCube-v1 (dense reward) with the GPU
 simulation and the student on CUDA: state PPO and state RPD with a scripted teacher (512
 envs), then a pixel student (PPO on 64 px frames, 256 envs), and prints env steps/s and
-each run's final deterministic success. `--tiny` runs the same code on the CPU with 2 envs
-(the state rows only: a smoke check the test suite runs).
+each run's final deterministic success. Then live labels: a camera teacher (cnn-tiny, random
+weights, 64 px) labels the same 512 states restored and rendered 64 at a time and one at a
+time; the row gives labels/s of each and the largest difference between them (should be ~0).
+`--tiny` runs the same code on the CPU with 2 envs and 8 states (no pixel student: a smoke
+check the test suite runs).
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ def main() -> None:
             rows.append(dict(run=name, error=f"{type(e).__name__}: {e}"[:300]))
         print(json.dumps(rows[-1]), flush=True)
 
+    rows.append(label_row(a.env, backend, device, states=8 if a.tiny else 512))
+    print(json.dumps(rows[-1]), flush=True)
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA"
     head = (f"{time.strftime('%Y-%m-%d')}, {gpu}, Python {platform.python_version()}, "
             f"torch {torch.__version__}, numpy {np.__version__}, {a.env} dense")
@@ -92,9 +98,52 @@ def main() -> None:
     for r in rows:
         if "error" in r:
             print(f"| {r['run']} | failed: {r['error']} | | | | |")
+        elif r["run"].startswith("labels"):
+            print(f"| {r['run']} | batch {r['batch']} | {r['states']} states | "
+                  f"{r['batched_per_s']} labels/s (one at a time: {r['single_per_s']}) | "
+                  f"max diff {r['max_diff']:.2g} | |")
         else:
             print(f"| {r['run']} | {r['envs']} | {r['steps']} | {r['steps_per_s']} | "
                   f"{r['success']:.2f} | {r['live_calls']} |")
+
+
+def label_row(env_id: str, backend: str, device: str, states: int, batch: int = 64) -> dict:
+    """Live labels of `states` env states by a camera teacher, batched and one at a time."""
+    import numpy as np
+
+    from rpd.data.envs import CameraSpec, EnvConfig, get_env_state, make_env
+    from rpd.pipeline.labeling import TeacherLabeler
+    from rpd.teachers.base import TeacherSpec
+    from rpd.teachers.simple import TinyCNNTeacher
+
+    name = f"labels (cnn-tiny 64 px, restore + render, {backend})"
+    try:
+        spec = TeacherSpec(camera=CameraSpec("render", 64, 64), control_mode="pd_ee_delta_pose",
+                           action_dim=7, proprio_dim=9, tasks={env_id: "push the cube"})
+        teacher = TinyCNNTeacher.create(spec).to(device)
+        env = make_env(EnvConfig(env_id, sim_backend=backend))
+        rng = np.random.default_rng(0)
+        flat = []
+        env.reset(seed=0)
+        for t in range(states):
+            env.step(rng.uniform(-1, 1, (1, 7)).astype(np.float32))
+            flat.append(get_env_state(env)[0])
+            if t % 25 == 24:
+                env.reset(seed=t)
+        env.close()
+        flat = np.stack(flat)
+        out = {}
+        for b in (batch, 1):
+            with TeacherLabeler(teacher, env_id, batch_size=b, sim_backend=backend) as lab:
+                lab.label_with_obs(flat[:2])  # make the envs before timing
+                t0 = time.perf_counter()
+                out[b] = lab.label_with_obs(flat)
+                out[f"{b}/s"] = round(states / (time.perf_counter() - t0), 1)
+        diff = max(float(np.abs(out[batch][i] - out[1][i]).max()) for i in (0, 1))
+        return dict(run=name, batch=batch, states=states, batched_per_s=out[f"{batch}/s"],
+                    single_per_s=out["1/s"], max_diff=diff)
+    except Exception as e:
+        return dict(run=name, error=f"{type(e).__name__}: {e}"[:300])
 
 
 if __name__ == "__main__":

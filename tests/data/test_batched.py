@@ -140,3 +140,38 @@ def test_rpd_labels_on_the_batched_path_match_the_subprocess_path() -> None:
     np.testing.assert_allclose(labels[1][0], labels[0][0], atol=1e-5)
     np.testing.assert_allclose(labels[1][1], labels[0][1], atol=1e-5)
     assert np.abs(labels[0][1]).max() > 0.1  # the scripted teacher acted
+
+
+def test_labels_restore_states_in_padded_batches_of_the_env_size() -> None:
+    from rpd.pipeline.labeling import restore_batches
+
+    states = np.arange(10, dtype=np.float32).reshape(5, 2)
+    batches = list(restore_batches(states, 3))
+    assert [count for _, count in batches] == [3, 2]
+    assert all(b.shape == (3, 2) for b, _ in batches)
+    np.testing.assert_array_equal(batches[1][0], states[[3, 4, 4]])  # padded with the last
+    assert [c for _, c in restore_batches(states, 1)] == [1] * 5
+
+
+def test_cpu_labels_restore_in_the_single_env_and_match_the_live_state() -> None:
+    """On the CPU backend the labelling env is the single env (one sub-env), and a batch of
+    states labels as each state does alone."""
+    from rpd.data.envs import get_env_state, make_env
+    from rpd.pipeline.labeling import TeacherLabeler
+    from rpd.teachers.scripted import ScriptedTeacher
+
+    env = make_env(CFG)
+    states = []
+    env.reset(seed=3)
+    for _ in range(5):
+        env.step(env.action_space.sample())
+        states.append(get_env_state(env)[0])
+    env.close()
+    with TeacherLabeler(ScriptedTeacher.build("PushCube-v1"), "PushCube-v1",
+                        batch_size=4) as labeler:
+        assert labeler.batch_env is labeler.env
+        actions, obs = labeler.label_with_obs(np.stack(states))
+        alone = [labeler.label_with_obs(s[None]) for s in states]
+    assert actions.shape == (5, 7) and obs.shape[0] == 5
+    np.testing.assert_allclose(actions, np.concatenate([a for a, _ in alone]), atol=1e-6)
+    np.testing.assert_allclose(obs, np.concatenate([o for _, o in alone]), atol=1e-6)
