@@ -4,12 +4,15 @@ Rows, all on one task (state observations, dense reward), in one sitting (give i
 
 1. `physics limit`: one process steps the env with random actions (no rendering); the limit
    for the machine is cores x that rate.
-2. `vec-env E`: SB3's SubprocVecEnv of E rpd envs stepping random actions (no learning);
-   `vec-env E in W workers`: the same E envs in W processes (`rpd.data.workers`).
-3. `ppo`: `rpd train --no-teacher` (one process per env, then each `--workers W`), with the
-   share of its time spent in gradient updates.
-4. `rpd-live`: RPD with a scripted teacher labelling live (restore the state, act).
-5. `rpd-store`: RPD whose every lookup hits a store (the cache path alone).
+2. `one env in process`: one env through rpd's wrappers (seeded resets, numpy conversion,
+   env states), no pipes: what the wrappers cost on top of row 1.
+3. `vec-env E`: SB3's SubprocVecEnv of E rpd envs, one process each, stepping random actions
+   (no learning); `vec-env E in W workers`: the same E envs in W processes (`rpd.data.workers`).
+4. `ppo`: `rpd train --no-teacher`, one process per env, then with each `--env-workers W`,
+   with the share of its time spent in gradient updates.
+5. `rpd-live`: RPD with a scripted teacher labelling live (restore the state, act).
+6. `rpd-store`: RPD whose every lookup hits a store (the cache path alone).
+Rows 5 and 6 use `rpd train`'s default workers (one per core).
 
 Goals (issue 16): PPO ≥ 0.7 x the physics limit; RPD from a store ≥ 0.9 x PPO.
 
@@ -85,7 +88,7 @@ def main() -> None:
     p.add_argument("--env", default="PushCube-v1")
     p.add_argument("--steps", type=int, default=8192, help="Env steps per training run.")
     p.add_argument("--envs", type=int, default=8)
-    p.add_argument("--vec-envs", type=int, nargs="+", default=[2, 8])
+    p.add_argument("--vec-envs", type=int, nargs="*", default=[2, 8])
     p.add_argument("--workers", type=int, nargs="*", default=[2],
                    help="Worker-process counts to try for --envs envs (vec-env and ppo rows).")
     p.add_argument("--out", type=Path, default=None)
@@ -103,9 +106,11 @@ def main() -> None:
     limit = cores * one
     rows.append(dict(run=f"physics limit ({cores} cores x {one:.0f} steps/s)",
                      steps_per_s=limit))
+    rows.append(dict(run="one env in process (rpd's wrappers, no pipes)",
+                     steps_per_s=vec_rate(args.env, 1, min(args.steps, 2000))))
     for n in args.vec_envs:
-        rows.append(dict(run=f"vec-env {n} (random actions)",
-                         steps_per_s=vec_rate(args.env, n, args.steps)))
+        rows.append(dict(run=f"vec-env {n}, one process each (random actions)",
+                         steps_per_s=vec_rate(args.env, n, args.steps, workers=n)))
     for w in args.workers:
         rows.append(dict(run=f"vec-env {args.envs} in {w} workers (random actions)",
                          steps_per_s=vec_rate(args.env, args.envs, args.steps, workers=w)))
@@ -113,11 +118,15 @@ def main() -> None:
     if not (teacher / "teacher.json").is_file():
         ScriptedTeacher.build(args.env).save(teacher)
     common = dict(env_id=args.env, steps=args.steps, envs=args.envs)
-    ppo = train_rate(out / "ppo", no_teacher=True, **common)
-    rows.append(dict(run="ppo (rpd train --no-teacher)", **ppo))
+    if min(args.envs, cores) < args.envs:  # else the default row below is this one
+        rows.append(dict(run=f"ppo, one process per env (--env-workers {args.envs})",
+                         **train_rate(out / "ppo-each", no_teacher=True,
+                                      env_workers=args.envs, **common)))
     for w in args.workers:
         rows.append(dict(run=f"ppo --env-workers {w}", **train_rate(
             out / f"ppo-w{w}", no_teacher=True, env_workers=w, **common)))
+    ppo = train_rate(out / "ppo", no_teacher=True, **common)
+    rows.append(dict(run="ppo (rpd train --no-teacher, default workers)", **ppo))
     live = train_rate(out / "rpd-live", teacher=teacher, label_model=False, **common)
     rows.append(dict(run="rpd-live (scripted teacher, every state labelled)", **live))
     store = train_rate(out / "rpd-store", teacher=teacher, cache=out / "rpd-live" / "cache",

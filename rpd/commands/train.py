@@ -36,7 +36,7 @@ from rpd.commands._common import Progress, device_option, sim_backend_option
 @click.option("--envs", type=int, default=8, show_default=True, help="Parallel envs.")
 @click.option("--env-workers", type=int, default=None,
               help="CPU: processes stepping the envs, each a block of them [default: one per "
-                   "env]. Results do not depend on it.")
+                   "core, at most one per env]. Results do not depend on it.")
 @click.option("--horizon", type=int, default=None, help="Episode length (default: task's).")
 @click.option("--offline-steps", type=int, default=None,
               help="Supervised steps on the cached labels first [default: 2000 with --cache].")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -559,9 +560,10 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
                  batched: bool | None = None, workers: int | None = None) -> Any:
     """A Stable-Baselines3 VecEnv of `num_envs` copies of the task.
 
-    CPU: ManiSkill CPUGymWrapper envs in `workers` processes (default: one per env, SB3's
-    SubprocVecEnv; fewer: `rpd.data.workers.GroupedVecEnv`, each process stepping a block of
-    envs); every reset of env k (auto-resets too) is seeded from
+    CPU: ManiSkill CPUGymWrapper envs in `workers` processes (default: one per CPU core, at
+    most one per env). One per env is SB3's SubprocVecEnv; fewer is
+    `rpd.data.workers.GroupedVecEnv`, each process stepping a block of envs (8 envs on 2
+    cores: PPO 1.4x faster, README). Every reset of env k (auto-resets too) is seeded from
     `episode_seeds(seed, k, start_step)`, whichever process holds it.
     GPU (or `batched=True`): one batched ManiSkill env behind `rpd.data.batched.BatchedVecEnv`,
     seeded from the same streams. On the CPU backend the batched path takes one env only.
@@ -579,7 +581,7 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
                              start_step=start_step, with_env_state=with_env_state)
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    workers = num_envs if workers is None else workers
+    workers = min(num_envs, os.cpu_count() or 1) if workers is None else workers
     if workers <= 0:
         raise InputError(f"--env-workers {workers}: must be a positive number")
     factories = [_cpu_env_factory(cfg, seed, i, start_step, with_env_state)

@@ -86,8 +86,8 @@ class TrainConfig:
             observation (known in simulation only; the actor, all that is deployed, never does).
         envs: Parallel envs.
         env_workers: CPU backend: processes stepping the envs, each a contiguous block of them
-            (None = one per env). Fewer processes than envs trade parallel stepping for
-            fewer pipe round trips and context switches; results do not depend on it (every
+            (None = one per CPU core, at most one per env). Fewer processes than envs means
+            fewer pipe round trips and process switches; results do not depend on it (every
             env keeps its own episode seeds), so a resumed run may change it.
         horizon: Episode length for training and evaluation; None = the task default (50).
         offline_steps: Supervised steps fitting the policy mean to the cached labels before
