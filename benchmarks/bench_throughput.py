@@ -103,7 +103,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 1
     rows: list[dict[str, object]] = []
-    one = max(physics_rate(args.env, 2000) for _ in range(3))
+    one = max(physics_rate(args.env, min(args.steps, 2000)) for _ in range(3))
     limit = cores * one
     rows.append(dict(run=f"physics limit ({cores} cores x {one:.0f} steps/s)",
                      steps_per_s=limit))
