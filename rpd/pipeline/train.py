@@ -435,6 +435,8 @@ def _make_callback(cfg: TrainConfig, eval_env: Any, state: RunState,
 
         def _on_training_start(self) -> None:
             self._last_steps = self.num_timesteps
+            if progress is not None and self.num_timesteps:
+                progress(self.num_timesteps)  # a resumed run's bar starts where it stopped
 
         def _on_step(self) -> bool:
             return True

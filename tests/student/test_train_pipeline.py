@@ -124,6 +124,7 @@ def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Pa
     code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "192",
                         "--out", str(run), "--resume")
     assert code == 0, output
+    assert "192/192" in output  # the progress bar counts the steps before the resume too
     rows = _eval_rows(run)
     assert [int(r["step"]) for r in rows] == [64, 128, 192]
     # the resumed envs continue with episodes the first part did not see (their seed streams
