@@ -11,7 +11,7 @@ envs), then a pixel student (PPO on 64 px frames, 256 envs), and prints env step
 each run's final deterministic success. Then live labels: a camera teacher (cnn-tiny, random
 weights, 64 px) labels the same 512 states restored and rendered 64 at a time and one at a
 time; the row gives labels/s of each and the largest difference between them (should be ~0).
-`--tiny` runs the same code on the CPU with 2 envs and 8 states (no pixel student: a smoke
+`--tiny` runs the same code on the CPU with 1 env and 8 states (no pixel student: a smoke
 check the test suite runs).
 """
 
@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument("--state-steps", type=int, default=1_024_000)
     p.add_argument("--pixel-envs", type=int, default=256)
     p.add_argument("--pixel-steps", type=int, default=102_400)
-    p.add_argument("--tiny", action="store_true", help="2 CPU envs, a few rollouts.")
+    p.add_argument("--tiny", action="store_true", help="1 CPU env, a few rollouts.")
     a = p.parse_args()
 
     import numpy as np
@@ -44,7 +44,7 @@ def main() -> None:
 
     backend, device = ("cpu", "cpu") if a.tiny else ("gpu", "cuda")
     if a.tiny:
-        a.envs, a.pixel_envs, a.state_steps, a.pixel_steps = 2, 2, 256, 128
+        a.envs, a.pixel_envs, a.state_steps, a.pixel_steps = 1, 1, 128, 64
     out = a.out or Path(tempfile.mkdtemp(prefix="rpd_gpu_check_"))
     out.mkdir(parents=True, exist_ok=True)
     teacher = out / "teacher"

@@ -1,7 +1,8 @@
 """GroupedVecEnv (several envs per worker process) against SB3's SubprocVecEnv path.
 
-Real ManiSkill envs: 3 envs with a 4-step horizon, stepped through auto-resets by both paths
-from the same seed, must agree on everything the trainer reads.
+Real ManiSkill envs: 2 envs with a 4-step horizon, stepped through auto-resets by both paths
+(one worker holding both, one process each) from the same seed, must agree on everything the
+trainer reads.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rpd.data.workers import GroupedVecEnv
 from rpd.errors import InputError
 
 CFG = EnvConfig("PushCube-v1", max_episode_steps=4)
-N = 3
+N = 2
 
 
 def _trace(workers: int, steps: int = 9) -> dict[str, list]:
@@ -44,7 +45,7 @@ def _trace(workers: int, steps: int = 9) -> dict[str, list]:
 
 
 def test_grouped_workers_step_like_one_process_per_env() -> None:
-    one_each, grouped = _trace(workers=N), _trace(workers=2)
+    one_each, grouped = _trace(workers=N), _trace(workers=1)
     assert one_each["type"] == [SubprocVecEnv] and grouped["type"] == [GroupedVecEnv]
     assert sum(len(np.flatnonzero(d)) for d in grouped["dones"]) == 2 * N  # two auto-resets each
     for key in ("obs", "rewards", "dones", "terminal", "truncated", "env_states"):

@@ -259,12 +259,14 @@ def _policy_params(run: Path) -> list[np.ndarray]:
 
 def test_the_same_seed_repeats_a_run_exactly_and_another_seed_does_not(
         teacher_dir: Path, tmp_path: Path) -> None:
-    """Two subprocess envs with a 10-step horizon (so every env auto-resets several times):
-    the same --seed gives the same labels, updates and evaluations; another seed does not."""
+    """Two envs in a worker process with a 10-step horizon (so every env auto-resets several
+    times): the same --seed gives the same labels, updates and evaluations; another seed does
+    not."""
     runs = {}
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         out = tmp_path / name
-        code, output = _rpd("train", "--env", ENV_ID, "--envs", "2", "--n-steps", "32",
+        code, output = _rpd("train", "--env", ENV_ID, "--envs", "2", "--env-workers", "1",
+                            "--n-steps", "32",
                             "--batch-size", "32", "--n-epochs", "2", "--eval-every", "128",
                             "--eval-episodes", "2", "--net-arch", "32", "--horizon", "10",
                             "--steps", "128", "--seed", seed, "--teacher", str(teacher_dir),
@@ -363,7 +365,8 @@ def test_ctrl_c_is_one_line_and_a_killed_run_leaves_no_workers(tmp_path: Path) -
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
     err = proc.stderr.read()  # type: ignore[union-attr]
     assert proc.wait(timeout=60) == 130
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+    assert "Traceback" not in err, err[err.find("Traceback"):][:3000]  # once under load
+    assert err.strip().splitlines()[-1].startswith(
         "rpd: interrupted; finished work is kept"), err[-1000:]
     assert "--resume" in err
     proc = _train_until_it_steps(tmp_path / "b", "kill")

@@ -36,9 +36,10 @@ def test_data_of_an_older_format_is_rendered_again(demo_file: Path) -> None:
     import zarr
 
     camera = CameraSpec("render", 32, 32)
-    path = render_teacher_data(demo_file, camera, workers=1)
-    group = zarr.open_group(str(path), mode="r+")
-    group.attrs["schema_version"] = 1
+    path = dataset_path(demo_file, camera)
+    old = zarr.open_group(str(path), mode="w")  # a finished format-1 store: 9 proprio dims
+    old.create_array("proprio", shape=(3, 9), dtype="float32")[:] = 0
+    old.attrs["schema_version"] = 1
     stale = path.with_name(f".{path.name}.episodes")  # format 1's scratch dir
     stale.mkdir()
     np.savez(stale / "ep_0.npz", frames=np.zeros((1, 32, 32, 3), np.uint8),
