@@ -158,8 +158,9 @@ def test_plain_ppo_then_eval(tmp_path: Path) -> None:
     assert abs(log_std.mean() + 1.2) < 0.05  # started at -1.2, one short update since
     assert meta["metrics"]["live_teacher_calls"] == 0 and not (out / "cache").exists()
     assert meta["config"]["gamma"] is None and meta["config"]["n_epochs"] == 2
+    # in process (--workers 1): test_pixel_students checks the split changes nothing
     code, output = _rpd("eval", "--student", str(out), "--env", ENV_ID, "--episodes", "2",
-                        "--horizon", "20", "--json", str(tmp_path / "eval.json"))
+                        "--horizon", "20", "--workers", "1", "--json", str(tmp_path / "eval.json"))
     assert code == 0, output
     res = json.loads((tmp_path / "eval.json").read_text())
     assert res["horizon"] == 20
@@ -168,7 +169,7 @@ def test_plain_ppo_then_eval(tmp_path: Path) -> None:
     sampled = []
     for i in range(2):
         code, output = _rpd("eval", "--student", str(out), "--env", ENV_ID, "--episodes", "2",
-                            "--horizon", "20", "--stochastic", "--json",
+                            "--horizon", "20", "--stochastic", "--workers", "1", "--json",
                             str(tmp_path / f"sampled{i}.json"))
         assert code == 0, output
         sampled.append(json.loads((tmp_path / f"sampled{i}.json").read_text()))
@@ -176,7 +177,7 @@ def test_plain_ppo_then_eval(tmp_path: Path) -> None:
     assert "actions          sampled" in output and "nan" not in output  # no teacher-only rows
     assert sampled[0]["return"] == sampled[1]["return"] != res["return"]  # seeded, not the mean
     code, output = _rpd("eval", "--student", str(out), "--env", ENV_ID, "--episodes", "1",
-                        "--json", str(tmp_path / "default.json"))
+                        "--workers", "1", "--json", str(tmp_path / "default.json"))
     assert code == 0, output  # no --horizon: the one it was trained with (the task's 50)
     assert json.loads((tmp_path / "default.json").read_text())["horizon"] == 50
 
