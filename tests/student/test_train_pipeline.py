@@ -335,10 +335,11 @@ def test_resume_applies_a_new_live_budget_and_refuses_a_new_grad_clip(
 
 
 def _train_until_it_steps(out: Path, mark: str) -> subprocess.Popen[str]:
-    """`rpd train` with 2 subprocess envs, returned once its progress bar moves."""
+    """`rpd train` with 2 envs in a worker process (the default's `GroupedVecEnv`; one process
+    per env is SB3's own), returned once its progress bar moves."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "rpd.cli", "train", "--env", ENV_ID, "--no-teacher",
-         "--steps", "100000", "--envs", "2", "--out", str(out)],
+         "--steps", "100000", "--envs", "2", "--env-workers", "1", "--out", str(out)],
         stderr=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "RPD_TEST_MARK": mark})
     seen = ""
