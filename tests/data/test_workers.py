@@ -97,3 +97,20 @@ def test_grouped_workers_reject_bad_counts() -> None:
         make_vec_env(CFG, 2, workers=0)
     with pytest.raises(ValueError, match="workers"):
         GroupedVecEnv([_factory(0)], workers=2)
+
+
+def test_grouped_workers_carry_a_pixel_students_dict_observations() -> None:
+    from rpd.data.envs import CameraSpec
+
+    cfg = EnvConfig("PushCube-v1", obs_mode="rgb", camera=CameraSpec("render", 40, 40))
+    venv = make_vec_env(cfg, 2, seed=2, workers=1)
+    try:
+        first = venv.reset()
+        obs, *_ = venv.step(np.full((2, 7), 0.5, np.float32))
+    finally:
+        venv.close()
+    assert isinstance(venv, GroupedVecEnv)
+    assert obs["rgb"].shape == (2, 40, 40, 3) and obs["rgb"].dtype == np.uint8
+    assert obs["state"].shape[0] == obs["proprio"].shape[0] == 2
+    assert not np.array_equal(first["rgb"][0], first["rgb"][1])  # two episodes, two scenes
+    assert not np.array_equal(obs["rgb"][0], first["rgb"][0])  # the arm moved
