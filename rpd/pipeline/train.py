@@ -241,7 +241,7 @@ class TrainConfig:
             raise InputError(f"--seed {self.seed}: must be ≥ 0")
         if self.env_workers is not None and self.env_workers <= 0:
             raise InputError(f"--env-workers {self.env_workers}: must be a positive number "
-                             "(processes stepping the envs; default one per env)")
+                             "(processes stepping the envs; default one per CPU core)")
         if not self.net_arch or any(w <= 0 for w in self.net_arch):
             raise InputError(f"--net-arch {','.join(map(str, self.net_arch))}: every layer "
                              "width must be a positive number, e.g. 256,256")
