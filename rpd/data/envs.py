@@ -563,7 +563,7 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
     CPU: ManiSkill CPUGymWrapper envs in `workers` processes (default: one per CPU core, at
     most one per env). One per env is SB3's SubprocVecEnv; fewer is
     `rpd.data.workers.GroupedVecEnv`, each process stepping a block of envs (8 envs on 2
-    cores: PPO 1.4x faster, README). Every reset of env k (auto-resets too) is seeded from
+    cores: PPO 1.25-1.44x faster, README). Every reset of env k (auto-resets too) is seeded from
     `episode_seeds(seed, k, start_step)`, whichever process holds it.
     GPU (or `batched=True`): one batched ManiSkill env behind `rpd.data.batched.BatchedVecEnv`,
     seeded from the same streams. On the CPU backend the batched path takes one env only.
