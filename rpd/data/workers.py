@@ -41,6 +41,8 @@ def _serve(remote: Any, parent_remote: Any, factories: CloudpickleWrapper) -> No
                 obs, rewards, dones, infos = envs.step(data)
                 remote.send((obs, rewards, dones, infos, list(envs.reset_infos)))
             elif cmd == "reset":
+                # per-env seeds and options as the main VecEnv holds them: DummyVecEnv.reset
+                # reads these two lists (its public `seed` can only set seed + k)
                 envs._seeds, envs._options = list(data[0]), list(data[1])
                 obs = envs.reset()
                 remote.send((obs, list(envs.reset_infos)))
