@@ -18,7 +18,12 @@ device_option = click.option(
 
 
 class Progress:
-    """A tqdm bar that appears on the first update, so input errors print alone."""
+    """A tqdm bar that appears on the first update, so input errors print alone.
+
+    The first update sets where the bar starts (a resumed run's step, or the first chunk of
+    work, which includes start-up) and is left out of the rate, so the rate shown is this
+    process's own pace rather than a jump to the resumed step.
+    """
 
     def __init__(self, total: int | None, desc: str, unit: str) -> None:
         self._args = dict(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
@@ -28,7 +33,9 @@ class Progress:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(**self._args)
+            self.bar = tqdm(initial=n, **self._args)
+            self.bar.refresh()
+            return
         self.bar.update(n)
 
     def __enter__(self) -> Progress:

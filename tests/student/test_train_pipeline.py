@@ -260,10 +260,14 @@ def _policy_params(run: Path) -> list[np.ndarray]:
 
 
 def test_the_same_seed_repeats_a_run_exactly_and_another_seed_does_not(
-        teacher_dir: Path, tmp_path: Path) -> None:
+        tmp_path: Path) -> None:
     """Two envs in a worker process with a 10-step horizon (so every env auto-resets several
     times): the same --seed gives the same labels, updates and evaluations; another seed does
-    not."""
+    not. The scripted teacher labels from the env state (no renders), which keeps three runs
+    short."""
+    from rpd.teachers.scripted import ScriptedTeacher
+
+    teacher_dir = ScriptedTeacher.build(ENV_ID).save(tmp_path / "scripted")
     runs = {}
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         out = tmp_path / name
