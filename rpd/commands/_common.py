@@ -33,8 +33,7 @@ class Progress:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(initial=n, **self._args)
-            self.bar.refresh()
+            self.bar = tqdm(initial=n, **self._args)  # draws itself
             return
         self.bar.update(n)
 
