@@ -126,8 +126,13 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       teacher_camera_shift=teacher_camera_shift,
                       teacher_object_color=teacher_object_color,
                       sim_backend=sim_backend, device=device, seed=seed, resume=resume)
-    with Progress(steps, f"train {env_id}", "step") as bar:
-        meta = run_train(cfg, progress=bar.update)
+    with (Progress(None, "offline phase: render cached states", "frame") as frames,
+          Progress(steps, f"train {env_id}", "step") as bar):
+        def trained(n: int) -> None:
+            frames.close()  # a pixel student's offline renders are over once env steps run
+            bar.update(n)
+
+        meta = run_train(cfg, progress=trained, render_progress=frames.update)
     m = meta["metrics"]
     click.echo(f"wrote {out}: {m['steps']} steps, eval success {m['eval_success']:.2f}, "
                f"live teacher calls {m['live_teacher_calls']}")

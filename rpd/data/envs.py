@@ -6,6 +6,7 @@ render backend, the teacher camera and the CPU threading rule are decided here o
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -394,6 +395,60 @@ def set_env_state(env: Any, state: np.ndarray) -> None:
     if state.ndim == 1:
         state = state[None]
     env.unwrapped.set_state(torch.as_tensor(state, device=env.unwrapped.device))
+
+
+def _render_state_block(cfg: EnvConfig, env_states: np.ndarray, start: int,
+                        ticks: Any) -> tuple[int, np.ndarray, np.ndarray]:
+    """Worker of `render_states`: (start, rgb [N, H, W, 3] u8, proprio [N, P] f32)."""
+    camera = cfg.camera
+    assert camera is not None
+    env = make_env(replace(cfg, obs_mode="state"))
+    try:
+        env.reset(seed=0)
+        rgb = np.empty((len(env_states), camera.height, camera.width, 3), np.uint8)
+        proprio = []
+        for i, state in enumerate(env_states):
+            set_env_state(env, state)
+            rgb[i] = teacher_image(env, camera)[0]
+            proprio.append(robot_proprio(env)[0])
+            if ticks is not None and (i + 1) % 64 == 0:
+                ticks.put(64)
+        if ticks is not None and len(env_states) % 64:
+            ticks.put(len(env_states) % 64)
+        return start, rgb, np.asarray(proprio, np.float32).reshape(len(env_states), -1)
+    finally:
+        env.close()
+
+
+def render_states(cfg: EnvConfig, env_states: np.ndarray, workers: int = 1,
+                  progress: Callable[[int], None] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """What a pixel student sees in each of the given simulator states, rendered in
+    `workers` spawned processes (one render per state: ≈ 25 ms at 64 px on a CPU core).
+
+    Args:
+        cfg: The student's env config (its `camera` is rendered).
+        env_states: [N, S] flat states (`get_env_state`).
+        workers: Processes.
+        progress: Called with the number of newly rendered states.
+
+    Returns:
+        (rgb [N, H, W, 3] uint8, proprio [N, P] float32), in the order of `env_states`.
+    """
+    from rpd.data.parallel import run_in_processes
+
+    if cfg.camera is None:
+        raise ValueError("render_states needs a camera in the env config")
+    env_states = np.asarray(env_states, np.float32)
+    n = max(1, min(workers, len(env_states)))
+    bounds = np.linspace(0, len(env_states), n + 1).astype(int)
+    jobs = [(_render_state_block, (cfg, env_states[a:b], int(a)))
+            for a, b in itertools.pairwise(bounds) if b > a]
+    parts = sorted(run_in_processes(jobs, n, progress), key=lambda part: part[0])
+    if not parts:
+        camera = cfg.camera
+        return np.zeros((0, camera.height, camera.width, 3), np.uint8), np.zeros((0, 0), np.float32)
+    return (np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
 
 
 class EnvStateInfo:

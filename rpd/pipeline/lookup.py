@@ -342,6 +342,12 @@ class TeacherCache:
         """All cached (obs [N, D], teacher_action [N, A])."""
         return np.concatenate(self._obs), self._all_actions()
 
+    def entries_with_states(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The store's (obs [N, D], env_state [N, S], teacher_action [N, A]), read together (the
+        states are not kept in memory: only a pixel student's offline phase needs them)."""
+        rows = self.store.read(["obs", "env_state", "teacher_action"])
+        return rows.obs, rows.env_state, rows.teacher_action
+
     def flush(self) -> None:
         """Nothing to do: inserts are written through (kept for the LabelSource protocol)."""
 

@@ -26,6 +26,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -228,10 +229,6 @@ class TrainConfig:
         if self.student_image_size is not None and self.student_image_size < NATURE_CNN_MIN:
             raise InputError(f"--student-image-size {self.student_image_size}: must be ≥ "
                              f"{NATURE_CNN_MIN} (NatureCNN's 8/4, 4/2, 3/1 convolutions)")
-        if self.obs != "state" and self.cache is not None and (self.offline_steps or 0) > 0:
-            raise InputError(f"--offline-steps {self.offline_steps}: the offline phase fits "
-                             "state students only (a pixel student would need a frame of every "
-                             "cached state); pass --offline-steps 0")
         for name in ("steps", "envs", "n_steps", "batch_size", "n_epochs", "eval_every",
                      "eval_episodes", "teacher_batch"):
             if getattr(self, name) <= 0:
@@ -287,8 +284,6 @@ class TrainConfig:
     def resolved_offline_steps(self) -> int:
         if self.offline_steps is not None:
             return self.offline_steps
-        if self.obs != "state":
-            return 0
         return 2000 if self.cache is not None and not self.no_teacher else 0
 
     @property
@@ -582,12 +577,15 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
     return None
 
 
-def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
+          render_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train an RPD student (or plain PPO with `no_teacher`) and write the run directory.
 
     Args:
         cfg: The run configuration.
         progress: Called with the number of new env steps after each rollout (a progress bar).
+        render_progress: Called with the number of newly rendered cached states (a pixel
+            student's offline phase).
 
     Returns:
         The contents of student.json.
@@ -639,7 +637,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None) -> di
                         else _new_model(cfg, venv, source))
         _attach_labellers(model, cfg, teacher, view)
         if resume_info is None:
-            state.offline = _offline_phase(model, source, cfg)
+            state.offline = _offline_phase(model, source, cfg, view, render_progress)
         callback = _make_callback(cfg, eval_env, state, progress)
         remaining = cfg.steps - model.num_timesteps
         steps_before, t_learn = model.num_timesteps, time.perf_counter()
@@ -768,22 +766,47 @@ def _obs_spec(model: Any, cfg: TrainConfig, view: CameraSpec | None) -> dict[str
                 key="flat state observation ('state')")
 
 
-def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig
-                   ) -> dict[str, float] | None:
-    """Fit the policy mean to the cached labels before any env step (if a cache has some)."""
+def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
+                   view: CameraSpec | None = None,
+                   progress: Callable[[int], None] | None = None) -> dict[str, float] | None:
+    """Fit the policy mean to the cached labels before any env step (if a cache has some).
+
+    A pixel student (`view`) first gets its frame of every cached state: one restore and
+    render per state, in `--env-workers` processes.
+    """
     steps = cfg.resolved_offline_steps
-    entries = getattr(source, "entries", None)
-    if steps <= 0 or entries is None:
+    if steps <= 0 or getattr(source, "entries", None) is None:
         return None
-    obs, actions = entries()
+    assert source is not None
+    if view is None:
+        obs, actions = source.entries()  # type: ignore[attr-defined]
+        states = None
+    else:
+        obs, states, actions = source.entries_with_states()  # type: ignore[attr-defined]
     if len(obs) == 0:
         logger.info("offline phase skipped: the cache is empty")
         return None
-    if obs.shape[1] != model.observation_space.shape[0]:
+    space = model.observation_space
+    obs_dim = int((space["state"] if view is not None else space).shape[0])
+    if obs.shape[1] != obs_dim:
         raise InputError(f"--cache {cfg.cache}: its observations have {obs.shape[1]} dims, the "
-                         f"student's {model.observation_space.shape[0]}; use a store made for "
-                         f"{cfg.env_id} with state observations")
+                         f"student's {obs_dim}; use a store made for {cfg.env_id} with state "
+                         "observations")
+    render_s = 0.0
+    if view is not None:
+        from rpd.data.envs import render_states
+
+        t0 = time.perf_counter()
+        logger.info("offline phase: rendering the student's view (%s, %d px) of %d cached "
+                    "states", view.name, view.width, len(obs))
+        workers = cfg.env_workers or min(cfg.envs, os.cpu_count() or 1)
+        rgb, proprio = render_states(cfg.env_config(view), states, workers, progress)
+        render_s = time.perf_counter() - t0
+        obs = dict(rgb=rgb, proprio=proprio, state=obs)
     history = model.fit_offline(obs, actions, steps, batch_size=256, seed=cfg.seed)
     logger.info("offline phase: %d steps on %d cached labels, MSE %.4f -> %.4f", steps,
-                len(obs), history[0], history[-1])
-    return dict(steps=steps, entries=len(obs), mse_start=history[0], mse_end=history[-1])
+                len(actions), history[0], history[-1])
+    summary = dict(steps=steps, entries=len(actions), mse_start=history[0], mse_end=history[-1])
+    if view is not None:
+        summary["render_s"] = round(render_s, 1)
+    return summary

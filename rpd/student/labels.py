@@ -114,6 +114,14 @@ class InMemoryLabelSource:
             return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
         return np.concatenate(self._obs), np.concatenate(self._actions)
 
+    def entries_with_states(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All cached (obs [N, D], env_state [N, S], teacher_action [N, A]): the offline phase
+        of a pixel student renders its frames from the states."""
+        obs, actions = self.entries()
+        states = (np.concatenate(self._states) if self._states
+                  else np.zeros((0, 0), np.float32))
+        return obs, states, actions
+
     def keys(self, obs: np.ndarray) -> np.ndarray:
         """The key of a state observation is the observation itself: [B, D] f32."""
         return np.asarray(obs, np.float32)

@@ -497,12 +497,14 @@ class RPDPPO(PPO):
 
     # ---- offline phase --------------------------------------------------------------------
 
-    def fit_offline(self, obs: np.ndarray, teacher_action: np.ndarray, steps: int,
-                    batch_size: int = 256, seed: int = 0) -> list[float]:
+    def fit_offline(self, obs: np.ndarray | dict[str, np.ndarray], teacher_action: np.ndarray,
+                    steps: int, batch_size: int = 256, seed: int = 0) -> list[float]:
         """Fit the policy mean to cached teacher actions (supervised MSE, no env steps).
 
         Args:
-            obs: Student observations [N, D].
+            obs: Student observations: [N, D] (state student) or, for a pixel student, a dict
+                of its keys (`rpd.data.envs.STUDENT_KEYS`) with "rgb" [N, H, W, 3] uint8 as
+                rendered (channel-last, like the env's frames).
             teacher_action: [N, A].
             steps: Gradient steps.
             batch_size: Minibatch size.
@@ -511,23 +513,37 @@ class RPDPPO(PPO):
         Returns:
             The MSE of each step (summed over action dims, as `mse_distill`).
         """
-        if steps <= 0 or len(obs) == 0:
+        n = len(teacher_action)
+        if steps <= 0 or n == 0:
             return []
         if isinstance(self.observation_space, spaces.Dict):
-            raise ValueError("fit_offline fits state students (a pixel student needs frames of "
-                             "the cached states)")
+            if not isinstance(obs, dict):
+                raise ValueError("a pixel student's offline phase needs its observations by key")
+            space = self.observation_space
+            # SB3's VecTransposeImage stores frames channel-first; match the policy's space
+            obs = {k: np.ascontiguousarray(np.moveaxis(v, -1, 1))
+                   if k == "rgb" and v.shape[1:] != space[k].shape else np.asarray(v)
+                   for k, v in obs.items() if k in space.spaces}
+
+            def batch(idx: np.ndarray) -> Any:
+                return obs_as_tensor({k: v[idx] for k, v in obs.items()}, self.device)
+        else:
+            obs_t = th.as_tensor(obs, dtype=th.float32, device=self.device)
+
+            def batch(idx: np.ndarray) -> Any:
+                return obs_t[th.as_tensor(idx)]
         self._update_obs_norm(obs)
         self.policy.set_training_mode(True)
-        obs_t = th.as_tensor(obs, dtype=th.float32, device=self.device)
         act_t = th.as_tensor(teacher_action, dtype=th.float32, device=self.device)
-        ones = th.ones(len(obs), dtype=th.bool, device=self.device)
+        ones = th.ones(n, dtype=th.bool, device=self.device)
         opt = th.optim.Adam(self.policy.parameters(), lr=self.lr_schedule(1.0))
         rng = np.random.default_rng(seed)
         history = []
         for _ in range(steps):
-            idx = th.as_tensor(rng.integers(0, len(obs), min(batch_size, len(obs))))
-            dist = self.policy.get_distribution(obs_t[idx])
-            loss = mse_distill(dist.distribution.mean, act_t[idx], ones[idx])
+            idx = rng.integers(0, n, min(batch_size, n))
+            dist = self.policy.get_distribution(batch(idx))
+            idx_t = th.as_tensor(idx, device=self.device)
+            loss = mse_distill(dist.distribution.mean, act_t[idx_t], ones[idx_t])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import gymnasium as gym
@@ -12,7 +13,14 @@ import torch as th
 from click.testing import CliRunner
 
 from rpd.cli import main
-from rpd.data.envs import CameraSpec, EnvConfig, make_vec_env
+from rpd.data.envs import (
+    CameraSpec,
+    EnvConfig,
+    get_env_state,
+    make_env,
+    make_vec_env,
+    render_states,
+)
 from rpd.data.store import TeacherStore
 from rpd.pipeline.labeling import TeacherLabeler
 from rpd.student.policies import PixelActorCriticPolicy
@@ -81,6 +89,45 @@ def test_pixel_run_resumes_evaluates_and_records_video(own_frame_run: Path,
     result = json.loads((own_frame_run / "eval" / f"{ENV_ID}-h50.json").read_text())
     assert result["episodes"] == 1 and result["horizon"] == 50
     _assert_playable(next(video.glob("*.mp4")), frames=result["length"], size=SIZE)
+
+
+def test_rendered_states_equal_the_frames_seen_while_stepping() -> None:
+    cfg = EnvConfig(ENV_ID, obs_mode="rgb+proprio", camera=CameraSpec("render", SIZE, SIZE))
+    env = make_env(cfg)
+    try:
+        obs, _ = env.reset(seed=5)
+        frames, proprio, states = [], [], []
+        for _ in range(5):
+            frames.append(obs["rgb"][0])
+            proprio.append(obs["proprio"][0])
+            states.append(get_env_state(env)[0])
+            obs, *_ = env.step(np.full(env.action_space.shape, 0.5, np.float32))
+    finally:
+        env.close()
+    rgb, rendered_proprio = render_states(cfg, np.stack(states), workers=2)
+    assert rgb.shape == (5, SIZE, SIZE, 3) and rgb.dtype == np.uint8
+    # in order, from two processes: each state's frame is the one seen there and no other
+    seen = np.stack(frames).astype(float)
+    distance = np.abs(rgb.astype(float)[:, None] - seen[None]).mean(axis=(2, 3, 4))
+    assert (distance.argmin(axis=1) == np.arange(5)).all(), distance
+    assert np.diag(distance).max() < 0.5 < np.sort(distance, axis=1)[:, 1].min(), distance
+    np.testing.assert_allclose(rendered_proprio, np.stack(proprio), atol=1e-5)
+
+
+def test_a_pixel_student_fits_the_frames_of_cached_states(own_frame_run: Path,
+                                                          cnn_teacher: Path,
+                                                          tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(own_frame_run / "cache", cache)
+    stored = len(TeacherStore.open(cache).read(["teacher_action"]).teacher_action)
+    out = tmp_path / "run"
+    code, output = _rpd("train", *TINY, "--obs", "rgb", "--teacher", str(cnn_teacher),
+                        "--steps", "64", "--cache", str(cache), "--offline-steps", "40",
+                        "--out", str(out))
+    assert code == 0, output
+    offline = json.loads((out / "student.json").read_text())["metrics"]["offline"]
+    assert offline["entries"] == stored >= 128
+    assert offline["mse_end"] < offline["mse_start"]
 
 
 def test_a_state_student_records_video_too(tmp_path: Path) -> None:
