@@ -46,6 +46,17 @@ from rpd.student.losses import (
 logger = logging.getLogger(__name__)
 
 
+def random_shift(images: th.Tensor, pad: int, generator: th.Generator) -> th.Tensor:
+    """Shift each image [B, C, H, W] by a random offset in [-pad, pad] per axis, replicating
+    the edges (the augmentation of DrQ, Kostrikov et al. 2020). Keeps the dtype."""
+    b, _, h, w = images.shape
+    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="replicate")
+    dy, dx = th.randint(0, 2 * pad + 1, (2, b), generator=generator).tolist()
+    out = th.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx,
+                                                                                   strict=True))])
+    return out.to(images.dtype)
+
+
 def env_states_after_reset(env: VecEnv) -> np.ndarray:
     """Simulator states [E, S] of the observations the last `env.reset()` returned."""
     inner = env.unwrapped
@@ -498,7 +509,8 @@ class RPDPPO(PPO):
     # ---- offline phase --------------------------------------------------------------------
 
     def fit_offline(self, obs: np.ndarray | dict[str, np.ndarray], teacher_action: np.ndarray,
-                    steps: int, batch_size: int = 256, seed: int = 0) -> list[float]:
+                    steps: int, batch_size: int = 256, seed: int = 0,
+                    shift: int = 0) -> list[float]:
         """Fit the policy mean to cached teacher actions (supervised MSE, no env steps).
 
         Args:
@@ -509,6 +521,8 @@ class RPDPPO(PPO):
             steps: Gradient steps.
             batch_size: Minibatch size.
             seed: Minibatch sampling seed.
+            shift: A pixel student's frames are shifted by up to this many pixels each way
+                (edges replicated; `random_shift`), a new shift per frame and step.
 
         Returns:
             The MSE of each step (summed over action dims, as `mse_distill`).
@@ -525,8 +539,13 @@ class RPDPPO(PPO):
                    if k == "rgb" and v.shape[1:] != space[k].shape else np.asarray(v)
                    for k, v in obs.items() if k in space.spaces}
 
+            shifts = th.Generator().manual_seed(seed)
+
             def batch(idx: np.ndarray) -> Any:
-                return obs_as_tensor({k: v[idx] for k, v in obs.items()}, self.device)
+                tensors = obs_as_tensor({k: v[idx] for k, v in obs.items()}, self.device)
+                if shift > 0:
+                    tensors["rgb"] = random_shift(tensors["rgb"], shift, shifts)
+                return tensors
         else:
             obs_t = th.as_tensor(obs, dtype=th.float32, device=self.device)
 

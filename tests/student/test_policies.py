@@ -42,3 +42,19 @@ def test_normalized_flatten_standardises_and_round_trips_its_statistics() -> Non
     clone = NormalizedFlatten(space)
     clone.load_state_dict(norm.state_dict())  # saved with the policy
     th.testing.assert_close(clone(th.as_tensor(data)), norm(th.as_tensor(data)))
+
+
+def test_random_shift_translates_each_image_within_the_pad() -> None:
+    from rpd.student.rpdppo import random_shift
+
+    images = th.arange(4 * 3 * 10 * 10, dtype=th.uint8).reshape(4, 3, 10, 10)
+    out = random_shift(images, 2, th.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == th.uint8
+    padded = th.nn.functional.pad(images.float(), (2, 2, 2, 2), mode="replicate").to(th.uint8)
+    offsets = []
+    for i in range(4):
+        found = [(y, x) for y in range(5) for x in range(5)
+                 if th.equal(out[i], padded[i, :, y:y + 10, x:x + 10])]
+        assert len(found) == 1  # a crop of its own padded image, nothing else
+        offsets.append(found[0])
+    assert len(set(offsets)) > 1  # each image draws its own shift
