@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from proprio_teacher import ENV_ID, expected_label
+from video_check import assert_playable
 
 from rpd.cli import main
 from rpd.data.store import TeacherStore
@@ -85,6 +86,14 @@ def test_rpd_run_writes_a_complete_run_dir(rpd_run: Path, teacher_dir: Path) -> 
                for d in dims)
     agreement = tags["distill/gripper_agreement"]
     assert len(agreement) >= 1 and all(0.0 <= a <= 1.0 for a in agreement)
+
+
+def test_a_state_student_records_video_too(rpd_run: Path, tmp_path: Path) -> None:
+    video = tmp_path / "video"
+    code, output = _rpd("eval", "--student", str(rpd_run), "--env", ENV_ID, "--episodes", "1",
+                        "--video", str(video), "--json", str(tmp_path / "eval.json"))
+    assert code == 0, output
+    assert_playable(next(video.glob("*.mp4")), frames=50, size=128)
 
 
 def test_written_back_labels_belong_to_their_states(rpd_run: Path) -> None:
