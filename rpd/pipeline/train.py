@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rpd.data.envs import (
     PIXEL_OBS_MODES,
     TRAIN_SEED_RANGE,
@@ -766,13 +768,19 @@ def _obs_spec(model: Any, cfg: TrainConfig, view: CameraSpec | None) -> dict[str
                 key="flat state observation ('state')")
 
 
+PIXEL_OFFLINE_STATES = 20_000
+"""At most this many stored states (a seeded random subset) are rendered for a pixel student's
+offline phase: 245 MB of frames at 64 px, 1 GB at 128 px, ≈ 4 min of renders on 2 CPU cores."""
+
+
 def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
                    view: CameraSpec | None = None,
                    progress: Callable[[int], None] | None = None) -> dict[str, float] | None:
     """Fit the policy mean to the cached labels before any env step (if a cache has some).
 
-    A pixel student (`view`) first gets its frame of every cached state: one restore and
-    render per state, in `--env-workers` processes.
+    A pixel student (`view`) first gets its frame of every cached state (at most
+    `PIXEL_OFFLINE_STATES` of them): one restore and render per state, in `--env-workers`
+    processes.
     """
     steps = cfg.resolved_offline_steps
     if steps <= 0 or getattr(source, "entries", None) is None:
@@ -792,10 +800,14 @@ def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
         raise InputError(f"--cache {cfg.cache}: its observations have {obs.shape[1]} dims, the "
                          f"student's {obs_dim}; use a store made for {cfg.env_id} with state "
                          "observations")
-    render_s = 0.0
+    render_s, stored = 0.0, len(actions)
     if view is not None:
         from rpd.data.envs import render_states
 
+        if stored > PIXEL_OFFLINE_STATES:  # a seeded subset keeps memory and renders bounded
+            keep = np.sort(np.random.default_rng(cfg.seed).choice(stored, PIXEL_OFFLINE_STATES,
+                                                                  replace=False))
+            obs, states, actions = obs[keep], states[keep], actions[keep]
         t0 = time.perf_counter()
         logger.info("offline phase: rendering the student's view (%s, %d px) of %d cached "
                     "states", view.name, view.width, len(obs))
@@ -811,5 +823,5 @@ def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
                 len(actions), history[0], history[-1])
     summary = dict(steps=steps, entries=len(actions), mse_start=history[0], mse_end=history[-1])
     if view is not None:
-        summary.update(render_s=round(render_s, 1), shift_px=shift)
+        summary.update(render_s=round(render_s, 1), shift_px=shift, stored=stored)
     return summary
