@@ -42,3 +42,16 @@ def test_tasks_json_has_an_instruction_for_every_required_task() -> None:
     assert all(len(tasks[t]["instruction"].split()) >= 4 for t in required)
     assert tasks["PickCube-v1"]["motion_planner"] and not tasks["RollBall-v1"]["motion_planner"]
     assert set(tasks) == set(TASKS)
+
+
+def test_phase_bars_show_one_phase_at_a_time_and_close_each_when_done() -> None:
+    from rpd.commands._common import PhaseBars
+
+    with PhaseBars({"render": ("render", "frame"), "fit": ("fit", "step")}) as bars:
+        bars.update("render", 64, 100)
+        first = bars.bar
+        assert first is not None and first.bar.total == 100
+        bars.update("fit", 20, 60)  # a new phase closes the previous bar
+        assert first.bar is None and bars.bar is not None and bars.bar.bar.n == 20
+        bars.update("fit", 40, 60)  # its total reached: closed, so its rate is its own
+        assert bars.bar is None

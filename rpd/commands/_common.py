@@ -47,3 +47,38 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PhaseBars:
+    """Progress bars of consecutive phases whose sizes only the work knows: `update(phase, n,
+    total)` opens a phase's bar on its first call (closing the previous phase's) and closes it
+    once `total` is reached.
+
+    Args:
+        phases: phase -> (description, unit).
+    """
+
+    def __init__(self, phases: dict[str, tuple[str, str]]) -> None:
+        self.phases = phases
+        self.phase: str | None = None
+        self.bar: Progress | None = None
+
+    def update(self, phase: str, n: int, total: int) -> None:
+        if phase != self.phase:
+            self.close()
+            self.phase, self.bar = phase, Progress(total, *self.phases[phase])
+        assert self.bar is not None
+        self.bar.update(n)
+        if self.bar.bar is not None and self.bar.bar.n >= total:
+            self.close()  # done: its rate stays the phase's own
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> PhaseBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rpd.commands._common import Progress, device_option, sim_backend_option
+from rpd.commands._common import PhaseBars, Progress, device_option, sim_backend_option
 
 
 @click.command("train")
@@ -126,13 +126,14 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       teacher_camera_shift=teacher_camera_shift,
                       teacher_object_color=teacher_object_color,
                       sim_backend=sim_backend, device=device, seed=seed, resume=resume)
-    with (Progress(None, "offline phase: render cached states", "frame") as frames,
-          Progress(steps, f"train {env_id}", "step") as bar):
+    offline_bars = {"render": ("offline phase: render stored states", "frame"),
+                    "fit": ("offline phase: fit", "step")}
+    with PhaseBars(offline_bars) as offline, Progress(steps, f"train {env_id}", "step") as bar:
         def trained(n: int) -> None:
-            frames.close()  # a pixel student's offline renders are over once env steps run
+            offline.close()  # the offline phase is over once env steps run
             bar.update(n)
 
-        meta = run_train(cfg, progress=trained, render_progress=frames.update)
+        meta = run_train(cfg, progress=trained, offline_progress=offline.update)
     m = meta["metrics"]
     click.echo(f"wrote {out}: {m['steps']} steps, eval success {m['eval_success']:.2f}, "
                f"live teacher calls {m['live_teacher_calls']}")

@@ -579,15 +579,19 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
     return None
 
 
+OfflineProgress = Callable[[str, int, int], None]
+"""(phase, newly done, phase total): the offline phase's progress, phase "render" (a pixel
+student's frames of the stored states) then "fit" (supervised steps)."""
+
+
 def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
-          render_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+          offline_progress: OfflineProgress | None = None) -> dict[str, Any]:
     """Train an RPD student (or plain PPO with `no_teacher`) and write the run directory.
 
     Args:
         cfg: The run configuration.
         progress: Called with the number of new env steps after each rollout (a progress bar).
-        render_progress: Called with the number of newly rendered cached states (a pixel
-            student's offline phase).
+        offline_progress: The offline phase's progress (`OfflineProgress`).
 
     Returns:
         The contents of student.json.
@@ -639,7 +643,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
                         else _new_model(cfg, venv, source))
         _attach_labellers(model, cfg, teacher, view)
         if resume_info is None:
-            state.offline = _offline_phase(model, source, cfg, view, render_progress)
+            state.offline = _offline_phase(model, source, cfg, view, offline_progress)
         callback = _make_callback(cfg, eval_env, state, progress)
         remaining = cfg.steps - model.num_timesteps
         steps_before, t_learn = model.num_timesteps, time.perf_counter()
@@ -775,7 +779,7 @@ offline phase: 245 MB of frames at 64 px, 1 GB at 128 px, ≈ 4 min of renders o
 
 def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
                    view: CameraSpec | None = None,
-                   progress: Callable[[int], None] | None = None) -> dict[str, float] | None:
+                   progress: OfflineProgress | None = None) -> dict[str, float] | None:
     """Fit the policy mean to the cached labels before any env step (if a cache has some).
 
     A pixel student (`view`) first gets its frame of every cached state (at most
@@ -812,13 +816,17 @@ def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
         logger.info("offline phase: rendering the student's view (%s, %d px) of %d cached "
                     "states", view.name, view.width, len(obs))
         workers = cfg.env_workers or min(cfg.envs, os.cpu_count() or 1)
-        rgb, proprio = render_states(cfg.env_config(view), states, workers, progress)
+        total = len(actions)
+        rendered = None if progress is None else (lambda n: progress("render", n, total))
+        rgb, proprio = render_states(cfg.env_config(view), states, workers, rendered)
         render_s = time.perf_counter() - t0
         obs = dict(rgb=rgb, proprio=proprio, state=obs)
     # frames are shifted by up to 1/16 of their side (4 px at 64): measured on a 1,500-state
     # PushCube store, the held-out action error after the fit fell from 0.37 to 0.23 with it
     shift = 0 if view is None else max(1, round(view.width / 16))
-    history = model.fit_offline(obs, actions, steps, batch_size=256, seed=cfg.seed, shift=shift)
+    fitted = None if progress is None else (lambda n: progress("fit", n, steps))
+    history = model.fit_offline(obs, actions, steps, batch_size=256, seed=cfg.seed, shift=shift,
+                                progress=fitted)
     logger.info("offline phase: %d steps on %d cached labels, MSE %.4f -> %.4f", steps,
                 len(actions), history[0], history[-1])
     summary = dict(steps=steps, entries=len(actions), mse_start=history[0], mse_end=history[-1])

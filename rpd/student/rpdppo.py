@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -509,8 +510,8 @@ class RPDPPO(PPO):
     # ---- offline phase --------------------------------------------------------------------
 
     def fit_offline(self, obs: np.ndarray | dict[str, np.ndarray], teacher_action: np.ndarray,
-                    steps: int, batch_size: int = 256, seed: int = 0,
-                    shift: int = 0) -> list[float]:
+                    steps: int, batch_size: int = 256, seed: int = 0, shift: int = 0,
+                    progress: Callable[[int], None] | None = None) -> list[float]:
         """Fit the policy mean to cached teacher actions (supervised MSE, no env steps).
 
         Args:
@@ -523,6 +524,7 @@ class RPDPPO(PPO):
             seed: Minibatch sampling seed.
             shift: A pixel student's frames are shifted by up to this many pixels each way
                 (edges replicated; `random_shift`), a new shift per frame and step.
+            progress: Called with the number of steps newly done (every 20 and at the end).
 
         Returns:
             The MSE of each step (summed over action dims, as `mse_distill`).
@@ -558,7 +560,8 @@ class RPDPPO(PPO):
         opt = th.optim.Adam(self.policy.parameters(), lr=self.lr_schedule(1.0))
         rng = np.random.default_rng(seed)
         history = []
-        for _ in range(steps):
+        reported = 0
+        for step in range(1, steps + 1):
             idx = rng.integers(0, n, min(batch_size, n))
             dist = self.policy.get_distribution(batch(idx))
             idx_t = th.as_tensor(idx, device=self.device)
@@ -567,5 +570,8 @@ class RPDPPO(PPO):
             loss.backward()
             opt.step()
             history.append(loss.item())
+            if progress is not None and (step % 20 == 0 or step == steps):
+                progress(step - reported)
+                reported = step
         self.policy.set_training_mode(False)
         return history

@@ -136,6 +136,8 @@ def test_offline_phase_lowers_action_error(venv: Any, labeler: TeacherLabeler) -
         return float(((mean.detach().numpy() - actions) ** 2).sum(1).mean())
 
     before = error()
-    history = model.fit_offline(obs, actions, steps=200, batch_size=32)
-    assert len(history) == 200
+    ticks: list[int] = []
+    history = model.fit_offline(obs, actions, steps=210, batch_size=32, progress=ticks.append)
+    assert len(history) == 210
+    assert ticks == [20] * 10 + [10]  # a progress bar's updates add up to the steps
     assert error() < 0.2 * before
