@@ -535,11 +535,9 @@ class RPDPPO(PPO):
         if isinstance(self.observation_space, spaces.Dict):
             if not isinstance(obs, dict):
                 raise ValueError("a pixel student's offline phase needs its observations by key")
-            space = self.observation_space
-            # SB3's VecTransposeImage stores frames channel-first; match the policy's space
-            obs = {k: np.ascontiguousarray(np.moveaxis(v, -1, 1))
-                   if k == "rgb" and v.shape[1:] != space[k].shape else np.asarray(v)
-                   for k, v in obs.items() if k in space.spaces}
+            # SB3's VecTransposeImage stores frames channel-first, as the policy's space says
+            obs = {k: np.ascontiguousarray(np.moveaxis(v, -1, 1)) if k == "rgb" else np.asarray(v)
+                   for k, v in obs.items()}
 
             shifts = th.Generator().manual_seed(seed)
 
@@ -552,7 +550,7 @@ class RPDPPO(PPO):
             obs_t = th.as_tensor(obs, dtype=th.float32, device=self.device)
 
             def batch(idx: np.ndarray) -> Any:
-                return obs_t[th.as_tensor(idx)]
+                return obs_t[idx]
         self._update_obs_norm(obs)
         self.policy.set_training_mode(True)
         act_t = th.as_tensor(teacher_action, dtype=th.float32, device=self.device)
@@ -564,8 +562,7 @@ class RPDPPO(PPO):
         for step in range(1, steps + 1):
             idx = rng.integers(0, n, min(batch_size, n))
             dist = self.policy.get_distribution(batch(idx))
-            idx_t = th.as_tensor(idx, device=self.device)
-            loss = mse_distill(dist.distribution.mean, act_t[idx_t], ones[idx_t])
+            loss = mse_distill(dist.distribution.mean, act_t[idx], ones[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
