@@ -60,6 +60,9 @@ from rpd.commands._common import PhaseBars, Progress, device_option, sim_backend
 @click.option("--answer-audit", type=int, default=0, show_default=True,
               help="Per rollout, check this many store/model answers against the live "
                    "teacher and log their error (calls counted apart as audit_calls).")
+@click.option("--label-replay", type=int, default=0, show_default=True,
+              help="Keep this many labelled transitions of earlier rollouts and fit the "
+                   "distill term on them too (0: the current rollout only, the paper's).")
 @click.option("--n-epochs", type=int, default=8, show_default=True, help="PPO epochs per rollout.")
 @click.option("--n-steps", type=int, default=64, show_default=True,
               help="Steps per env per rollout.")
@@ -91,7 +94,7 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
           offline_steps: int | None, lam: float, lambda_schedule: str,
           lambda_decay_steps: int | None, distill: str, live_budget: int | None,
           cache_radius: float | None, label_model: bool, label_model_spread: float,
-          answer_audit: int,
+          answer_audit: int, label_replay: int,
           n_epochs: int, n_steps: int, batch_size: int,
           max_grad_norm: float, target_kl: float, eval_every: int, eval_episodes: int,
           net_arch: str,
@@ -117,7 +120,7 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       lambda_decay_steps=lambda_decay_steps, distill=distill,
                       live_budget=live_budget, cache_radius=cache_radius,
                       label_model=label_model, label_model_spread=label_model_spread,
-                      answer_audit=answer_audit,
+                      answer_audit=answer_audit, label_replay=label_replay,
                       n_epochs=n_epochs,
                       n_steps=n_steps, batch_size=batch_size, max_grad_norm=max_grad_norm,
                       target_kl=target_kl or None, eval_every=eval_every,

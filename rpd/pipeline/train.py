@@ -115,6 +115,9 @@ class TrainConfig:
             without it (store or model) and log the answers' error by kind
             (`distill/answer_error_<kind>`, `answer_error` in student.json); audit calls are
             counted apart (`audit_calls`). 0 = no audit.
+        label_replay: Keep this many labelled transitions of earlier rollouts and average
+            each minibatch's distill term with that of as many replayed ones
+            (`rpd.student.buffer.LabelReplay`); 0 = the current rollout only (the paper's).
         label_model_spread: The ensemble answers a state when the RMS over action dims of
             its members' standard deviation is at most this.
         seed: Seed of the policy, the sampling and every training episode (env k draws its
@@ -177,6 +180,7 @@ class TrainConfig:
     label_model: bool = True
     label_model_spread: float = 0.05
     answer_audit: int = 0
+    label_replay: int = 0
     seed: int = 0
     resume: bool = False
     n_steps: int = 64
@@ -266,6 +270,8 @@ class TrainConfig:
             raise InputError(f"--target-kl {self.target_kl}: must be ≥ 0 (0 = no early stop)")
         if self.answer_audit < 0:
             raise InputError(f"--answer-audit {self.answer_audit}: must be ≥ 0")
+        if self.label_replay < 0:
+            raise InputError(f"--label-replay {self.label_replay}: must be ≥ 0 (0 = none)")
         if self.live_budget is not None and self.live_budget < 0:
             raise InputError(f"--live-budget {self.live_budget}: must be ≥ 0")
         if not (self.label_model_spread > 0 and math.isfinite(self.label_model_spread)):
@@ -356,8 +362,8 @@ _RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "s
                  "teacher_object_color", "learning_rate", "gamma", "gae_lambda", "clip_range",
                  "ent_coef")
 """SB3 restores these from the checkpoint, so a changed value would not be applied: refused
-(`live_budget`, `cache_radius`, the label model, `answer_audit`, `teacher_batch` and
-evaluation options are applied)."""
+(`live_budget`, `cache_radius`, the label model, `answer_audit`, `label_replay` (its replay
+starts empty), `teacher_batch` and evaluation options are applied)."""
 
 
 @dataclass
@@ -713,7 +719,7 @@ def _new_model(cfg: TrainConfig, venv: Any, source: LabelSource | None) -> tuple
     model = RPDPPO(
         cfg.policy, venv, label_source=source, distill=cfg.distill,
         lambda_schedule=cfg.schedule, live_budget=cfg.live_budget,
-        answer_audit=cfg.answer_audit,
+        answer_audit=cfg.answer_audit, label_replay=cfg.label_replay,
         n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
         learning_rate=cfg.learning_rate, gamma=cfg.resolved_gamma,
         gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, target_kl=cfg.target_kl,
@@ -738,6 +744,7 @@ def _resume_model(cfg: TrainConfig, venv: Any, source: LabelSource | None,
                      last_result=_trim_eval_rows(cfg.out, info))
     model.live_budget = cfg.live_budget  # a changed budget applies from here on
     model.answer_audit = cfg.answer_audit
+    model.label_replay = cfg.label_replay  # the replay is not in the checkpoint: starts empty
     write_json_atomic(cfg.out / CONFIG_JSON, cfg.to_dict())
     logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
     return model, state

@@ -25,7 +25,7 @@ from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from rpd.student.buffer import RPDDictRolloutBuffer, RPDRolloutBuffer
+from rpd.student.buffer import LabelReplay, RPDDictRolloutBuffer, RPDRolloutBuffer
 from rpd.student.labels import (
     ANSWER_KINDS,
     EXACT,
@@ -105,13 +105,18 @@ class RPDPPO(PPO):
             once per state (counted in `teacher_renders`).
         answer_audit: Per rollout, ask the live teacher about this many states the label
             source answered, to measure the answers' error (`distill/answer_error_<kind>`).
+        label_replay: Keep this many labelled transitions of earlier rollouts (`LabelReplay`)
+            and average the distill term of each minibatch with that of as many replayed
+            ones; 0 = the current rollout only (the paper's). Not saved with the model: a
+            resumed run starts with an empty replay.
 
     Logged: train/distill_loss, distill/lambda, distill/cache_hit_rate (exact + neighbour),
     distill/answer_exact|neighbour|model (share of the rollout's states),
     distill/live_teacher_calls and distill/teacher_renders (cumulative; renders made only for
     labels), distill/labelled_fraction, distill/answer_error_<kind> (with `answer_audit`),
     and how the rollout's policy mean compared with its labels: distill/mse_dim_0.. (squared
-    error per action dim) and distill/gripper_agreement (same sign of the last dim).
+    error per action dim) and distill/gripper_agreement (same sign of the last dim);
+    distill/replay_size with a label replay.
     """
 
     rollout_buffer: RPDRolloutBuffer
@@ -119,7 +124,8 @@ class RPDPPO(PPO):
     def __init__(self, policy: Any, env: Any, *, label_source: LabelSource | None = None,
                  distill: str = "mse", lambda_schedule: LambdaSchedule | None = None,
                  live_budget: int | None = None, frame_labeller: FrameLabeller | None = None,
-                 label_renders: bool = False, answer_audit: int = 0, **kwargs: Any) -> None:
+                 label_renders: bool = False, answer_audit: int = 0, label_replay: int = 0,
+                 **kwargs: Any) -> None:
         if distill not in DISTILL_KINDS:
             raise ValueError(f"distill {distill!r}: use one of {', '.join(DISTILL_KINDS)}")
         space = getattr(env, "observation_space", None)
@@ -145,11 +151,14 @@ class RPDPPO(PPO):
         self.update_seconds = 0.0
         """Wall time in `train()` (the gradient updates) since this object was made or loaded."""
         self._last_env_states: np.ndarray | None = None
+        self.label_replay = int(label_replay)
+        self.replay: LabelReplay | None = None
+        """Made on first use (`_label_replay`), with capacity `label_replay`."""
         super().__init__(policy, env, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "label_source", "frame_labeller",
-                "_last_env_states", "update_seconds"]
+                "_last_env_states", "update_seconds", "replay"]
 
     # ---- rollout --------------------------------------------------------------------------
 
@@ -357,6 +366,24 @@ class RPDPPO(PPO):
         fn = mse_distill if self.distill == "mse" else l1_distill
         return fn(mean, teacher_action, mask)
 
+    def _label_replay(self) -> LabelReplay | None:
+        """The label replay of capacity `label_replay` (None for 0), made empty on first use
+        and when the capacity changes (a resumed run's: the replay is not saved)."""
+        if self.label_replay <= 0:
+            self.replay = None
+        elif self.replay is None or self.replay.capacity != self.label_replay:
+            self.replay = LabelReplay(self.label_replay, self.seed or 0)
+        return self.replay
+
+    def _replay_term(self, n: int) -> th.Tensor:
+        """The distill term on n transitions drawn from the label replay."""
+        replay = self._label_replay()
+        assert replay is not None
+        obs, teacher_action = replay.sample(n)
+        dist = self.policy.get_distribution(obs_as_tensor(obs, self.device))  # type: ignore[arg-type]
+        return self.distill_term(dist, th.as_tensor(teacher_action, device=self.device),
+                                 th.ones(n, dtype=th.bool, device=self.device))
+
     def train(self) -> None:
         """One PPO update on the rollout (`_update`), timed in `update_seconds`."""
         t0 = time.perf_counter()
@@ -382,6 +409,7 @@ class RPDPPO(PPO):
             self._log_label_agreement()
         distill_losses: list[float] = []
         grad_norms: list[float] = []
+        replay = self._label_replay()
         # --- end RPD ---
         continue_training = True
         for epoch in range(self.n_epochs):
@@ -419,6 +447,8 @@ class RPDPPO(PPO):
                 if lam > 0:
                     distill_loss = self.distill_term(dist, rollout_data.teacher_action,
                                                      rollout_data.label_mask)
+                    if replay is not None and len(replay):
+                        distill_loss = (distill_loss + self._replay_term(len(actions))) / 2
                     distill_losses.append(distill_loss.item())
                     loss = loss + lam * distill_loss
                 # --- end RPD ---
@@ -464,6 +494,13 @@ class RPDPPO(PPO):
             self.logger.record("train/distill_loss", float(np.mean(distill_losses)))
         # after the update, so the next rollout and its update share one normalisation
         self._update_obs_norm(self.rollout_buffer.observations)  # type: ignore[arg-type]
+        if replay is not None and lam > 0:  # the update used this rollout's labels
+            buffer = self.rollout_buffer
+            rows = np.flatnonzero(buffer.label_mask)  # flat [T*E] after get()
+            obs = buffer.observations
+            replay.add({k: v[rows] for k, v in obs.items()} if isinstance(obs, dict)
+                            else obs[rows], buffer.teacher_action[rows])
+            self.logger.record("distill/replay_size", len(replay))
         # --- end RPD ---
 
     def _update_obs_norm(self, observations: np.ndarray) -> None:

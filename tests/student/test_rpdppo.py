@@ -12,7 +12,7 @@ from proprio_teacher import ENV_ID, expected_label, make_teacher
 
 from rpd.data.envs import EnvConfig, make_vec_env
 from rpd.pipeline.labeling import TeacherLabeler
-from rpd.student.buffer import RPDRolloutBuffer
+from rpd.student.buffer import LabelReplay, RPDRolloutBuffer
 from rpd.student.labels import InMemoryLabelSource
 from rpd.student.losses import LambdaSchedule
 from rpd.student.rpdppo import RPDPPO
@@ -141,3 +141,44 @@ def test_offline_phase_lowers_action_error(venv: Any, labeler: TeacherLabeler) -
     assert len(history) == 210
     assert ticks == [20] * 10 + [10]  # a progress bar's updates add up to the steps
     assert error() < 0.2 * before
+
+
+def test_label_replay_keeps_the_latest_rows_aligned() -> None:
+    replay = LabelReplay(5, seed=0)
+    for start in (0, 3, 6):  # 9 rows into 5 slots: rows 4..8 remain
+        rows = np.arange(start, start + 3)
+        replay.add({"rgb": np.repeat(rows, 4).reshape(3, 2, 2).astype(np.uint8),
+                    "state": rows[:, None].astype(np.float32)},
+                   np.repeat(rows[:, None], 2, axis=1).astype(np.float32))
+    assert len(replay) == 5
+    obs, actions = replay.sample(200)
+    assert set(actions[:, 0].astype(int)) == {4, 5, 6, 7, 8}
+    np.testing.assert_array_equal(obs["state"][:, 0], actions[:, 0])
+    np.testing.assert_array_equal(obs["rgb"][:, 1, 1], actions[:, 1].astype(np.uint8))
+    big = LabelReplay(3)
+    big.add(np.arange(8, dtype=np.float32)[:, None], np.arange(8, dtype=np.float32)[:, None])
+    assert len(big) == 3 and set(big.sample(50)[1][:, 0]) == {5.0, 6.0, 7.0}
+
+
+def test_label_replay_holds_labelled_rollouts_and_pulls_toward_them(
+        venv: Any, labeler: TeacherLabeler) -> None:
+    source = InMemoryLabelSource(labeler.label_env_states)
+    model = _model(venv, source, label_replay=10_000)
+    model.learn(2 * N_ENVS * N_STEPS)
+    # the first rollout is in the replay after the first update, the second after the second
+    obs, actions = model.replay.sample(500)
+    assert len(model.replay) == 2 * N_ENVS * N_STEPS
+    np.testing.assert_allclose(actions, expected_label(obs), atol=1e-4)
+    # same seed and first rollout: only the replay (labels of +1 on states seen before)
+    # separates the two students
+    probe = obs[:64]
+    gaps = {}
+    for capacity in (0, 1000):
+        model = _model(venv, InMemoryLabelSource(labeler.label_env_states),
+                       label_replay=capacity, n_epochs=10, learning_rate=1e-3)
+        if capacity:
+            model._label_replay().add(probe, np.ones((len(probe), 7), np.float32))
+        model.learn(N_ENVS * N_STEPS)
+        mean = model.policy.get_distribution(torch.as_tensor(probe)).distribution.mean
+        gaps[capacity] = float(((mean.detach().numpy() - 1) ** 2).sum(1).mean())
+    assert gaps[1000] < 0.8 * gaps[0], gaps

@@ -219,6 +219,7 @@ def test_evaluation_seeds_stay_below_the_training_seeds(tmp_path: Path) -> None:
     (["--steps", "64", "--no-teacher", "--n-steps", "1", "--envs", "1"], "--n-steps 1 x --envs 1"),
     (["--steps", "64", "--no-teacher", "--label-model-spread", "0"], "--label-model-spread 0"),
     (["--steps", "64", "--no-teacher", "--answer-audit", "-2"], "--answer-audit -2"),
+    (["--steps", "64", "--no-teacher", "--label-replay", "-1"], "--label-replay -1"),
     (["--steps", "64", "--no-teacher", "--env-workers", "0"], "--env-workers 0"),
 ])
 def test_bad_train_input_exits_2(args: list[str], message: str, tmp_path: Path) -> None:
