@@ -791,7 +791,8 @@ def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
 
     A pixel student (`view`) first gets its frame of every cached state (at most
     `PIXEL_OFFLINE_STATES` of them): one restore and render per state, in `--env-workers`
-    processes.
+    processes. With a label replay, the fitted labels also go into it (the latest of them
+    when they outnumber its capacity), so the online updates keep fitting them.
     """
     steps = cfg.resolved_offline_steps
     if steps <= 0 or getattr(source, "entries", None) is None:
@@ -837,6 +838,13 @@ def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
     logger.info("offline phase: %d steps on %d cached labels, MSE %.4f -> %.4f", steps,
                 len(actions), history[0], history[-1])
     summary = dict(steps=steps, entries=len(actions), mse_start=history[0], mse_end=history[-1])
+    replay = model._label_replay()
+    if replay is not None:  # the online updates keep fitting the stored labels too
+        if view is not None:  # as the rollout buffer holds them: its keys, frames channel-first
+            obs = {k: np.moveaxis(obs[k], -1, 1) if k == "rgb" else obs[k]
+                   for k in space.spaces}
+        replay.add(obs, actions)
+        summary.update(replayed=len(replay))
     if view is not None:
         summary.update(render_s=round(render_s, 1), shift_px=shift, stored=stored)
     return summary

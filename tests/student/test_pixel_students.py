@@ -120,7 +120,8 @@ def test_teacher_renders_count_live_calls_when_the_views_differ(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A student that sees a larger frame than its teacher, with a store of the teacher's
     labels: its offline phase fits its own (rendered) view of the stored states (a subset of
-    100 here), and each label the store misses costs one teacher render."""
+    100 here) and hands them to the label replay, and each label the store misses costs one
+    teacher render."""
     monkeypatch.setattr("rpd.pipeline.train.PIXEL_OFFLINE_STATES", 100)
     cache = tmp_path / "cache"
     shutil.copytree(own_frame_run / "cache", cache)
@@ -128,10 +129,11 @@ def test_teacher_renders_count_live_calls_when_the_views_differ(
     out = tmp_path / "run"
     code, output = _rpd("train", *TINY, "--obs", "rgb", "--student-image-size", str(SIZE + 8),
                         "--teacher", str(cnn_teacher), "--steps", "64", "--cache", str(cache),
-                        "--offline-steps", "40", "--out", str(out))
+                        "--offline-steps", "40", "--label-replay", "1000", "--out", str(out))
     assert code == 0, output
     m = json.loads((out / "student.json").read_text())["metrics"]
     assert m["offline"]["stored"] == stored >= 128 and m["offline"]["entries"] == 100
+    assert m["offline"]["replayed"] == 100
     assert m["offline"]["mse_end"] < m["offline"]["mse_start"]
     assert not m["own_frame_labels"]
     # the same env seed: the first state is stored, the student's own states are not

@@ -110,13 +110,14 @@ def test_cache_hits_live_misses_and_write_back(rpd_run: Path, teacher_dir: Path,
     out = tmp_path / "run"
     code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "128",
                         "--cache", str(cache), "--cache-radius", "1e-5", "--offline-steps", "100",
-                        "--out", str(out))
+                        "--label-replay", "50", "--out", str(out))
     assert code == 0, output
     m = json.loads((out / "student.json").read_text())["metrics"]
     # same env seeds -> the episode-start states are already cached; the rest is novel
     assert 0 < m["cache_hit_rate"] < 1
     assert 0 < m["live_teacher_calls"] < 128
     assert m["offline"]["entries"] == 128 and m["offline"]["mse_end"] < m["offline"]["mse_start"]
+    assert m["offline"]["replayed"] == 50  # the replay keeps the latest 50 of them
     _, obs, action = _labels(cache)
     assert len(obs) == 128 + m["live_teacher_calls"]
     np.testing.assert_allclose(action, expected_label(obs), atol=1e-4)
