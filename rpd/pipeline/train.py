@@ -838,7 +838,7 @@ def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
     logger.info("offline phase: %d steps on %d cached labels, MSE %.4f -> %.4f", steps,
                 len(actions), history[0], history[-1])
     summary = dict(steps=steps, entries=len(actions), mse_start=history[0], mse_end=history[-1])
-    replay = model._label_replay()
+    replay = model.label_replay_buffer()
     if replay is not None:  # the online updates keep fitting the stored labels too
         if view is not None:  # as the rollout buffer holds them: its keys, frames channel-first
             obs = {k: np.moveaxis(obs[k], -1, 1) if k == "rgb" else obs[k]

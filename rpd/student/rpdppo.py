@@ -153,7 +153,7 @@ class RPDPPO(PPO):
         self._last_env_states: np.ndarray | None = None
         self.label_replay = int(label_replay)
         self.replay: LabelReplay | None = None
-        """Made on first use (`_label_replay`), with capacity `label_replay`."""
+        """Made on first use (`label_replay_buffer`), with capacity `label_replay`."""
         super().__init__(policy, env, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
@@ -366,7 +366,7 @@ class RPDPPO(PPO):
         fn = mse_distill if self.distill == "mse" else l1_distill
         return fn(mean, teacher_action, mask)
 
-    def _label_replay(self) -> LabelReplay | None:
+    def label_replay_buffer(self) -> LabelReplay | None:
         """The label replay of capacity `label_replay` (None for 0), made empty on first use
         and when the capacity changes (a resumed run's: the replay is not saved)."""
         if self.label_replay <= 0:
@@ -377,7 +377,7 @@ class RPDPPO(PPO):
 
     def _replay_term(self, n: int) -> th.Tensor:
         """The distill term on n transitions drawn from the label replay."""
-        replay = self._label_replay()
+        replay = self.label_replay_buffer()
         assert replay is not None
         obs, teacher_action = replay.sample(n)
         dist = self.policy.get_distribution(obs_as_tensor(obs, self.device))  # type: ignore[arg-type]
@@ -409,7 +409,7 @@ class RPDPPO(PPO):
             self._log_label_agreement()
         distill_losses: list[float] = []
         grad_norms: list[float] = []
-        replay = self._label_replay()
+        replay = self.label_replay_buffer()
         # --- end RPD ---
         continue_training = True
         for epoch in range(self.n_epochs):

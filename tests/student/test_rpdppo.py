@@ -177,7 +177,7 @@ def test_label_replay_holds_labelled_rollouts_and_pulls_toward_them(
         model = _model(venv, InMemoryLabelSource(labeler.label_env_states),
                        label_replay=capacity, n_epochs=10, learning_rate=1e-3)
         if capacity:
-            model._label_replay().add(probe, np.ones((len(probe), 7), np.float32))
+            model.label_replay_buffer().add(probe, np.ones((len(probe), 7), np.float32))
         model.learn(N_ENVS * N_STEPS)
         mean = model.policy.get_distribution(torch.as_tensor(probe)).distribution.mean
         gaps[capacity] = float(((mean.detach().numpy() - 1) ** 2).sum(1).mean())
