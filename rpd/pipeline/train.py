@@ -841,8 +841,9 @@ def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
     replay = model.label_replay_buffer()
     if replay is not None:  # the online updates keep fitting the stored labels too
         if view is not None:  # as the rollout buffer holds them: its keys, frames channel-first
-            obs = {k: np.moveaxis(obs[k], -1, 1) if k == "rgb" else obs[k]
-                   for k in space.spaces}
+            from rpd.student.rpdppo import channel_first
+
+            obs = channel_first({k: obs[k] for k in space.spaces})
         replay.add(obs, actions)
         summary.update(replayed=len(replay))
     if view is not None:

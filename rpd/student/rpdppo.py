@@ -47,6 +47,14 @@ from rpd.student.losses import (
 logger = logging.getLogger(__name__)
 
 
+def channel_first(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A pixel student's observations by key, "rgb" [N, H, W, 3] as rendered turned to
+    [N, 3, H, W]: SB3's VecTransposeImage stores frames channel-first, as the policy's space
+    says."""
+    return {k: np.ascontiguousarray(np.moveaxis(v, -1, 1)) if k == "rgb" else np.asarray(v)
+            for k, v in obs.items()}
+
+
 def random_shift(images: th.Tensor, pad: int, generator: th.Generator) -> th.Tensor:
     """Shift each image [B, C, H, W] by a random offset in [-pad, pad] per axis, replicating
     the edges (the augmentation of DrQ, Kostrikov et al. 2020). Keeps the dtype."""
@@ -572,9 +580,7 @@ class RPDPPO(PPO):
         if isinstance(self.observation_space, spaces.Dict):
             if not isinstance(obs, dict):
                 raise ValueError("a pixel student's offline phase needs its observations by key")
-            # SB3's VecTransposeImage stores frames channel-first, as the policy's space says
-            obs = {k: np.ascontiguousarray(np.moveaxis(v, -1, 1)) if k == "rgb" else np.asarray(v)
-                   for k, v in obs.items()}
+            obs = channel_first(obs)
 
             shifts = th.Generator().manual_seed(seed)
 
