@@ -550,7 +550,7 @@ class TeacherStore:
                 g.attrs.update(attrs)
                 fsync_tree(staging)  # the data reaches the disk before the part is visible
             except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)  # never published: nothing lost
+                _discard(staging)  # never published: nothing lost
                 raise
         try:
             os.rename(staging, final)
@@ -689,6 +689,17 @@ def _describe(spec: KeySpec) -> str:
     if spec.method == "fixed" and len(set(spec.scale)) == 1:
         return f"{dims}, fixed scale {spec.scale[0]:g}"
     return f"{dims}, {spec.method} scale"
+
+
+def _discard(staging: Path) -> None:
+    """Remove an unpublished part. zarr writes chunks concurrently on its own event-loop
+    thread, and a failed write (a full disk) does not cancel its siblings, so files can still
+    appear for a moment after the first removal (seen once in CI, under load)."""
+    for _ in range(20):
+        shutil.rmtree(staging, ignore_errors=True)
+        time.sleep(0.05)
+        if not staging.exists():
+            return
 
 
 def compact_store(path: str | Path, *, stale_staging_s: float = 3600.0) -> tuple[int, int]:
