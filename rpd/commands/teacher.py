@@ -38,21 +38,24 @@ from rpd.commands._common import Progress, device_option, sim_backend_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None,
               help="torch threads [default: one per core]; 1 on a busy machine.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Backend option (repeat): octo-small architecture fields (patch=4, "
+                   "image_tokens_side=8, ...); openvla/pi0 pretrained=DIR, lora_rank=N.")
 @device_option
 def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: str, steps: int,
                          batch_size: int, lr: float, chunk_size: int, image_size: int,
                          camera: str, no_proprio: bool, eval_every: int, checkpoint_every: int,
                          init: Path | None, resume: bool, workers: int, seed: int,
-                         threads: int | None, device: str) -> None:
+                         threads: int | None, options: tuple[str, ...], device: str) -> None:
     """Fine-tune a VLA teacher on demonstrations; writes a checkpoint directory."""
-    from rpd.pipeline.finetune import FinetuneConfig, finetune_teacher
+    from rpd.pipeline.finetune import FinetuneConfig, finetune_teacher, parse_backend_options
 
     cfg = FinetuneConfig(demos=list(demos), out=out, kind=kind, size=size, steps=steps,
                          batch_size=batch_size, lr=lr, chunk_size=chunk_size,
                          image_size=image_size, camera=camera, use_proprio=not no_proprio,
                          eval_every=eval_every, checkpoint_every=checkpoint_every, init=init,
                          resume=resume, render_workers=workers, seed=seed,
-                         threads=threads, device=device)
+                         threads=threads, extra=parse_backend_options(options), device=device)
     from rpd.data.trajectories import open_trajectory
 
     episodes = sum(len(open_trajectory(p, option="--demos").episodes) for p in demos)

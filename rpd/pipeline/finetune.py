@@ -8,6 +8,7 @@ conditioned on each task's instruction.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -61,8 +62,9 @@ class FinetuneConfig:
         threads: torch threads for training (None = torch's default, one per core). Use 1
             when other CPU-heavy work shares the machine: oversubscribed intra-op threads
             stall each other (measured here: 2.8 steps/s alone, 15 s/step under a load of 10).
-        extra: Backend options, passed to the backend's `create` as keywords (e.g.
-            `pretrained`, `lora_rank` for `openvla`).
+        extra: Backend options, passed to the backend's `create` as keywords (`--option
+            KEY=VALUE`; e.g. `patch`, `image_tokens_side` for `octo-small`, `pretrained`,
+            `lora_rank` for `openvla`); checked against `create`'s signature up front.
         device: Torch device of the training: "auto" (CUDA when present and the backend
             supports it), "cpu" or "cuda[:N]".
     """
@@ -114,6 +116,25 @@ class FinetuneConfig:
             raise InputError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
         if self.warmup_steps >= self.steps:
             self.warmup_steps = max(0, self.steps // 10)
+        self._check_options(teacher_class(self.kind))
+
+    def _check_options(self, cls: type) -> None:
+        """Backend options (`extra`) the backend's `create` takes, checked before any work."""
+        if not self.extra:
+            return
+        if self.init is not None:
+            raise InputError(f"--option {', '.join(self.extra)}: --init {self.init} keeps its "
+                             "checkpoint's architecture; drop --option or --init")
+        create = getattr(cls, "create", None)
+        known = _backend_keywords(create) if create is not None else set()
+        unknown = sorted(set(self.extra) - known) if known is not None else []
+        if unknown:
+            takes = ", ".join(sorted(known)) if known else "none"
+            raise InputError(f"--option {', '.join(unknown)}: --kind {self.kind} does not take "
+                             f"it (its options: {takes})")
+        arch_for = getattr(cls, "arch_for", None)
+        if arch_for is not None:
+            arch_for(self.size, self.image_size, self.extra)
 
     @property
     def camera_spec(self) -> CameraSpec:
@@ -199,6 +220,39 @@ def _check_demos(cfg: FinetuneConfig) -> dict[str, str]:
     return tasks
 
 
+def parse_backend_options(options: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """`--option KEY=VALUE` strings -> keywords for a backend's `create`.
+
+    Values read as int, then float, then true/false, else stay text ("4" -> 4, "0.1" -> 0.1,
+    "true" -> True, "ckpt/dir" -> "ckpt/dir").
+    """
+    parsed: dict[str, Any] = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise InputError(f"--option {option!r}: write KEY=VALUE, e.g. --option patch=4")
+        value: Any = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                continue
+        if isinstance(value, str) and text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        parsed[key] = value
+    return parsed
+
+
+def _backend_keywords(create: Callable[..., Any]) -> set[str] | None:
+    """The keyword options `create` names after (spec, size, action_stats); None = any."""
+    params = list(inspect.signature(create).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params[3:] if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+
+
 def _build_teacher(cfg: FinetuneConfig, tasks: dict[str, str], stats: dict[str, list[float]],
                    action_dim: int) -> Teacher:
     from rpd.teachers.base import teacher_class
@@ -223,8 +277,7 @@ def _build_teacher(cfg: FinetuneConfig, tasks: dict[str, str], stats: dict[str, 
     create = getattr(cls, "create", None)
     if create is None:
         raise InputError(f"--kind {cfg.kind}: this backend cannot be trained by rpd here")
-    return create(spec, cfg.size, stats, **cfg.extra) if cfg.extra else create(spec, cfg.size,
-                                                                                 stats)
+    return create(spec, cfg.size, stats, **cfg.extra)
 
 
 def _chunk_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -351,7 +404,12 @@ class _TrainState:
 
     def load(self, path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         state = torch.load(path, weights_only=False, map_location="cpu")
-        net.load_state_dict(state["model"])
+        try:
+            net.load_state_dict(state["model"])
+        except RuntimeError as err:  # parameter names or shapes differ
+            raise InputError(f"--resume: {path.parent} was trained with another architecture; "
+                             "pass the run's own --kind, --size, --option, --chunk-size, "
+                             "--image-size and --no-proprio") from err
         opt.load_state_dict(state["optimizer"])
         self.step, self.history = state["step"], state["history"]
         self.gen.set_state(state["generator"])

@@ -141,10 +141,47 @@ class OctoTeacher(Teacher):
         self.device = torch.device("cpu")
 
     @classmethod
+    def arch_for(cls, size: str, image_size: int, options: dict[str, Any]) -> OctoConfig:
+        """The architecture of preset `size` with `options` overriding its fields, checked.
+
+        `rpd finetune-teacher --option patch=4 --option image_tokens_side=8` gives finer
+        image tokens (issue 15's lever: at 6x6 tokens the teacher did not localise the cube).
+
+        Raises:
+            InputError: an unknown or unsettable field, or a value out of range.
+        """
+        preset = OctoConfig.preset(size)
+        fields = asdict(preset)
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise InputError(f"--option {', '.join(unknown)}: octo-small's architecture fields "
+                             f"are {', '.join(k for k in fields if k != 'stem_channels')}")
+        arch = dict(options)
+        for key, value in options.items():
+            if key == "stem_channels":
+                raise InputError("--option stem_channels: not settable; the presets fix it")
+            if isinstance(fields[key], float):
+                if isinstance(value, bool) or not isinstance(value, int | float) \
+                        or not 0 <= value < 1:
+                    raise InputError(f"--option {key}={value!r}: give a number in [0, 1)")
+                arch[key] = float(value)
+            elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InputError(f"--option {key}={value!r}: give a positive integer")
+        cfg = OctoConfig(**{**fields, **arch, "stem_channels": preset.stem_channels})
+        if cfg.d_model % cfg.heads:
+            raise InputError(f"--option d_model={cfg.d_model}, heads={cfg.heads}: d_model must "
+                             "be a multiple of heads")
+        if cfg.patch > image_size:
+            raise InputError(f"--option patch={cfg.patch}: larger than the {image_size}px image")
+        return cfg
+
+    @classmethod
     def create(cls, spec: TeacherSpec, size: str = "small",
-               action_stats: dict[str, list[float]] | None = None) -> OctoTeacher:
-        """A freshly initialised teacher of preset `size`."""
-        arch = OctoConfig.preset(size)
+               action_stats: dict[str, list[float]] | None = None,
+               **options: Any) -> OctoTeacher:
+        """A freshly initialised teacher of preset `size`; `options` override fields of its
+        `OctoConfig` (see `arch_for`)."""
+        arch = cls.arch_for(size, spec.camera.width, options)
         return cls(spec, dict(size=size, arch=asdict(arch)), action_stats)
 
     @property

@@ -159,3 +159,51 @@ def test_bad_teacher_dir_and_eval_options(tiny_teacher_dir: Path, tmp_path: Path
     _fails(["eval", "--env", "PickCube-v1"], "--teacher", "--student")
     _fails(["finetune-teacher", "--demos", "x.h5", "--out", str(tmp_path), "--size", "huge"],
            "x.h5")
+
+
+def test_backend_options_set_the_architecture_and_a_resume_must_repeat_them(
+        demo_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fine"
+    result = CliRunner().invoke(main, ["finetune-teacher", "--demos", str(demo_file), "--out",
+                                       str(out), "--size", "tiny", "--steps", "3", "--image-size",
+                                       "48", "--eval-every", "3", "--workers", "1",
+                                       "--option", "patch=4", "--option", "image-tokens-side=5"])
+    assert result.exit_code == 0, result.output
+    teacher = load_teacher(out)
+    assert (teacher.arch.patch, teacher.arch.image_tokens_side) == (4, 5)
+    assert teacher.net.img_pos.shape[1] == 25  # 5 x 5 image tokens
+    p = teacher.spec.proprio_dim
+    batch = TeacherBatch(np.zeros((2, 48, 48, 3), np.uint8), ["x", "x"],
+                         np.zeros((2, p), np.float32))
+    assert teacher.act_chunk(batch).shape == (2, 8, teacher.spec.action_dim)
+
+    cfg = dict(demos=[demo_file], out=tmp_path / "t", size="tiny", steps=10, batch_size=8,
+               image_size=48, eval_every=5, checkpoint_every=5, render_workers=1,
+               extra={"patch": 4})
+
+    def interrupt(step: int, metrics: dict) -> None:
+        if step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune_teacher(FinetuneConfig(**cfg), progress=interrupt)
+    with pytest.raises(InputError, match="another architecture"):
+        finetune_teacher(FinetuneConfig(**{**cfg, "extra": {}}, resume=True))
+    steps: list[int] = []
+    finetune_teacher(FinetuneConfig(**cfg, resume=True), progress=lambda s, m: steps.append(s))
+    assert steps == [6, 7, 8, 9, 10] and load_teacher(tmp_path / "t").arch.patch == 4
+
+
+def test_bad_backend_options(demo_file: Path, tiny_teacher_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    args = ["finetune-teacher", "--demos", str(demo_file), "--out", str(out), "--size", "tiny",
+            "--steps", "1", "--image-size", "48"]
+    _fails([*args, "--option", "patch"], "--option", "KEY=VALUE")
+    _fails([*args, "--option", "nope=1"], "nope", "image_tokens_side")
+    _fails([*args, "--option", "patch=0"], "patch=0", "positive")
+    _fails([*args, "--option", "patch=64"], "patch=64", "48px")
+    _fails([*args, "--option", "dropout=2"], "dropout=2")
+    _fails([*args, "--option", "stem_channels=4"], "stem_channels")
+    _fails([*args, "--kind", "cnn-tiny", "--option", "patch=4"], "cnn-tiny", "none")
+    _fails([*args, "--init", str(tiny_teacher_dir), "--option", "patch=4"], "--init")
+    assert not out.exists()
