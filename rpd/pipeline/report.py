@@ -60,12 +60,16 @@ _VARIANT_FIELDS = ("obs", "envs", "horizon", "offline_steps", "lam", "lambda_sch
                    "lambda_decay_steps", "distill", "live_budget", "cache", "cache_radius",
                    "n_steps", "batch_size", "n_epochs", "learning_rate", "gamma", "gae_lambda",
                    "clip_range", "target_kl", "max_grad_norm", "ent_coef", "net_arch",
-                   "teacher_camera_shift", "teacher_object_color")
+                   "teacher_camera_shift", "teacher_object_color", "label_replay",
+                   "critic_state", "student_camera", "student_image_size")
+# Options newer than some run configs, with the value an older run (no key) trained with.
+_ABSENT_MEANS = {"label_replay": 0, "critic_state": False}
 _TEACHER_VIEW_FIELDS = ("teacher_camera_shift", "teacher_object_color")
 # Of those, the ones that only act through the teacher: a plain PPO run ignores them, so they
 # do not split PPO runs (`rpd train --no-teacher --lambda 0.143` repeats a PPO run without it).
 _TEACHER_ONLY_FIELDS = ("offline_steps", "lam", "lambda_schedule", "lambda_decay_steps",
-                        "distill", "live_budget", "cache", "cache_radius", *_TEACHER_VIEW_FIELDS)
+                        "distill", "live_budget", "cache", "cache_radius", "label_replay",
+                        *_TEACHER_VIEW_FIELDS)
 _EVAL_COLUMNS = ("step", "success", "return", "wall_time_s", "live_teacher_calls")
 
 
@@ -356,7 +360,7 @@ def _variant_value(run: RunRecord, field: str) -> Any:
     PPO run ignores, and None for an unchanged teacher view (absent from older configs)."""
     if field in _TEACHER_ONLY_FIELDS and run.method == "ppo":
         return None
-    value = run.config.get(field)
+    value = run.config.get(field, _ABSENT_MEANS.get(field))
     if field in _TEACHER_VIEW_FIELDS and not value:
         return None
     return value

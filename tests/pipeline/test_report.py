@@ -227,6 +227,25 @@ def test_a_changed_teacher_view_splits_rpd_runs(tmp_path: Path) -> None:
         ({"teacher_camera_shift": 15.0}, [0]), ({"teacher_camera_shift": None}, [0, 1])]
 
 
+def test_label_replay_splits_rpd_runs_and_an_older_config_means_none(tmp_path: Path) -> None:
+    rows = [(100, 0.5, 1, 5, 10), (200, 0.6, 1, 10, 20)]
+    plain = _fake_run(tmp_path / "a", rows, no_teacher=False, teacher="t", label_replay=0)
+    old = _fake_run(tmp_path / "b", rows, no_teacher=False, teacher="t", seed=1)
+    replay = _fake_run(tmp_path / "c", rows, no_teacher=False, teacher="t", label_replay=20000)
+    ppo = _fake_run(tmp_path / "d", rows, label_replay=20000)  # PPO ignores it
+    ppo_old = _fake_run(tmp_path / "e", rows, seed=1)
+    cfg = json.loads((old / "config.json").read_text())
+    cfg.pop("label_replay", None)
+    (old / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    r = _rpd("report", plain, old, replay, ppo, ppo_old, "--out", out)
+    assert r.exit_code == 0, r.output
+    groups = json.loads((out / "report.json").read_text())["groups"]
+    assert [(g["method"], g["variant"], g["seeds"]) for g in groups] == [
+        ("ppo", {}, [0, 1]), ("rpd", {"label_replay": 0}, [0, 1]),
+        ("rpd", {"label_replay": 20000}, [0])]
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "no such directory"),
     ("no_config", "not an `rpd train` run directory"),
