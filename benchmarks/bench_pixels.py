@@ -4,6 +4,8 @@ Measured in one sitting (give it the machine to itself):
 
 1. `limit`: one process steps PushCube-v1 and renders the student camera (64 and 128 px) for
    `--frames` frames; the render-bound limit is cores / (render + physics step time per frame).
+   Measured twice: one process alone, and one process per core side by side (what training
+   does; two software renders slow each other: 31 ms alone, 40-42 ms side by side at 64 px).
 2. `ppo-S`: `rpd train --no-teacher --obs rgb --student-image-size S --envs E`.
 3. `rpd-S`: the same with a live `cnn-tiny` teacher that sees the student's camera (own-frame
    labels: nothing rendered for labels) and `--live-budget 25`, the measured recipe.
@@ -29,10 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
-def render_limit(env_id: str, size: int, frames: int) -> dict[str, float]:
-    """Seconds per physics step and per render in one process, and the machine's limit."""
+def render_limit(env_id: str, size: int, frames: int, barrier: Any = None) -> dict[str, float]:
+    """Milliseconds per physics step and per render in one process, and the machine's limit
+    (cores / per-frame time). With `barrier`, waits on it after the warm-up (side by side)."""
     import numpy as np
 
     from rpd.data.envs import CameraSpec, EnvConfig, make_env, teacher_image
@@ -45,6 +49,8 @@ def render_limit(env_id: str, size: int, frames: int) -> dict[str, float]:
         for _ in range(5):  # warm up
             env.step(zero)
             teacher_image(env, camera)
+        if barrier is not None:
+            barrier.wait()
         t0 = time.perf_counter()
         for _ in range(frames):
             env.step(zero)
@@ -58,6 +64,35 @@ def render_limit(env_id: str, size: int, frames: int) -> dict[str, float]:
     cores = os.cpu_count() or 1
     return dict(step_ms=step_s * 1e3, render_ms=render_s * 1e3,
                 limit_steps_per_s=cores / (step_s + render_s))
+
+
+def _limit_worker(env_id: str, size: int, frames: int, barrier: Any, results: Any) -> None:
+    """One of the side-by-side processes: wait for the others, then measure."""
+    from rpd.data.envs import limit_cpu_threads
+
+    limit_cpu_threads()
+    results.put(render_limit(env_id, size, frames, barrier))
+
+
+def side_by_side_limit(env_id: str, size: int, frames: int) -> dict[str, float]:
+    """`render_limit` in one process per core at once; the mean per-frame times and the
+    machine's limit from them (cores / (step + render))."""
+    import multiprocessing as mp
+
+    cores = os.cpu_count() or 1
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(cores), ctx.Queue()
+    procs = [ctx.Process(target=_limit_worker, args=(env_id, size, frames, barrier, results))
+             for _ in range(cores)]
+    for proc in procs:
+        proc.start()
+    parts = [results.get(timeout=900) for _ in procs]
+    for proc in procs:
+        proc.join()
+    step_ms = sum(r["step_ms"] for r in parts) / cores
+    render_ms = sum(r["render_ms"] for r in parts) / cores
+    return dict(step_ms=step_ms, render_ms=render_ms,
+                limit_steps_per_s=cores / ((step_ms + render_ms) / 1e3))
 
 
 def train_run(out: Path, env_id: str, size: int, steps: int, envs: int, teacher: Path | None,
@@ -100,7 +135,10 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     for size in args.sizes:
         limit = render_limit(args.env, size, args.frames)
-        rows.append(dict(run=f"render-bound limit {size} px", size=size, **limit))
+        rows.append(dict(run=f"render-bound limit {size} px, one process", size=size, **limit))
+        shared = side_by_side_limit(args.env, size, args.frames)
+        rows.append(dict(run=f"render-bound limit {size} px, a process per core", size=size,
+                         **shared))
         teacher = out / f"teacher-{size}"
         if not (teacher / "teacher.json").is_file():
             spec = TeacherSpec(camera=CameraSpec("render", size, size),
@@ -119,19 +157,21 @@ def main() -> None:
                 shutil.rmtree(run_dir)
             res = train_run(run_dir, args.env, size, args.steps, envs, t, lp)
             res["of_limit"] = res["steps_per_s"] / limit["limit_steps_per_s"]
+            res["of_shared_limit"] = res["steps_per_s"] / shared["limit_steps_per_s"]
             rows.append(dict(run=name, size=size, method=method, envs=envs, lp_threads=lp,
                              **res))
             print(json.dumps(rows[-1]), flush=True)
     (out / "bench_pixels.json").write_text(json.dumps(rows, indent=2))
-    print("\n| run | env steps/s | of render-bound limit | live calls | teacher renders |")
+    print("\n| run | env steps/s | of the limit: one process / a process per core "
+          "| live calls | teacher renders |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
         if "limit_steps_per_s" in r:
             print(f"| {r['run']} (step {r['step_ms']:.1f} ms + render {r['render_ms']:.1f} ms) "
-                  f"| {r['limit_steps_per_s']:.0f} | 1 | | |")
+                  f"| {r['limit_steps_per_s']:.0f} | | | |")
         else:
-            print(f"| {r['run']} | {r['steps_per_s']:.1f} | {r['of_limit']:.2f} | "
-                  f"{r['live_calls']} | {r['teacher_renders']} |")
+            print(f"| {r['run']} | {r['steps_per_s']:.1f} | {r['of_limit']:.2f} / "
+                  f"{r['of_shared_limit']:.2f} | {r['live_calls']} | {r['teacher_renders']} |")
     print(f"\nwrote {out / 'bench_pixels.json'}")
 
 
