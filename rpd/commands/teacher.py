@@ -96,6 +96,10 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
                    "(a task variation).")
 @click.option("--stochastic", is_flag=True,
               help="Student: sample actions from the policy instead of taking its mean.")
+@click.option("--checkpoint", type=click.Choice(["final", "best"]), default="final",
+              show_default=True,
+              help="Student: its final policy, or the one of its best evaluation during "
+                   "training (RUN/checkpoints/best.zip).")
 @click.option("--chunk-mode", type=click.Choice(["label", "receding", "ensemble"]),
               default="label", show_default=True,
               help="How action chunks are executed: 'label' asks the teacher every step and "
@@ -110,7 +114,7 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
               help="Where to write the results [default: DIR/eval/ENV-h{horizon}[-shift].json].")
 def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
              seed: int | None, horizon: int | None, workers: int, camera_shift: float,
-             object_color: str | None, stochastic: bool, chunk_mode: str,
+             object_color: str | None, stochastic: bool, checkpoint: str, chunk_mode: str,
              video: Path | None, sim_backend: str, device: str,
              json_out: Path | None) -> None:
     """Closed-loop success of a teacher (or a student) on a task."""
@@ -127,6 +131,9 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
                          "student sees no camera: use them with --teacher")
     if teacher is not None and stochastic:
         raise InputError("--stochastic samples a student's actions; teachers act as they are")
+    if teacher is not None and checkpoint != "final":
+        raise InputError("--checkpoint best picks a student run's best policy; a teacher "
+                         "directory holds one model")
     seed = DEFAULT_EVAL_SEED if seed is None else seed
     if teacher is not None and horizon is None:
         horizon = 100
@@ -145,10 +152,11 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
             result = evaluate_student(student, env_id, episodes, seed, horizon,
                                       stochastic=stochastic, video_dir=video,
                                       sim_backend=sim_backend, device=device,
-                                      workers=workers)
+                                      workers=workers, checkpoint=checkpoint)
     base = teacher if teacher is not None else student
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
-        f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "")
+        f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "") + (
+        "-best" if checkpoint == "best" else "")
     if teacher is not None and chunk_mode != "label":
         suffix += f"-{chunk_mode}"  # beside the labelling figure, not over it
     horizon = result.get("horizon", horizon)

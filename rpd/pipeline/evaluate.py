@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 STUDENT_ZIP = "student.zip"
 STUDENT_JSON = "student.json"
+BEST_ZIP, BEST_JSON = "best.zip", "best.json"
+"""In RUN/checkpoints: the policy of a run's best evaluation so far, and that evaluation's row."""
 
 
 VIDEO_CAMERA = CameraSpec("render", 128, 128)
@@ -100,18 +102,26 @@ def _to_np(x: Any) -> np.ndarray:
 
 
 def load_student(run_dir: str | Path, option: str = "--student",
-                 device: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Load a student run's final model and its student.json.
+                 device: str = "cpu", checkpoint: str = "final") -> tuple[Any, dict[str, Any]]:
+    """Load a student run's final model (or, `checkpoint="best"`, the policy of its best
+    evaluation: checkpoints/best.zip) and its student.json.
 
     Raises:
-        InputError: not a run directory, a run that has not finished (no student.zip), or an
-            unreadable student.zip.
+        InputError: not a run directory, a run that has not finished (no student.zip), no
+            best.zip, or an unreadable model.
     """
     run_dir = Path(run_dir)
+    if checkpoint not in ("final", "best"):
+        raise InputError(f"--checkpoint {checkpoint!r}: use 'final' or 'best'")
     meta_path, zip_path = run_dir / STUDENT_JSON, run_dir / STUDENT_ZIP
     if not meta_path.is_file() or not zip_path.is_file():
         raise InputError(f"{option} {run_dir}: no {STUDENT_JSON} and {STUDENT_ZIP}; pass a run "
                          "directory finished by `rpd train` (resume it with --resume)")
+    if checkpoint == "best":
+        zip_path = run_dir / "checkpoints" / BEST_ZIP
+        if not zip_path.is_file():
+            raise InputError(f"--checkpoint best: {run_dir} has no checkpoints/{BEST_ZIP} (runs "
+                             "before it existed); evaluate its final policy")
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
@@ -140,7 +150,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
                      seed: int = 10_000, horizon: int | None = None,
                      stochastic: bool = False, video_dir: Path | None = None,
                      sim_backend: str = "auto", device: str = "cpu",
-                     workers: int = 1) -> dict[str, Any]:
+                     workers: int = 1, checkpoint: str = "final") -> dict[str, Any]:
     """Score a trained student on fixed seeds.
 
     Args:
@@ -156,6 +166,8 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         device: Torch device of the policy (`rpd.data.envs.resolve_device`).
         workers: Processes the episodes are split between (each loads the student and one
             env; results do not depend on the split).
+        checkpoint: "final" (student.zip) or "best" (checkpoints/best.zip, the policy of the
+            run's best evaluation).
 
     Returns:
         dict with env, episodes, seed, horizon, success, return, length, workers,
@@ -165,7 +177,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         raise InputError(f"--episodes {episodes}: must be a positive number")
     if workers <= 0:
         raise InputError(f"--workers {workers}: must be a positive number")
-    _, meta = load_student(run_dir, device=device)  # checks the run before any worker starts
+    _, meta = load_student(run_dir, device=device, checkpoint=checkpoint)  # before workers
     env_cfg_d = dict(meta["env"])
     if env_id is not None:
         env_cfg_d["env_id"] = env_id
@@ -175,7 +187,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
     seeds = list(range(seed, seed + episodes))
     t0 = time.perf_counter()
     job = dict(run_dir=str(run_dir), env_cfg=env_cfg_d, deterministic=not stochastic,
-               video_dir=video_dir, device=device)
+               video_dir=video_dir, device=device, checkpoint=checkpoint)
     workers = min(workers, episodes)
     if workers == 1:
         results, time_limit = _student_episodes(seeds=seeds, **job)  # type: ignore[arg-type]
@@ -195,7 +207,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
             "horizon": env_cfg_d.get("max_episode_steps") or time_limit,
             "actions": "sampled" if stochastic else "mean",
             "success": float(np.mean(successes)), "return": float(np.mean(returns)),
-            "length": float(np.mean(lengths)), "workers": workers,
+            "length": float(np.mean(lengths)), "workers": workers, "checkpoint": checkpoint,
             "wall_time_s": round(time.perf_counter() - t0, 2)}
 
 
@@ -205,7 +217,8 @@ def _student_episodes_job(job: dict[str, Any]) -> tuple[list[tuple[bool, float, 
 
 
 def _student_episodes(run_dir: str, env_cfg: dict[str, Any], seeds: list[int],
-                      deterministic: bool, video_dir: Path | None, device: str
+                      deterministic: bool, video_dir: Path | None, device: str,
+                      checkpoint: str = "final"
                       ) -> tuple[list[tuple[bool, float, int]], int | None]:
     """Episodes of a student (in this process or a worker): per seed (success, return,
     length), and the env's time limit."""
@@ -213,7 +226,7 @@ def _student_episodes(run_dir: str, env_cfg: dict[str, Any], seeds: list[int],
 
     limit_cpu_threads()
     logging.getLogger("mani_skill").setLevel(logging.ERROR)
-    model, meta = load_student(run_dir, device=device)
+    model, meta = load_student(run_dir, device=device, checkpoint=checkpoint)
     env_cfg = dict(env_cfg)
     if env_cfg.get("camera") is not None:  # a pixel student's view
         env_cfg["camera"] = CameraSpec(**env_cfg["camera"])

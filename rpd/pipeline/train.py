@@ -6,6 +6,8 @@ Run directory:
     RUN/eval.csv             step, success, return, wall_time_s, live_teacher_calls
     RUN/tb/                  TensorBoard events (SB3 logger: rollout/ train/ distill/ eval/ time/)
     RUN/checkpoints/latest.zip (+ latest.json)   for --resume
+    RUN/checkpoints/best.zip (+ best.json)       the policy of the best evaluation so far
+                                                 (`rpd eval --student RUN --checkpoint best`)
     RUN/cache/               live teacher labels (the run's own Zarr store) when no --cache is given
     RUN/student.zip          the final SB3 model
     RUN/student.json         env, obs spec, teacher fingerprint, λ schedule, final metrics
@@ -48,7 +50,14 @@ from rpd.data.envs import (
     resolve_device,
 )
 from rpd.errors import InputError, disk_writes
-from rpd.pipeline.evaluate import STUDENT_JSON, STUDENT_ZIP, load_model, run_episodes_student
+from rpd.pipeline.evaluate import (
+    BEST_JSON,
+    BEST_ZIP,
+    STUDENT_JSON,
+    STUDENT_ZIP,
+    load_model,
+    run_episodes_student,
+)
 from rpd.student.labels import InMemoryLabelSource, LabelSource
 from rpd.student.losses import DISTILL_KINDS, SCHEDULE_KINDS, LambdaSchedule
 from rpd.student.policies import NATURE_CNN_MIN_SIZE as NATURE_CNN_MIN
@@ -473,8 +482,35 @@ def evaluate_and_checkpoint(model: Any, env: Any, cfg: TrainConfig,
     logger.info("step %d: success %.2f return %.2f live teacher calls %d", row["step"],
                 row["success"], row["ret"], row["live_teacher_calls"])
     _checkpoint(model, cfg, state, wall)
+    _keep_if_best(cfg.out / "checkpoints", row)
     state.eval_time += time.perf_counter() - t_eval
     return row
+
+
+def _keep_if_best(ckpt: Path, row: dict[str, Any]) -> None:
+    """Copy the checkpoint just written to best.zip (+ best.json: its evaluation row) when its
+    evaluation success beats every earlier one (a tie keeps the earlier). Students often peak
+    and then decay (issue 15: 0.70 at 248k, 0.25 at 300k), so the final policy is not always
+    the one to deploy; choosing on the evaluation seeds, then measuring on held-out ones, keeps
+    the figure honest."""
+    import shutil
+
+    from rpd.data.schema import write_json_atomic
+
+    best_json = ckpt / BEST_JSON
+    if best_json.is_file():
+        try:
+            best = json.loads(best_json.read_text())
+            if row["success"] <= float(best["success"]):
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning("%s is unreadable; replacing it with step %d's", best_json,
+                           row["step"])
+    kept = f"{ckpt / 'latest.zip'} is intact"
+    with disk_writes(f"copying the best checkpoint (step {row['step']}) in {ckpt}", kept):
+        shutil.copyfile(ckpt / "latest.zip", ckpt / ".best.tmp.zip")
+        (ckpt / ".best.tmp.zip").replace(ckpt / BEST_ZIP)
+        write_json_atomic(best_json, dict(row))
 
 
 def _trim_eval_rows(out: Path, info: dict[str, Any]) -> dict[str, Any] | None:

@@ -96,6 +96,37 @@ def test_a_state_student_records_video_too(rpd_run: Path, tmp_path: Path) -> Non
     assert_playable(next(video.glob("*.mp4")), frames=50, size=128)
 
 
+def test_the_best_evaluation_keeps_its_policy_and_eval_can_pick_it(rpd_run: Path,
+                                                                   tmp_path: Path) -> None:
+    from rpd.pipeline.evaluate import load_student
+
+    rows = _eval_rows(rpd_run)
+    best = json.loads((rpd_run / "checkpoints" / "best.json").read_text())
+    top = max(float(r["success"]) for r in rows)
+    first_top = next(int(r["step"]) for r in rows if float(r["success"]) == top)
+    assert (best["step"], best["success"]) == (first_top, top)  # a tie keeps the earlier
+    model, _ = load_student(rpd_run, checkpoint="best")
+    assert model.num_timesteps == best["step"]
+    out = tmp_path / "best.json"
+    code, output = _rpd("eval", "--student", str(rpd_run), "--env", ENV_ID, "--episodes", "1",
+                        "--checkpoint", "best", "--json", str(out), "--workers", "1")
+    assert code == 0, output
+    assert json.loads(out.read_text())["checkpoint"] == "best"
+
+
+def test_keep_if_best_replaces_only_on_a_higher_success(tmp_path: Path) -> None:
+    from rpd.pipeline.train import _keep_if_best
+
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    for step, success in ((10, 0.5), (20, 0.3), (30, 0.5), (40, 0.7), (50, 0.1)):
+        (ckpt / "latest.zip").write_bytes(f"model of step {step}".encode())
+        _keep_if_best(ckpt, dict(step=step, success=success, ret=0.0))
+    assert json.loads((ckpt / "best.json").read_text())["step"] == 40
+    assert (ckpt / "best.zip").read_bytes() == b"model of step 40"
+    assert not list(ckpt.glob(".best*"))
+
+
 def test_written_back_labels_belong_to_their_states(rpd_run: Path) -> None:
     key, obs, action = _labels(rpd_run / "cache")
     assert len(key) == 128

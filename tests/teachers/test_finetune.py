@@ -157,6 +157,8 @@ def test_bad_teacher_dir_and_eval_options(tiny_teacher_dir: Path, tmp_path: Path
     _fails(["eval", "--teacher", str(tiny_teacher_dir), "--env", "PushCube-v1", "--episodes",
             "1"], "PushCube-v1", "fine-tune")
     _fails(["eval", "--env", "PickCube-v1"], "--teacher", "--student")
+    _fails(["eval", "--teacher", str(tiny_teacher_dir), "--env", "PickCube-v1",
+            "--checkpoint", "best"], "--checkpoint best")
     _fails(["finetune-teacher", "--demos", "x.h5", "--out", str(tmp_path), "--size", "huge"],
            "x.h5")
 
