@@ -120,9 +120,16 @@ def test_env_state_round_trip_restores_scene_and_view() -> None:
         state = get_env_state(env)
         obs, img = env.unwrapped.get_obs().clone(), teacher_image(env, cam)
         env.reset(seed=9)
-        assert not np.array_equal(teacher_image(env, cam), img)
+
+        def changed(frame: np.ndarray) -> float:  # share of pixels not as in `img`
+            return float((frame != img).any(axis=-1).mean())
+
+        assert changed(teacher_image(env, cam)) > 0.01  # another scene looks different
         set_env_state(env, state[0])
-        np.testing.assert_array_equal(teacher_image(env, cam), img)
+        # the same scene: link poses recomputed from joint positions may differ from the
+        # stepped ones in the last float bit, which can flip a few edge pixels (seen once:
+        # 3 of 4096); anything beyond a handful is a wrong restore
+        assert changed(teacher_image(env, cam)) < 0.002
         assert float((env.unwrapped.get_obs() - obs).abs().max()) < 1e-5
     finally:
         env.close()
