@@ -488,11 +488,11 @@ def evaluate_and_checkpoint(model: Any, env: Any, cfg: TrainConfig,
 
 
 def _keep_if_best(ckpt: Path, row: dict[str, Any]) -> None:
-    """Copy the checkpoint just written to best.zip (+ best.json: its evaluation row) when its
-    evaluation success beats every earlier one (a tie keeps the earlier). Students often peak
-    and then decay (issue 15: 0.70 at 248k, 0.25 at 300k), so the final policy is not always
-    the one to deploy; choosing on the evaluation seeds, then measuring on held-out ones, keeps
-    the figure honest."""
+    """Copy the checkpoint just written to best.zip (+ best.json: its eval.csv row, under the
+    same column names) when its evaluation success beats every earlier one (a tie keeps the
+    earlier). Students often peak and then decay (issue 15: 0.70 at 248k, 0.25 at 300k), so the
+    final policy is not always the one to deploy; choosing on the evaluation seeds, then
+    measuring on held-out ones, keeps the figure honest."""
     import shutil
 
     from rpd.data.schema import write_json_atomic
@@ -510,7 +510,8 @@ def _keep_if_best(ckpt: Path, row: dict[str, Any]) -> None:
     with disk_writes(f"copying the best checkpoint (step {row['step']}) in {ckpt}", kept):
         shutil.copyfile(ckpt / "latest.zip", ckpt / ".best.tmp.zip")
         (ckpt / ".best.tmp.zip").replace(ckpt / BEST_ZIP)
-        write_json_atomic(best_json, dict(row))
+        write_json_atomic(best_json, {col: row["ret" if col == "return" else col]
+                                      for col in EVAL_COLUMNS})
 
 
 def _trim_eval_rows(out: Path, info: dict[str, Any]) -> dict[str, Any] | None:

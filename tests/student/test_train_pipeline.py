@@ -105,6 +105,7 @@ def test_the_best_evaluation_keeps_its_policy_and_eval_can_pick_it(rpd_run: Path
     top = max(float(r["success"]) for r in rows)
     first_top = next(int(r["step"]) for r in rows if float(r["success"]) == top)
     assert (best["step"], best["success"]) == (first_top, top)  # a tie keeps the earlier
+    assert sorted(best) == sorted(rows[0])  # eval.csv's columns, under its names
     model, _ = load_student(rpd_run, checkpoint="best")
     assert model.num_timesteps == best["step"]
     out = tmp_path / "best.json"
@@ -121,8 +122,10 @@ def test_keep_if_best_replaces_only_on_a_higher_success(tmp_path: Path) -> None:
     ckpt.mkdir()
     for step, success in ((10, 0.5), (20, 0.3), (30, 0.5), (40, 0.7), (50, 0.1)):
         (ckpt / "latest.zip").write_bytes(f"model of step {step}".encode())
-        _keep_if_best(ckpt, dict(step=step, success=success, ret=0.0))
-    assert json.loads((ckpt / "best.json").read_text())["step"] == 40
+        _keep_if_best(ckpt, dict(step=step, success=success, ret=-1.0, wall_time_s=1.0,
+                                 live_teacher_calls=0))
+    best = json.loads((ckpt / "best.json").read_text())
+    assert (best["step"], best["return"]) == (40, -1.0)
     assert (ckpt / "best.zip").read_bytes() == b"model of step 40"
     assert not list(ckpt.glob(".best*"))
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Reproduce the README's "Pixel students on sparse PushCube" results (issue 15), one run after
+# another, resumable: a finished step is skipped, an interrupted run resumes from its last
+# checkpoint (`rpd train --resume`). Pixel runs are render-bound on a CPU (≈ 35 env steps/s
+# alone on 2 cores, 3–6 h per 300k run), so run this in the background under nice:
+#
+#     nice -n 10 bash benchmarks/pixel_pushcube.sh WORK [RUN ...]
+#
+# WORK holds the demos, the teachers and runs/ (created if missing). RUN names which runs to
+# do, in order (default: all of them, in the order below). Each run logs to WORK/RUN.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: $0 WORK [RUN ...]" >&2; exit 2; }
+work=$1; shift
+mkdir -p "$work/runs"
+rpd=(.venv/bin/rpd)
+
+demos=$work/demos/PushCube-v1/trajectory.x4.none.pd_ee_delta_pose.physx_cpu.h5
+teacher_a=$work/teachers/push-y035
+teacher_b=$work/teachers/octo64-p4t8
+
+need_demos() {
+  [ -f "$demos" ] && return
+  "${rpd[@]}" demos generate --env PushCube-v1 --num 100 --seed 0 --workers 1 \
+    --out "$work/demos/PushCube-v1" --speedup 4
+}
+need_teacher_a() {
+  [ -f "$teacher_a/teacher.json" ] && return
+  "${rpd[@]}" scripted-teacher --env PushCube-v1 --offset 0 0.035 0 --out "$teacher_a"
+}
+need_teacher_b() {
+  local resume=()
+  if [ -f "$teacher_b/train_state.pt" ]; then resume=(--resume)
+  elif [ -f "$teacher_b/teacher.json" ]; then return; fi
+  need_demos
+  "${rpd[@]}" finetune-teacher --demos "$demos" --out "$teacher_b" --image-size 64 \
+    --threads 1 --workers 1 --option patch=4 --option image_tokens_side=8 "${resume[@]}"
+}
+
+common=(--env PushCube-v1 --reward sparse --steps 300000 --envs 8 --eval-every 10000
+        --eval-episodes 20 --obs rgb --student-image-size 64)
+rpd_args=(--lambda 1 --lambda-schedule cosine --lambda-decay-steps 60000 --label-replay 20000)
+
+run() {  # run NAME SEED ARGS...
+  local name=$1 seed=$2; shift 2
+  local out=$work/runs/PushCube-v1-sparse-$name
+  [ -f "$out/student.zip" ] && { echo "$name: finished"; return; }
+  local resume=()
+  [ -f "$out/config.json" ] && resume=(--resume)
+  echo "$name: training (log $work/$name.log)"
+  "${rpd[@]}" train "${common[@]}" --seed "$seed" "$@" "${resume[@]}" --out "$out" \
+    >>"$work/$name.log" 2>&1
+}
+
+do_run() {
+  case $1 in
+    ppo-s0)          run ppo-s0 0 --no-teacher ;;
+    ppo-s1)          run ppo-s1 1 --no-teacher ;;
+    rpdA-s0)         need_teacher_a; run rpdA-s0 0 --teacher "$teacher_a" "${rpd_args[@]}" ;;
+    rpdB-s0)         need_teacher_b; run rpdB-s0 0 --teacher "$teacher_b" "${rpd_args[@]}" ;;
+    rpdB-s1)         need_teacher_b; run rpdB-s1 1 --teacher "$teacher_b" "${rpd_args[@]}" ;;
+    rpdB-shift15-s0) need_teacher_b
+                     run rpdB-shift15-s0 0 --teacher "$teacher_b" --teacher-camera-shift 15 \
+                       "${rpd_args[@]}" ;;
+    teacher-b)       need_teacher_b ;;
+    *) echo "unknown run '$1': pick from ppo-s0 ppo-s1 rpdA-s0 rpdB-s0 rpdB-s1" \
+            "rpdB-shift15-s0 teacher-b" >&2; exit 2 ;;
+  esac
+}
+
+[ $# -gt 0 ] || set -- rpdB-s0 ppo-s0 rpdB-s1 ppo-s1 rpdB-shift15-s0 rpdA-s0
+for r in "$@"; do do_run "$r"; done
