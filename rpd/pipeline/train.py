@@ -8,6 +8,7 @@ Run directory:
     RUN/checkpoints/latest.zip (+ latest.json)   for --resume
     RUN/checkpoints/best.zip (+ best.json)       the policy of the best evaluation so far
                                                  (`rpd eval --student RUN --checkpoint best`)
+    RUN/checkpoints/replay.npz   the label replay while λ > 0 (--label-replay), for --resume
     RUN/cache/               live teacher labels (the run's own Zarr store) when no --cache is given
     RUN/student.zip          the final SB3 model
     RUN/student.json         env, obs spec, teacher fingerprint, λ schedule, final metrics
@@ -66,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_JSON = "config.json"
 EVAL_CSV = "eval.csv"
+REPLAY_NPZ = "replay.npz"
 CACHE_DIR = "cache"
 EXACT_RADIUS = 1e-5
 """Hit radius of the run's own store: exact matches only (RMS distance per observation dim)."""
@@ -371,8 +373,8 @@ _RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "s
                  "teacher_object_color", "learning_rate", "gamma", "gae_lambda", "clip_range",
                  "ent_coef")
 """SB3 restores these from the checkpoint, so a changed value would not be applied: refused
-(`live_budget`, `cache_radius`, the label model, `answer_audit`, `label_replay` (its replay
-starts empty), `teacher_batch` and evaluation options are applied)."""
+(`live_budget`, `cache_radius`, the label model, `answer_audit`, `label_replay` (a changed
+capacity starts an empty replay), `teacher_batch` and evaluation options are applied)."""
 
 
 @dataclass
@@ -555,6 +557,7 @@ def _checkpoint(model: Any, cfg: TrainConfig, state: RunState, wall: float) -> N
     kept = (f"the last good checkpoint ({ckpt / 'latest.zip'}) and every published store part "
             "are intact")
     with disk_writes(f"writing the checkpoint of step {model.num_timesteps} in {ckpt}", kept):
+        _save_replay(model, ckpt / REPLAY_NPZ)
         try:
             model.save(ckpt / ".latest.tmp.zip")
         except BaseException:
@@ -567,6 +570,39 @@ def _checkpoint(model: Any, cfg: TrainConfig, state: RunState, wall: float) -> N
         flush = getattr(model.label_source, "flush", None)
         if flush is not None:
             flush()
+
+
+def _save_replay(model: Any, path: Path) -> None:
+    """The label replay beside the checkpoint while λ > 0, so a resume continues with the
+    labels it had (20,000 64 px frames: 245 MB); once λ is 0 the replay is unused and the
+    file goes."""
+    replay = getattr(model, "replay", None)
+    lam = model.lambda_schedule(model.num_timesteps) if model.label_source is not None else 0.0
+    if replay is not None and len(replay) and lam > 0:
+        replay.save(path, model.num_timesteps)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _load_replay(model: Any, path: Path) -> None:
+    """Give a resumed model the replay saved with its checkpoint, if it matches (step and
+    capacity); otherwise it starts empty, as before the replay was saved."""
+    from rpd.student.buffer import LabelReplay
+
+    if model.label_replay <= 0 or not path.is_file():
+        return
+    try:
+        replay = LabelReplay.load(path, model.num_timesteps, model.label_replay)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logger.warning("%s is unreadable (%s); the label replay starts empty", path,
+                       type(e).__name__)
+        return
+    if replay is None:
+        logger.warning("%s belongs to another step or --label-replay; the label replay starts "
+                       "empty", path)
+        return
+    model.replay = replay
+    logger.info("label replay restored: %d labelled transitions", len(replay))
 
 
 def _read_json(path: Path, fix: str) -> dict[str, Any]:
@@ -781,7 +817,8 @@ def _resume_model(cfg: TrainConfig, venv: Any, source: LabelSource | None,
                      last_result=_trim_eval_rows(cfg.out, info))
     model.live_budget = cfg.live_budget  # a changed budget applies from here on
     model.answer_audit = cfg.answer_audit
-    model.label_replay = cfg.label_replay  # the replay is not in the checkpoint: starts empty
+    model.label_replay = cfg.label_replay
+    _load_replay(model, cfg.out / "checkpoints" / REPLAY_NPZ)
     write_json_atomic(cfg.out / CONFIG_JSON, cfg.to_dict())
     logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
     return model, state

@@ -8,7 +8,9 @@ A pixel student's frames stay uint8 in the buffer (SB3 stores each key in its sp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -200,6 +202,38 @@ class LabelReplay:
         assert self.actions is not None and self.obs is not None, "the replay is empty"
         idx = self.rng.integers(0, self.size, n)
         return _rows(self.obs, idx), self.actions[idx]
+
+    def save(self, path: Path, step: int) -> None:
+        """Write the replay (uncompressed .npz, atomically) tagged with the training step it
+        belongs to, so a resumed run continues with the labels it had (`load`)."""
+        assert self.actions is not None and self.obs is not None, "the replay is empty"
+        obs = ({f"obs.{k}": v for k, v in self.obs.items()} if isinstance(self.obs, dict)
+               else {"obs": self.obs})
+        meta = dict(step=int(step), capacity=self.capacity, size=self.size, pos=self.pos,
+                    rng=self.rng.bit_generator.state)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, actions=self.actions, meta=np.array(json.dumps(meta)), **obs)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: Path, step: int, capacity: int) -> LabelReplay | None:
+        """The replay `save` wrote at `step` with `capacity`; None when the file belongs to
+        another step (a run killed between the two writes) or capacity."""
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta["step"] != step or meta["capacity"] != capacity:
+                return None
+            replay = cls(capacity)
+            replay.actions = z["actions"]
+            replay.obs = z["obs"] if "obs" in z.files else {
+                k.removeprefix("obs."): z[k] for k in z.files if k.startswith("obs.")}
+        replay.size, replay.pos = int(meta["size"]), int(meta["pos"])
+        replay.rng.bit_generator.state = meta["rng"]
+        return replay
 
 
 def _rows(obs: dict[str, np.ndarray] | np.ndarray, idx: Any) -> dict[str, np.ndarray] | np.ndarray:

@@ -115,8 +115,8 @@ class RPDPPO(PPO):
             source answered, to measure the answers' error (`distill/answer_error_<kind>`).
         label_replay: Keep this many labelled transitions of earlier rollouts (`LabelReplay`)
             and average the distill term of each minibatch with that of as many replayed
-            ones; 0 = the current rollout only (the paper's). Not saved with the model: a
-            resumed run starts with an empty replay.
+            ones; 0 = the current rollout only (the paper's). Not in the model's .zip: `rpd
+            train` saves it beside the checkpoint (`LabelReplay.save`) while λ > 0.
 
     Logged: train/distill_loss, distill/lambda, distill/cache_hit_rate (exact + neighbour),
     distill/answer_exact|neighbour|model (share of the rollout's states),
@@ -376,7 +376,7 @@ class RPDPPO(PPO):
 
     def label_replay_buffer(self) -> LabelReplay | None:
         """The label replay of capacity `label_replay` (None for 0), made empty on first use
-        and when the capacity changes (a resumed run's: the replay is not saved)."""
+        and when the capacity changes (a resumed run given another --label-replay)."""
         if self.label_replay <= 0:
             self.replay = None
         elif self.replay is None or self.replay.capacity != self.label_replay:

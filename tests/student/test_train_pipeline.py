@@ -189,6 +189,32 @@ def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Pa
     assert code == 2 and "lam" in output and "--resume" in output
 
 
+def test_a_resumed_run_continues_with_its_label_replay(teacher_dir: Path,
+                                                      tmp_path: Path) -> None:
+    from rpd.student.buffer import LabelReplay
+
+    run, replay = tmp_path / "run", tmp_path / "run" / "checkpoints" / "replay.npz"
+    args = [*TINY, "--teacher", str(teacher_dir), "--label-replay", "100", "--out", str(run)]
+    code, output = _rpd("train", *args, "--steps", "192")
+    assert code == 0, output
+    # checkpoints come before their rollout's update: at 192 the replay holds rollouts 1-2
+    saved = LabelReplay.load(replay, 192, 100)  # 128 labelled rows, the latest 100 kept
+    assert saved is not None and (len(saved), saved.pos) == (100, 28)
+    assert LabelReplay.load(replay, 128, 100) is None and LabelReplay.load(replay, 192, 50) is None
+    code, output = _rpd("train", *args, "--steps", "320", "--resume")
+    assert code == 0, output
+    resumed = LabelReplay.load(replay, 320, 100)  # + the first resumed rollout's 64 rows
+    assert resumed is not None and (len(resumed), resumed.pos) == (100, 92)  # from empty: 64
+    # once λ is 0 for good the replay is unused, and its file (245 MB at 20k 64 px frames) goes
+    decayed = tmp_path / "decayed"
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--label-replay", "100",
+                        "--lambda-schedule", "cosine", "--lambda-decay-steps", "100",
+                        "--steps", "128", "--out", str(decayed))
+    assert code == 0, output
+    assert (decayed / "checkpoints" / "latest.zip").is_file()
+    assert not list((decayed / "checkpoints").glob("*replay*"))
+
+
 def test_plain_ppo_then_eval(tmp_path: Path) -> None:
     out = tmp_path / "ppo"
     code, output = _rpd("train", *TINY, "--no-teacher", "--steps", "64", "--log-std-init",
