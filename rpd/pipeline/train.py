@@ -510,8 +510,11 @@ def _keep_if_best(ckpt: Path, row: dict[str, Any]) -> None:
                            row["step"])
     kept = f"{ckpt / 'latest.zip'} is intact"
     with disk_writes(f"copying the best checkpoint (step {row['step']}) in {ckpt}", kept):
-        shutil.copyfile(ckpt / "latest.zip", ckpt / ".best.tmp.zip")
-        (ckpt / ".best.tmp.zip").replace(ckpt / BEST_ZIP)
+        try:
+            shutil.copyfile(ckpt / "latest.zip", ckpt / ".best.tmp.zip")
+            (ckpt / ".best.tmp.zip").replace(ckpt / BEST_ZIP)
+        finally:
+            (ckpt / ".best.tmp.zip").unlink(missing_ok=True)
         write_json_atomic(best_json, {col: row["ret" if col == "return" else col]
                                       for col in EVAL_COLUMNS})
 

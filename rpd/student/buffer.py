@@ -9,6 +9,7 @@ A pixel student's frames stay uint8 in the buffer (SB3 stores each key in its sp
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -211,10 +212,13 @@ class LabelReplay:
                else {"obs": self.obs})
         meta = dict(step=int(step), capacity=self.capacity, size=self.size, pos=self.pos,
                     rng=self.rng.bit_generator.state)
+        arrays = dict(actions=self.actions, meta=np.array(json.dumps(meta)), **obs)
         tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, actions=self.actions, meta=np.array(json.dumps(meta)), **obs)
+        try:  # np.savez's own zip stays open when a write fails (a full disk)
+            with open(tmp, "wb") as f, zipfile.ZipFile(f, "w") as z:
+                for name, a in arrays.items():
+                    with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, a, allow_pickle=False)
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -180,6 +180,11 @@ def test_label_replay_saved_and_loaded_samples_as_before(tmp_path: Path, by_key:
         np.testing.assert_array_equal(a, b)
     loaded.add({k: v[:1] for k, v in obs_b.items()} if by_key else obs_b[:1], act_b[:1])
     assert loaded.pos == 3  # adds go on where the saved one was
+    (tmp_path / ".replay.npz.tmp").symlink_to("/dev/full")  # a full disk: the old file stays
+    with pytest.raises(OSError, match="No space left on device"):
+        loaded.save(tmp_path / "replay.npz", step=700)
+    assert [p.name for p in tmp_path.iterdir()] == ["replay.npz"]
+    assert LabelReplay.load(tmp_path / "replay.npz", 640, 6) is not None
 
 
 def test_label_replay_holds_labelled_rollouts_and_pulls_toward_them(

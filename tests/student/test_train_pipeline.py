@@ -128,6 +128,15 @@ def test_keep_if_best_replaces_only_on_a_higher_success(tmp_path: Path) -> None:
     assert (best["step"], best["return"]) == (40, -1.0)
     assert (ckpt / "best.zip").read_bytes() == b"model of step 40"
     assert not list(ckpt.glob(".best*"))
+    # a full disk (the temporary copy is /dev/full): one error, the old best kept, no litter
+    from rpd.errors import StorageError
+
+    (ckpt / ".best.tmp.zip").symlink_to("/dev/full")
+    with pytest.raises(StorageError, match=r"step 60.*No space left on device"):
+        _keep_if_best(ckpt, dict(step=60, success=0.9, ret=-1.0, wall_time_s=1.0,
+                                 live_teacher_calls=0))
+    assert (ckpt / "best.zip").read_bytes() == b"model of step 40"
+    assert not list(ckpt.glob(".best*"))
 
 
 def test_written_back_labels_belong_to_their_states(rpd_run: Path) -> None:
