@@ -41,3 +41,25 @@ def disk_writes(what: str, kept: str) -> Iterator[None]:
             raise
         raise StorageError(f"{what}: {e.strerror}; {kept}. Free space and run the same command "
                            "again (rpd train: with --resume)") from None
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside: SIGTERM (`kill`, a scheduler's or CI's stop) raises KeyboardInterrupt in the
+    main thread as Ctrl-C does, so `finally` blocks close worker processes and the CLI says
+    how to continue; outside the main thread (where signals cannot be set) nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -73,6 +73,9 @@ from rpd.commands._common import PhaseBars, Progress, device_option, sim_backend
                    "exceeds 1.5x this; 0 = never stop early.")
 @click.option("--eval-every", type=int, default=10_000, show_default=True)
 @click.option("--eval-episodes", type=int, default=10, show_default=True)
+@click.option("--checkpoint-every", type=int, default=None,
+              help="Also checkpoint (without evaluating) every this many env steps, so a "
+                   "killed run loses less [default: with each evaluation].")
 @click.option("--net-arch", default="256,256", show_default=True, help="Hidden layer sizes.")
 @click.option("--log-std-init", type=float, default=-1.5, show_default=True,
               help="Initial log std of the policy's Gaussian (ManiSkill's PPO baseline: -0.5).")
@@ -97,12 +100,12 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
           answer_audit: int, label_replay: int,
           n_epochs: int, n_steps: int, batch_size: int,
           max_grad_norm: float, target_kl: float, eval_every: int, eval_episodes: int,
-          net_arch: str,
+          checkpoint_every: int | None, net_arch: str,
           log_std_init: float, normalize_obs: bool, teacher_camera_shift: float,
           teacher_object_color: str | None, sim_backend: str, device: str, seed: int,
           resume: bool) -> None:
     """Train a PPO student distilling --teacher's actions (RPD, arXiv 2503.05833)."""
-    from rpd.errors import InputError
+    from rpd.errors import InputError, sigterm_as_interrupt
     from rpd.pipeline.train import TrainConfig
     from rpd.pipeline.train import train as run_train
 
@@ -124,7 +127,8 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       n_epochs=n_epochs,
                       n_steps=n_steps, batch_size=batch_size, max_grad_norm=max_grad_norm,
                       target_kl=target_kl or None, eval_every=eval_every,
-                      eval_episodes=eval_episodes, net_arch=arch,
+                      eval_episodes=eval_episodes, checkpoint_every=checkpoint_every,
+                      net_arch=arch,
                       log_std_init=log_std_init, normalize_obs=normalize_obs,
                       teacher_camera_shift=teacher_camera_shift,
                       teacher_object_color=teacher_object_color,
@@ -136,7 +140,8 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
             offline.close()  # the offline phase is over once env steps run
             bar.update(n)
 
-        meta = run_train(cfg, progress=trained, offline_progress=offline.update)
+        with sigterm_as_interrupt():  # a scheduler's stop: workers closed, work kept
+            meta = run_train(cfg, progress=trained, offline_progress=offline.update)
     m = meta["metrics"]
     click.echo(f"wrote {out}: {m['steps']} steps, eval success {m['eval_success']:.2f}, "
                f"live teacher calls {m['live_teacher_calls']}")

@@ -124,13 +124,17 @@ class GroupedVecEnv(VecEnv):
         return _concat(obs)
 
     def close(self) -> None:
+        """Close every worker; one already gone (a SIGTERM sent to the whole process group
+        stops the workers with the main process) is only joined."""
         if self.closed:
             return
-        if self.waiting:
-            for remote in self.remotes:
-                remote.recv()
         for remote in self.remotes:
-            remote.send(("close", None))
+            try:
+                if self.waiting:
+                    remote.recv()
+                remote.send(("close", None))
+            except (EOFError, OSError):
+                pass  # the worker has exited
         for process in self.processes:
             process.join()
         for remote in self.remotes:

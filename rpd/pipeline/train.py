@@ -154,6 +154,8 @@ class TrainConfig:
         normalize_obs: Standardise observations inside the policy with running statistics
             (`rpd.student.policies.NormalizedFlatten`); off = SB3's raw flatten.
         eval_every: Evaluate (and checkpoint) every this many env steps.
+        checkpoint_every: Also checkpoint, without evaluating, every this many env steps (at
+            the end of a rollout), so a killed run loses less; None = with evaluations only.
         eval_episodes: Episodes per evaluation (fixed seeds `eval_seed`...).
         eval_seed: First evaluation seed (below 2^31, so never a training episode's).
         teacher_batch: States per live teacher forward pass.
@@ -210,6 +212,7 @@ class TrainConfig:
     eval_every: int = 10_000
     eval_episodes: int = 10
     eval_seed: int = 10_000
+    checkpoint_every: int | None = None
     teacher_batch: int = 64
     teacher_camera_shift: float = 0.0
     teacher_object_color: str | None = None
@@ -251,6 +254,9 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: "
                                  "must be a positive number")
+        if self.checkpoint_every is not None and self.checkpoint_every <= 0:
+            raise InputError(f"--checkpoint-every {self.checkpoint_every}: must be a positive "
+                             "number of env steps (leave it out to checkpoint with evaluations)")
         if self.seed < 0:
             raise InputError(f"--seed {self.seed}: must be ≥ 0")
         if self.env_workers is not None and self.env_workers <= 0:
@@ -386,6 +392,7 @@ class RunState:
         t0: `time.perf_counter()` when this invocation started.
         wall_offset: Wall seconds of the run's earlier invocations (resume).
         last_eval: Env step of the last evaluation.
+        last_checkpoint: Env step of the last checkpoint.
         last_result: That evaluation's eval.csv row (None before the first).
         offline: The offline phase's summary (student.json), if it ran.
         eval_time: Seconds this invocation spent evaluating (excluded from steps/s).
@@ -394,6 +401,7 @@ class RunState:
     t0: float = field(default_factory=time.perf_counter)
     wall_offset: float = 0.0
     last_eval: int = 0
+    last_checkpoint: int = 0
     last_result: dict[str, Any] | None = None
     offline: dict[str, float] | None = None
     eval_time: float = 0.0
@@ -461,6 +469,9 @@ def _make_callback(cfg: TrainConfig, eval_env: Any, state: RunState,
             self._last_steps = self.num_timesteps
             if self.num_timesteps - state.last_eval >= cfg.eval_every:
                 evaluate_and_checkpoint(self.model, eval_env, cfg, state)
+            elif (cfg.checkpoint_every is not None
+                  and self.num_timesteps - state.last_checkpoint >= cfg.checkpoint_every):
+                _checkpoint(self.model, cfg, state, state.wall)
 
     return StudentEvalCallback()
 
@@ -570,6 +581,7 @@ def _checkpoint(model: Any, cfg: TrainConfig, state: RunState, wall: float) -> N
         write_json_atomic(ckpt / "latest.json", dict(num_timesteps=model.num_timesteps,
                                                      wall_time_s=wall,
                                                      last_eval=state.last_eval))
+        state.last_checkpoint = model.num_timesteps
         flush = getattr(model.label_source, "flush", None)
         if flush is not None:
             flush()
@@ -817,6 +829,7 @@ def _resume_model(cfg: TrainConfig, venv: Any, source: LabelSource | None,
                        env=venv, device=resolve_device(cfg.device), label_source=source,
                        tensorboard_log=str(cfg.out / "tb"))
     state = RunState(wall_offset=info["wall_time_s"], last_eval=info["last_eval"],
+                     last_checkpoint=info["num_timesteps"],
                      last_result=_trim_eval_rows(cfg.out, info))
     model.live_budget = cfg.live_budget  # a changed budget applies from here on
     model.answer_audit = cfg.answer_audit

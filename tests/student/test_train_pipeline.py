@@ -291,6 +291,7 @@ def test_evaluation_seeds_stay_below_the_training_seeds(tmp_path: Path) -> None:
     (["--steps", "64", "--no-teacher", "--answer-audit", "-2"], "--answer-audit -2"),
     (["--steps", "64", "--no-teacher", "--label-replay", "-1"], "--label-replay -1"),
     (["--steps", "64", "--no-teacher", "--env-workers", "0"], "--env-workers 0"),
+    (["--steps", "64", "--no-teacher", "--checkpoint-every", "0"], "--checkpoint-every 0"),
 ])
 def test_bad_train_input_exits_2(args: list[str], message: str, tmp_path: Path) -> None:
     code, output = _rpd("train", "--env", ENV_ID, "--out", str(tmp_path / "r"), *args)
@@ -419,12 +420,12 @@ def test_resume_applies_a_new_live_budget_and_refuses_a_new_grad_clip(
     assert code == 2 and "max_grad_norm" in output, output
 
 
-def _train_until_it_steps(out: Path, mark: str) -> subprocess.Popen[str]:
+def _train_until_it_steps(out: Path, mark: str, *extra: str) -> subprocess.Popen[str]:
     """`rpd train` with 2 envs in a worker process (the default's `GroupedVecEnv`; one process
     per env is SB3's own), returned once its progress bar moves."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "rpd.cli", "train", "--env", ENV_ID, "--no-teacher",
-         "--steps", "100000", "--envs", "2", "--env-workers", "1", "--out", str(out)],
+         "--steps", "100000", "--envs", "2", "--env-workers", "1", "--out", str(out), *extra],
         stderr=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "RPD_TEST_MARK": mark})
     seen = ""
@@ -463,6 +464,32 @@ def test_ctrl_c_is_one_line_and_a_killed_run_leaves_no_workers(tmp_path: Path) -
     while _processes_marked("kill") and time.time() < deadline:
         time.sleep(0.5)
     assert _processes_marked("kill") == []  # the env workers died with it
+
+
+def test_sigterm_is_an_interrupt_and_checkpoint_every_keeps_the_work(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    latest = run / "checkpoints" / "latest.json"
+    proc = _train_until_it_steps(run, "sigterm", "--checkpoint-every", "256")
+    deadline = time.time() + 120
+    while not latest.is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)  # a scheduler's stop: the whole group, workers too
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.wait(timeout=60) == 130
+    assert "Traceback" not in err, err[err.find("Traceback"):][:3000]
+    assert err.strip().splitlines()[-1].startswith(
+        "rpd: interrupted; finished work is kept"), err[-1000:]
+    deadline = time.time() + 20
+    while _processes_marked("sigterm") and time.time() < deadline:
+        time.sleep(0.5)
+    assert _processes_marked("sigterm") == []  # the workers were closed, not orphaned
+    saved = json.loads(latest.read_text())["num_timesteps"]
+    assert saved >= 256 and _eval_rows(run) == []  # checkpointed before any evaluation
+    code, output = _rpd("train", "--env", ENV_ID, "--no-teacher", "--steps", str(saved + 128),
+                        "--envs", "2", "--env-workers", "1", "--eval-episodes", "2",
+                        "--out", str(run), "--resume")
+    assert code == 0, output
+    assert [int(r["step"]) for r in _eval_rows(run)] == [saved + 128]
 
 
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(
