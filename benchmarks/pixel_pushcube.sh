@@ -38,7 +38,7 @@ need_teacher_b() {
 }
 
 common=(--env PushCube-v1 --reward sparse --steps 300000 --envs 8 --eval-every 10000
-        --eval-episodes 20 --obs rgb --student-image-size 64)
+        --eval-episodes 20 --obs rgb --student-image-size 64 --checkpoint-every 2048)
 rpd_args=(--lambda 1 --lambda-schedule cosine --lambda-decay-steps 60000 --label-replay 20000)
 
 run() {  # run NAME SEED ARGS...
