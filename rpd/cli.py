@@ -23,7 +23,8 @@ class _RpdGroup(click.Group):
             click.echo(f"rpd: error: {e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("rpd: interrupted; finished work is kept: run the same command again "
+            # on a line of its own: the interrupt may land while a progress bar is mid-line
+            click.echo("\nrpd: interrupted; finished work is kept: run the same command again "
                        "(rpd train: with --resume) to continue", err=True)
             ctx.exit(130)
 
