@@ -427,6 +427,9 @@ def _train_until_it_steps(out: Path, mark: str, *extra: str) -> subprocess.Popen
         [sys.executable, "-m", "rpd.cli", "train", "--env", ENV_ID, "--no-teacher",
          "--steps", "100000", "--envs", "2", "--env-workers", "1", "--out", str(out), *extra],
         stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # a shell's background job (`cmd &`) ignores SIGINT and its children inherit that:
+        # restore the default so Python installs its Ctrl-C handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         env={**os.environ, "RPD_TEST_MARK": mark})
     seen = ""
     while "step/s" not in seen:
