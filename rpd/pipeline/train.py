@@ -591,10 +591,9 @@ def _save_replay(model: Any, path: Path) -> None:
     """The label replay beside the checkpoint while λ > 0, so a resume continues with the
     labels it had (20,000 64 px frames: 245 MB); once λ is 0 the replay is unused and the
     file goes."""
-    replay = getattr(model, "replay", None)
     lam = model.lambda_schedule(model.num_timesteps) if model.label_source is not None else 0.0
-    if replay is not None and len(replay) and lam > 0:
-        replay.save(path, model.num_timesteps)
+    if model.replay is not None and len(model.replay) and lam > 0:
+        model.replay.save(path, model.num_timesteps)
     else:
         path.unlink(missing_ok=True)
 
