@@ -61,10 +61,11 @@ def _eval_rows(run: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def rpd_run(teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """128 RPD steps with live labels only (no --cache): an empty store filled in the run dir."""
+    """128 RPD steps with live labels only (no --cache): an empty store filled in the run dir,
+    and a label replay of 100 rows."""
     out = tmp_path_factory.mktemp("runs") / "rpd"
     code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--steps", "128",
-                        "--out", str(out))
+                        "--label-replay", "100", "--out", str(out))
     assert code == 0, output
     return out
 
@@ -198,22 +199,21 @@ def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Pa
     assert code == 2 and "lam" in output and "--resume" in output
 
 
-def test_a_resumed_run_continues_with_its_label_replay(teacher_dir: Path,
+def test_a_resumed_run_continues_with_its_label_replay(rpd_run: Path, teacher_dir: Path,
                                                       tmp_path: Path) -> None:
     from rpd.student.buffer import LabelReplay
 
     run, replay = tmp_path / "run", tmp_path / "run" / "checkpoints" / "replay.npz"
-    args = [*TINY, "--teacher", str(teacher_dir), "--label-replay", "100", "--out", str(run)]
-    code, output = _rpd("train", *args, "--steps", "192")
+    shutil.copytree(rpd_run, run)
+    # checkpoints come before their rollout's update: at 128 the replay holds rollout 1
+    saved = LabelReplay.load(replay, 128, 100)
+    assert saved is not None and (len(saved), saved.pos) == (64, 64)
+    assert LabelReplay.load(replay, 192, 100) is None and LabelReplay.load(replay, 128, 50) is None
+    code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--label-replay", "100",
+                        "--steps", "256", "--out", str(run), "--resume")
     assert code == 0, output
-    # checkpoints come before their rollout's update: at 192 the replay holds rollouts 1-2
-    saved = LabelReplay.load(replay, 192, 100)  # 128 labelled rows, the latest 100 kept
-    assert saved is not None and (len(saved), saved.pos) == (100, 28)
-    assert LabelReplay.load(replay, 128, 100) is None and LabelReplay.load(replay, 192, 50) is None
-    code, output = _rpd("train", *args, "--steps", "320", "--resume")
-    assert code == 0, output
-    resumed = LabelReplay.load(replay, 320, 100)  # + the first resumed rollout's 64 rows
-    assert resumed is not None and (len(resumed), resumed.pos) == (100, 92)  # from empty: 64
+    resumed = LabelReplay.load(replay, 256, 100)  # + the first resumed rollout's 64 rows
+    assert resumed is not None and (len(resumed), resumed.pos) == (100, 28)  # from empty: 64
     # once λ is 0 for good the replay is unused, and its file (245 MB at 20k 64 px frames) goes
     decayed = tmp_path / "decayed"
     code, output = _rpd("train", *TINY, "--teacher", str(teacher_dir), "--label-replay", "100",
