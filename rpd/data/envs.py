@@ -634,7 +634,9 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
 
         return BatchedVecEnv(make_env(cfg, num_envs=num_envs), seed=seed,
                              start_step=start_step, with_env_state=with_env_state)
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from rpd.data.workers import GroupedVecEnv, SubprocVecEnv
 
     workers = min(num_envs, os.cpu_count() or 1) if workers is None else workers
     if workers <= 0:
@@ -644,7 +646,5 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int = 0,
     if num_envs == 1:
         return DummyVecEnv(factories)
     if workers < num_envs:
-        from rpd.data.workers import GroupedVecEnv
-
         return GroupedVecEnv(factories, workers, start_method="spawn")
     return SubprocVecEnv(factories, start_method="spawn")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.vec_env import SubprocVecEnv as _SB3SubprocVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import (
     CloudpickleWrapper,
     VecEnv,
@@ -58,6 +59,33 @@ def _serve(remote: Any, parent_remote: Any, factories: CloudpickleWrapper) -> No
     finally:
         envs.close()
         remote.close()
+
+
+def close_workers(remotes: Sequence[Any], processes: Sequence[Any], waiting: bool) -> None:
+    """Ask every worker to close (after taking the answer it owes, if `waiting`) and join it.
+    A worker already gone (a SIGTERM sent to the whole process group stops the workers with the
+    main process) is only joined: its broken pipe is not an error."""
+    for remote in remotes:
+        try:
+            if waiting:
+                remote.recv()
+            remote.send(("close", None))
+        except (EOFError, OSError):
+            pass  # the worker has exited
+    for process in processes:
+        process.join()
+    for remote in remotes:
+        remote.close()
+
+
+class SubprocVecEnv(_SB3SubprocVecEnv):
+    """SB3's `SubprocVecEnv` (one process per env) whose `close` tolerates workers that are
+    already gone, as `GroupedVecEnv`'s does."""
+
+    def close(self) -> None:
+        if not self.closed:
+            close_workers(self.remotes, self.processes, self.waiting)
+            self.closed = True
 
 
 def _concat(parts: Sequence[Any]) -> Any:
@@ -126,20 +154,9 @@ class GroupedVecEnv(VecEnv):
     def close(self) -> None:
         """Close every worker; one already gone (a SIGTERM sent to the whole process group
         stops the workers with the main process) is only joined."""
-        if self.closed:
-            return
-        for remote in self.remotes:
-            try:
-                if self.waiting:
-                    remote.recv()
-                remote.send(("close", None))
-            except (EOFError, OSError):
-                pass  # the worker has exited
-        for process in self.processes:
-            process.join()
-        for remote in self.remotes:
-            remote.close()
-        self.closed = True
+        if not self.closed:
+            close_workers(self.remotes, self.processes, self.waiting)
+            self.closed = True
 
     # ---- per-env calls, routed to the worker that holds each env -------------------------------
 

@@ -7,13 +7,16 @@ trainer reads.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import gymnasium as gym
 import numpy as np
 import pytest
-from stable_baselines3.common.vec_env import SubprocVecEnv
+from stable_baselines3.common.vec_env import SubprocVecEnv as SB3SubprocVecEnv
 
 from rpd.data.envs import EnvConfig, make_vec_env
-from rpd.data.workers import GroupedVecEnv
+from rpd.data.workers import GroupedVecEnv, SubprocVecEnv
 from rpd.errors import InputError
 
 CFG = EnvConfig("PushCube-v1", max_episode_steps=4)
@@ -90,6 +93,21 @@ def _factory(index: int):
         return Tagged()
 
     return build
+
+
+@pytest.mark.parametrize("workers", [1, N])
+def test_closing_after_the_workers_were_killed_mid_step(workers: int) -> None:
+    """A SIGTERM to the whole process group (a scheduler's stop) kills the workers while the
+    main process waits for a step; closing then only joins them (SB3's own close raises)."""
+    venv = make_vec_env(CFG, N, seed=4, workers=workers)
+    assert isinstance(venv, SB3SubprocVecEnv if workers == N else GroupedVecEnv)
+    venv.reset()
+    venv.step_async(np.zeros((N, 7), np.float32))
+    for process in venv.processes:
+        os.kill(process.pid, signal.SIGTERM)
+        process.join(timeout=30)
+    venv.close()
+    assert venv.closed and not any(p.is_alive() for p in venv.processes)
 
 
 def test_grouped_workers_reject_bad_counts() -> None:
