@@ -49,7 +49,7 @@ import click
 @click.option("--live-budget", type=int, default=0, show_default=True,
               help="Max live teacher calls per RPD rollout; 0 = unlimited.")
 @click.option("--lambda-decay-steps", type=int, default=None,
-              help="λ falls from 1 to 0 (cosine) by this step [default: 60%% of --steps].")
+              help="λ falls from 1 to 0 (cosine) by this step [default: 60% of --steps].")
 @click.option("--eval-every", type=int, default=10_000, show_default=True)
 @click.option("--eval-episodes", type=int, default=20, show_default=True)
 @click.option("--obs", default="state", show_default=True,
