@@ -8,6 +8,9 @@
 #
 # WORK holds the demos, the teachers and runs/ (created if missing). RUN names which runs to
 # do, in order (default: all of them, in the order below). Each run logs to WORK/RUN.log.
+# A finished run is then evaluated on held-out episodes (50, seeds from 20000, the task's
+# horizon of 50; the training evaluations use seeds from 10000), its final policy and its best
+# checkpoint: RUN/heldout-final.json and RUN/heldout-best.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 WORK [RUN ...]" >&2; exit 2; }
@@ -41,15 +44,30 @@ common=(--env PushCube-v1 --reward sparse --steps 300000 --envs 8 --eval-every 1
         --eval-episodes 20 --obs rgb --student-image-size 64 --checkpoint-every 2048)
 rpd_args=(--lambda 1 --lambda-schedule cosine --lambda-decay-steps 60000 --label-replay 20000)
 
+heldout() {  # heldout RUN_DIR NAME
+  local which
+  for which in final best; do
+    [ -f "$1/heldout-$which.json" ] && continue
+    echo "$2: held-out evaluation of its $which policy"
+    "${rpd[@]}" eval --student "$1" --env PushCube-v1 --episodes 50 --seed 20000 \
+      --checkpoint "$which" --json "$1/heldout-$which.json" >>"$work/$2.log" 2>&1 \
+      || echo "$2: held-out evaluation failed, see $work/$2.log (the chain goes on)"
+  done
+}
+
 run() {  # run NAME SEED ARGS...
   local name=$1 seed=$2; shift 2
   local out=$work/runs/PushCube-v1-sparse-$name
-  [ -f "$out/student.zip" ] && { echo "$name: finished"; return; }
-  local resume=()
-  [ -f "$out/config.json" ] && resume=(--resume)
-  echo "$name: training (log $work/$name.log)"
-  "${rpd[@]}" train "${common[@]}" --seed "$seed" "$@" "${resume[@]}" --out "$out" \
-    >>"$work/$name.log" 2>&1
+  if [ -f "$out/student.zip" ]; then
+    echo "$name: finished"
+  else
+    local resume=()
+    [ -f "$out/config.json" ] && resume=(--resume)
+    echo "$name: training (log $work/$name.log)"
+    "${rpd[@]}" train "${common[@]}" --seed "$seed" "$@" "${resume[@]}" --out "$out" \
+      >>"$work/$name.log" 2>&1
+  fi
+  heldout "$out" "$name"
 }
 
 do_run() {
