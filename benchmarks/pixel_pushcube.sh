@@ -75,16 +75,18 @@ do_run() {
     ppo-s0)          run ppo-s0 0 --no-teacher ;;
     ppo-s1)          run ppo-s1 1 --no-teacher ;;
     rpdA-s0)         need_teacher_a; run rpdA-s0 0 --teacher "$teacher_a" "${rpd_args[@]}" ;;
+    rpdA-critic-s0)  need_teacher_a  # the asymmetric critic against rpdA-s0, same seed
+                     run rpdA-critic-s0 0 --teacher "$teacher_a" "${rpd_args[@]}" --critic-state ;;
     rpdB-s0)         need_teacher_b; run rpdB-s0 0 --teacher "$teacher_b" "${rpd_args[@]}" ;;
     rpdB-s1)         need_teacher_b; run rpdB-s1 1 --teacher "$teacher_b" "${rpd_args[@]}" ;;
     rpdB-shift15-s0) need_teacher_b
                      run rpdB-shift15-s0 0 --teacher "$teacher_b" --teacher-camera-shift 15 \
                        "${rpd_args[@]}" ;;
     teacher-b)       need_teacher_b ;;
-    *) echo "unknown run '$1': pick from ppo-s0 ppo-s1 rpdA-s0 rpdB-s0 rpdB-s1" \
-            "rpdB-shift15-s0 teacher-b" >&2; exit 2 ;;
+    *) echo "unknown run '$1': pick from ppo-s0 ppo-s1 rpdA-s0 rpdA-critic-s0 rpdB-s0" \
+            "rpdB-s1 rpdB-shift15-s0 teacher-b" >&2; exit 2 ;;
   esac
 }
 
-[ $# -gt 0 ] || set -- rpdB-s0 ppo-s0 rpdB-s1 ppo-s1 rpdB-shift15-s0 rpdA-s0
+[ $# -gt 0 ] || set -- rpdB-s0 ppo-s0 rpdB-s1 ppo-s1 rpdB-shift15-s0 rpdA-s0 rpdA-critic-s0
 for r in "$@"; do do_run "$r"; done
