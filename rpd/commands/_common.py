@@ -28,14 +28,22 @@ class Progress:
     def __init__(self, total: int | None, desc: str, unit: str) -> None:
         self._args = dict(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
         self.bar: Any = None
+        self._postfix = ""
 
     def update(self, n: int) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(initial=n, **self._args)  # draws itself
+            self.bar = tqdm(initial=n, postfix=self._postfix or None, **self._args)  # draws
             return
         self.bar.update(n)
+
+    def set_postfix(self, text: str) -> None:
+        """Text shown after the rate (e.g. the latest evaluation), kept for a bar not yet open;
+        drawn with the next update."""
+        self._postfix = text
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -140,8 +141,13 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
             offline.close()  # the offline phase is over once env steps run
             bar.update(n)
 
+        def evaluated(row: dict[str, Any]) -> None:  # a background run's log says how it goes
+            calls = "" if no_teacher else f", {row['live_teacher_calls']:,} live calls"
+            bar.set_postfix(f"eval {row['success']:.2f} at {row['step']:,}{calls}")
+
         with sigterm_as_interrupt():  # a scheduler's stop: workers closed, work kept
-            meta = run_train(cfg, progress=trained, offline_progress=offline.update)
+            meta = run_train(cfg, progress=trained, offline_progress=offline.update,
+                             evaluated=evaluated)
     m = meta["metrics"]
     click.echo(f"wrote {out}: {m['steps']} steps, eval success {m['eval_success']:.2f}, "
                f"live teacher calls {m['live_teacher_calls']}")

@@ -448,17 +448,21 @@ def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSour
 
 
 def _make_callback(cfg: TrainConfig, eval_env: Any, state: RunState,
-                   progress: Callable[[int], None] | None) -> Any:
+                   progress: Callable[[int], None] | None,
+                   evaluated: Callable[[dict[str, Any]], None] | None) -> Any:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class StudentEvalCallback(BaseCallback):
         """Every `eval_every` env steps: deterministic eval on fixed seeds -> eval.csv and
-        TensorBoard (eval/), then a checkpoint. Reports progress after each rollout."""
+        TensorBoard (eval/), then a checkpoint. Reports progress after each rollout and each
+        evaluation's row (a resumed run's latest first)."""
 
         def _on_training_start(self) -> None:
             self._last_steps = self.num_timesteps
             if progress is not None and self.num_timesteps:
                 progress(self.num_timesteps)  # a resumed run's bar starts where it stopped
+            if evaluated is not None and state.last_result is not None:
+                evaluated(state.last_result)
 
         def _on_step(self) -> bool:
             return True
@@ -468,7 +472,9 @@ def _make_callback(cfg: TrainConfig, eval_env: Any, state: RunState,
                 progress(self.num_timesteps - self._last_steps)
             self._last_steps = self.num_timesteps
             if self.num_timesteps - state.last_eval >= cfg.eval_every:
-                evaluate_and_checkpoint(self.model, eval_env, cfg, state)
+                row = evaluate_and_checkpoint(self.model, eval_env, cfg, state)
+                if evaluated is not None:
+                    evaluated(row)
             elif (cfg.checkpoint_every is not None
                   and self.num_timesteps - state.last_checkpoint >= cfg.checkpoint_every):
                 _checkpoint(self.model, cfg, state, state.wall)
@@ -678,13 +684,17 @@ student's frames of the stored states) then "fit" (supervised steps)."""
 
 
 def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
-          offline_progress: OfflineProgress | None = None) -> dict[str, Any]:
+          offline_progress: OfflineProgress | None = None,
+          evaluated: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train an RPD student (or plain PPO with `no_teacher`) and write the run directory.
 
     Args:
         cfg: The run configuration.
         progress: Called with the number of new env steps after each rollout (a progress bar).
         offline_progress: The offline phase's progress (`OfflineProgress`).
+        evaluated: Called with each evaluation's eval.csv row during training (keys step,
+            success, ret, wall_time_s, live_teacher_calls), and first with a resumed run's
+            latest one.
 
     Returns:
         The contents of student.json.
@@ -737,7 +747,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
         _attach_labellers(model, cfg, teacher, view)
         if resume_info is None:
             state.offline = _offline_phase(model, source, cfg, view, offline_progress)
-        callback = _make_callback(cfg, eval_env, state, progress)
+        callback = _make_callback(cfg, eval_env, state, progress, evaluated)
         remaining = cfg.steps - model.num_timesteps
         steps_before, t_learn = model.num_timesteps, time.perf_counter()
         update_before = model.update_seconds

@@ -181,6 +181,9 @@ def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Pa
     assert "192/192" in output  # the progress bar counts the steps before the resume too
     rows = _eval_rows(run)
     assert [int(r["step"]) for r in rows] == [64, 128, 192]
+    # the bar shows the latest evaluation: the first part's until the resumed run's own
+    for r in rows[1:]:
+        assert f"eval {float(r['success']):.2f} at {r['step']}, {r['step']} live calls]" in output
     # the resumed envs continue with episodes the first part did not see (their seed streams
     # are keyed by the step resumed at): every state is novel, none a cache hit
     assert int(rows[-1]["live_teacher_calls"]) == 192
@@ -237,6 +240,7 @@ def test_plain_ppo_then_eval(tmp_path: Path) -> None:
     assert abs(log_std.mean() + 1.2) < 0.05  # started at -1.2, one short update since
     assert meta["metrics"]["live_teacher_calls"] == 0 and not (out / "cache").exists()
     assert meta["config"]["gamma"] is None and meta["config"]["n_epochs"] == 2
+    assert f"eval {meta['metrics']['eval_success']:.2f} at 64]" in output  # no live calls
     # in process (--workers 1): test_pixel_students checks the split changes nothing
     code, output = _rpd("eval", "--student", str(out), "--env", ENV_ID, "--episodes", "2",
                         "--horizon", "20", "--workers", "1", "--json", str(tmp_path / "eval.json"))
