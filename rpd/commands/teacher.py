@@ -96,10 +96,11 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
                    "(a task variation).")
 @click.option("--stochastic", is_flag=True,
               help="Student: sample actions from the policy instead of taking its mean.")
-@click.option("--checkpoint", type=click.Choice(["final", "best"]), default="final",
-              show_default=True,
-              help="Student: its final policy, or the one of its best evaluation during "
-                   "training (RUN/checkpoints/best.zip).")
+@click.option("--checkpoint", type=click.Choice(["final", "best", "latest"]),
+              default="final", show_default=True,
+              help="Student: its final policy, the one of its best evaluation so far "
+                   "(RUN/checkpoints/best.zip) or its latest checkpoint; best and latest work "
+                   "on a run still training.")
 @click.option("--chunk-mode", type=click.Choice(["label", "receding", "ensemble"]),
               default="label", show_default=True,
               help="How action chunks are executed: 'label' asks the teacher every step and "
@@ -132,7 +133,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
     if teacher is not None and stochastic:
         raise InputError("--stochastic samples a student's actions; teachers act as they are")
     if teacher is not None and checkpoint != "final":
-        raise InputError("--checkpoint best picks a student run's best policy; a teacher "
+        raise InputError(f"--checkpoint {checkpoint} picks a student run's policy; a teacher "
                          "directory holds one model")
     seed = DEFAULT_EVAL_SEED if seed is None else seed
     if teacher is not None and horizon is None:
@@ -156,7 +157,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
     base = teacher if teacher is not None else student
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
         f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "") + (
-        "-best" if checkpoint == "best" else "")
+        "" if checkpoint == "final" else f"-{checkpoint}")
     if teacher is not None and chunk_mode != "label":
         suffix += f"-{chunk_mode}"  # beside the labelling figure, not over it
     horizon = result.get("horizon", horizon)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ STUDENT_ZIP = "student.zip"
 STUDENT_JSON = "student.json"
 BEST_ZIP, BEST_JSON = "best.zip", "best.json"
 """In RUN/checkpoints: the policy of a run's best evaluation so far, and that evaluation's row."""
+CHECKPOINTS = ("final", "best", "latest")
+"""What `rpd eval --student --checkpoint` can evaluate (see `resolve_student`)."""
 
 
 VIDEO_CAMERA = CameraSpec("render", 128, 128)
@@ -101,31 +105,56 @@ def _to_np(x: Any) -> np.ndarray:
     return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
 
 
-def load_student(run_dir: str | Path, option: str = "--student",
-                 device: str = "cpu", checkpoint: str = "final") -> tuple[Any, dict[str, Any]]:
-    """Load a student run's final model (or, `checkpoint="best"`, the policy of its best
-    evaluation: checkpoints/best.zip) and its student.json.
+def resolve_student(run_dir: str | Path, option: str = "--student",
+                    checkpoint: str = "final") -> tuple[Path, dict[str, Any]]:
+    """The model file of a student run and its metadata: the final model (student.zip) and
+    student.json of a finished run, or a checkpoint (`checkpoint="best"`: the policy of its
+    best evaluation, checkpoints/best.zip; `"latest"`: checkpoints/latest.zip) of any run,
+    finished or not, with the env its checkpoints record (`{"env": ...}` while unfinished).
 
     Raises:
-        InputError: not a run directory, a run that has not finished (no student.zip), no
-            best.zip, or an unreadable model.
+        InputError: not a run directory, a final model asked of an unfinished run, a missing
+            checkpoint, or an unfinished run whose checkpoints do not record their env (rpd
+            before 2026-12-01).
     """
     run_dir = Path(run_dir)
-    if checkpoint not in ("final", "best"):
-        raise InputError(f"--checkpoint {checkpoint!r}: use 'final' or 'best'")
+    if checkpoint not in CHECKPOINTS:
+        raise InputError(f"--checkpoint {checkpoint!r}: use one of {', '.join(CHECKPOINTS)}")
     meta_path, zip_path = run_dir / STUDENT_JSON, run_dir / STUDENT_ZIP
-    if not meta_path.is_file() or not zip_path.is_file():
+    finished = meta_path.is_file() and zip_path.is_file()
+    latest_json = run_dir / "checkpoints" / "latest.json"
+    if not finished and (checkpoint == "final" or not latest_json.is_file()):
         raise InputError(f"{option} {run_dir}: no {STUDENT_JSON} and {STUDENT_ZIP}; pass a run "
-                         "directory finished by `rpd train` (resume it with --resume)")
-    if checkpoint == "best":
-        zip_path = run_dir / "checkpoints" / BEST_ZIP
+                         "directory finished by `rpd train` (resume it with --resume), or "
+                         "--checkpoint latest|best for a run still training")
+    if checkpoint != "final":
+        zip_path = run_dir / "checkpoints" / (BEST_ZIP if checkpoint == "best" else "latest.zip")
         if not zip_path.is_file():
-            raise InputError(f"--checkpoint best: {run_dir} has no checkpoints/{BEST_ZIP} (runs "
-                             "before it existed); evaluate its final policy")
+            raise InputError(f"--checkpoint {checkpoint}: {run_dir} has no "
+                             f"checkpoints/{zip_path.name} (runs before it existed); "
+                             "evaluate its final policy")
+    path = meta_path if finished else latest_json
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise InputError(f"{meta_path}: not valid JSON ({e}); re-run `rpd train`") from None
+        raise InputError(f"{path}: not valid JSON ({e}); re-run `rpd train`") from None
+    if not finished:
+        if "env" not in meta:
+            raise InputError(f"{option} {run_dir}: its checkpoints predate rpd recording their "
+                             "env; resume the run (its next checkpoint records it) or let it "
+                             "finish")
+        meta = {"env": meta["env"]}
+    return zip_path, meta
+
+
+def load_student(run_dir: str | Path, option: str = "--student",
+                 device: str = "cpu", checkpoint: str = "final") -> tuple[Any, dict[str, Any]]:
+    """Load a student run's model (see `resolve_student` for `checkpoint`) and its metadata.
+
+    Raises:
+        InputError: as `resolve_student`, or an unreadable model.
+    """
+    zip_path, meta = resolve_student(run_dir, option, checkpoint)
     model = load_model(zip_path, option, "re-run `rpd train` for it (or resume the run with "
                        "--resume)", device=resolve_device(device))
     return model, meta
@@ -166,18 +195,33 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         device: Torch device of the policy (`rpd.data.envs.resolve_device`).
         workers: Processes the episodes are split between (each loads the student and one
             env; results do not depend on the split).
-        checkpoint: "final" (student.zip) or "best" (checkpoints/best.zip, the policy of the
-            run's best evaluation).
+        checkpoint: "final" (student.zip), "latest" (checkpoints/latest.zip, also of a run still
+            training) or "best" (checkpoints/best.zip, the policy of the run's best evaluation
+            so far); the file is copied first, so a run still training may replace it.
 
     Returns:
         dict with env, episodes, seed, horizon, success, return, length, workers,
-        wall_time_s.
+        checkpoint, step (the env steps the policy was trained for), wall_time_s.
     """
     if episodes <= 0:
         raise InputError(f"--episodes {episodes}: must be a positive number")
     if workers <= 0:
         raise InputError(f"--workers {workers}: must be a positive number")
-    _, meta = load_student(run_dir, device=device, checkpoint=checkpoint)  # before workers
+    zip_path, meta = resolve_student(run_dir, checkpoint=checkpoint)
+    with tempfile.TemporaryDirectory(prefix="rpd-eval-") as tmp:
+        # every worker reads this copy: a run still training may replace its checkpoint
+        frozen = Path(tmp) / zip_path.name
+        shutil.copyfile(zip_path, frozen)
+        step = int(load_model(frozen, "--student", "re-run `rpd train` for it (or resume the "
+                              "run with --resume)", device=resolve_device(device)).num_timesteps)
+        return _evaluate_frozen(frozen, meta, env_id, episodes, seed, horizon, stochastic,
+                                video_dir, sim_backend, device, workers, checkpoint, step)
+
+
+def _evaluate_frozen(model_path: Path, meta: dict[str, Any], env_id: str | None, episodes: int,
+                     seed: int, horizon: int | None, stochastic: bool, video_dir: Path | None,
+                     sim_backend: str, device: str, workers: int, checkpoint: str,
+                     step: int) -> dict[str, Any]:
     env_cfg_d = dict(meta["env"])
     if env_id is not None:
         env_cfg_d["env_id"] = env_id
@@ -186,8 +230,8 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
     env_cfg_d["sim_backend"] = sim_backend
     seeds = list(range(seed, seed + episodes))
     t0 = time.perf_counter()
-    job = dict(run_dir=str(run_dir), env_cfg=env_cfg_d, deterministic=not stochastic,
-               video_dir=video_dir, device=device, checkpoint=checkpoint)
+    job = dict(model_path=str(model_path), trained_on=meta["env"]["env_id"], env_cfg=env_cfg_d,
+               deterministic=not stochastic, video_dir=video_dir, device=device)
     workers = min(workers, episodes)
     if workers == 1:
         results, time_limit = _student_episodes(seeds=seeds, **job)  # type: ignore[arg-type]
@@ -208,7 +252,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
             "actions": "sampled" if stochastic else "mean",
             "success": float(np.mean(successes)), "return": float(np.mean(returns)),
             "length": float(np.mean(lengths)), "workers": workers, "checkpoint": checkpoint,
-            "wall_time_s": round(time.perf_counter() - t0, 2)}
+            "step": step, "wall_time_s": round(time.perf_counter() - t0, 2)}
 
 
 def _student_episodes_job(job: dict[str, Any]) -> tuple[list[tuple[bool, float, int]],
@@ -216,9 +260,8 @@ def _student_episodes_job(job: dict[str, Any]) -> tuple[list[tuple[bool, float, 
     return _student_episodes(**job)
 
 
-def _student_episodes(run_dir: str, env_cfg: dict[str, Any], seeds: list[int],
-                      deterministic: bool, video_dir: Path | None, device: str,
-                      checkpoint: str = "final"
+def _student_episodes(model_path: str, trained_on: str, env_cfg: dict[str, Any],
+                      seeds: list[int], deterministic: bool, video_dir: Path | None, device: str
                       ) -> tuple[list[tuple[bool, float, int]], int | None]:
     """Episodes of a student (in this process or a worker): per seed (success, return,
     length), and the env's time limit."""
@@ -226,7 +269,8 @@ def _student_episodes(run_dir: str, env_cfg: dict[str, Any], seeds: list[int],
 
     limit_cpu_threads()
     logging.getLogger("mani_skill").setLevel(logging.ERROR)
-    model, meta = load_student(run_dir, device=device, checkpoint=checkpoint)
+    model = load_model(Path(model_path), "--student", "re-run `rpd train` for it",
+                       device=resolve_device(device))
     env_cfg = dict(env_cfg)
     if env_cfg.get("camera") is not None:  # a pixel student's view
         env_cfg["camera"] = CameraSpec(**env_cfg["camera"])
@@ -243,7 +287,7 @@ def _student_episodes(run_dir: str, env_cfg: dict[str, Any], seeds: list[int],
         if obs_dim != int(np.prod(space.shape)):
             raise InputError(f"--env {env_cfg['env_id']}: observations have {obs_dim} dims but "
                              f"the student was trained on {space.shape}; evaluate on "
-                             f"{meta['env']['env_id']}")
+                             f"{trained_on}")
         return ([_episode(model, env, s, deterministic, video_dir) for s in seeds],
                 _time_limit(env))
     finally:

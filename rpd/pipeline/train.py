@@ -396,6 +396,8 @@ class RunState:
         last_result: That evaluation's eval.csv row (None before the first).
         offline: The offline phase's summary (student.json), if it ran.
         eval_time: Seconds this invocation spent evaluating (excluded from steps/s).
+        env: The student's env (student.json's "env"), recorded with every checkpoint so
+            `rpd eval --checkpoint latest|best` can run a run still training.
     """
 
     t0: float = field(default_factory=time.perf_counter)
@@ -405,6 +407,7 @@ class RunState:
     last_result: dict[str, Any] | None = None
     offline: dict[str, float] | None = None
     eval_time: float = 0.0
+    env: dict[str, Any] | None = None
 
     @property
     def wall(self) -> float:
@@ -586,7 +589,7 @@ def _checkpoint(model: Any, cfg: TrainConfig, state: RunState, wall: float) -> N
         (ckpt / ".latest.tmp.zip").replace(ckpt / "latest.zip")
         write_json_atomic(ckpt / "latest.json", dict(num_timesteps=model.num_timesteps,
                                                      wall_time_s=wall,
-                                                     last_eval=state.last_eval))
+                                                     last_eval=state.last_eval, env=state.env))
         state.last_checkpoint = model.num_timesteps
         flush = getattr(model.label_source, "flush", None)
         if flush is not None:
@@ -745,6 +748,10 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
         model, state = (_resume_model(cfg, venv, source, resume_info) if resume_info is not None
                         else _new_model(cfg, venv, source))
         _attach_labellers(model, cfg, teacher, view)
+        state.env = dict(env_id=env_cfg.env_id, obs_mode=env_cfg.obs_mode,
+                         control_mode=env_cfg.control_mode, reward_mode=env_cfg.reward_mode,
+                         max_episode_steps=env_cfg.max_episode_steps,
+                         camera=view.to_dict() if view is not None else None)
         if resume_info is None:
             state.offline = _offline_phase(model, source, cfg, view, offline_progress)
         callback = _make_callback(cfg, eval_env, state, progress, evaluated)
@@ -770,10 +777,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
         final = state.last_result
         assert final is not None
         meta = dict(
-            env=dict(env_id=env_cfg.env_id, obs_mode=env_cfg.obs_mode,
-                     control_mode=env_cfg.control_mode, reward_mode=env_cfg.reward_mode,
-                     max_episode_steps=env_cfg.max_episode_steps,
-                     camera=view.to_dict() if view is not None else None),
+            env=state.env,
             obs_spec=_obs_spec(model, cfg, view),
             action_dim=int(model.action_space.shape[0]),
             teacher=None if teacher is None else dict(path=str(cfg.teacher), kind=teacher.kind,

@@ -116,6 +116,36 @@ def test_the_best_evaluation_keeps_its_policy_and_eval_can_pick_it(rpd_run: Path
     assert json.loads(out.read_text())["checkpoint"] == "best"
 
 
+def test_eval_runs_the_checkpoints_of_an_unfinished_run(rpd_run: Path, tmp_path: Path) -> None:
+    """A run still training (or killed) has checkpoints but no student.zip/student.json: its
+    latest and best checkpoints can be evaluated, its final policy cannot."""
+    run = tmp_path / "run"
+    shutil.copytree(rpd_run, run)
+    (run / "student.zip").unlink()
+    (run / "student.json").unlink()
+    out = tmp_path / "latest.json"
+    code, output = _rpd("eval", "--student", str(run), "--env", ENV_ID, "--episodes", "1",
+                        "--checkpoint", "latest", "--json", str(out), "--workers", "1")
+    assert code == 0, output
+    res = json.loads(out.read_text())
+    assert (res["checkpoint"], res["step"], res["horizon"]) == ("latest", 128, 50)
+    code, output = _rpd("eval", "--student", str(run), "--env", ENV_ID, "--episodes", "1",
+                        "--checkpoint", "best", "--workers", "1")
+    assert code == 0, output
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert json.loads((run / "eval" / f"{ENV_ID}-h50-best.json").read_text())["step"] == \
+        best["step"]
+    code, output = _rpd("eval", "--student", str(run), "--env", ENV_ID, "--episodes", "1")
+    assert code == 2 and "--checkpoint latest|best" in output.strip().splitlines()[-1], output
+    # checkpoints of an older rpd do not say which env (camera, horizon) the student saw
+    latest = run / "checkpoints" / "latest.json"
+    latest.write_text(json.dumps({k: v for k, v in json.loads(latest.read_text()).items()
+                                  if k != "env"}))
+    code, output = _rpd("eval", "--student", str(run), "--env", ENV_ID, "--episodes", "1",
+                        "--checkpoint", "latest")
+    assert code == 2 and "resume the run" in output.strip().splitlines()[-1], output
+
+
 def test_keep_if_best_replaces_only_on_a_higher_success(tmp_path: Path) -> None:
     from rpd.pipeline.train import _keep_if_best
 
