@@ -4,8 +4,11 @@
 # checkpoint (`rpd train --resume`). Pixel runs are render-bound on a CPU (≈ 35 env steps/s
 # alone on 2 cores, 3–6 h per 300k run), so run this in the background under nice:
 #
-#     nice -n 10 bash benchmarks/pixel_pushcube.sh WORK [RUN ...]
+#     [STEPS=N] nice -n 10 bash benchmarks/pixel_pushcube.sh WORK [RUN ...]
 #
+# STEPS is each run's budget (default 300000, the issue's). A run finished at a smaller budget
+# continues to a larger one when the chain runs again with it (`rpd train --resume --steps`);
+# its held-out files are then made again.
 # WORK holds the demos, the teachers and runs/ (created if missing). RUN names which runs to
 # do, in order (default: all of them, in the order below). Each run logs to WORK/RUN.log.
 # A finished run is then evaluated on held-out episodes (50, seeds from 20000, the task's
@@ -40,7 +43,8 @@ need_teacher_b() {
     --threads 1 --workers 1 --option patch=4 --option image_tokens_side=8 "${resume[@]}"
 }
 
-common=(--env PushCube-v1 --reward sparse --steps 300000 --envs 8 --eval-every 10000
+steps=${STEPS:-300000}
+common=(--env PushCube-v1 --reward sparse --steps "$steps" --envs 8 --eval-every 10000
         --eval-episodes 20 --obs rgb --student-image-size 64 --checkpoint-every 2048)
 rpd_args=(--lambda 1 --lambda-schedule cosine --lambda-decay-steps 60000 --label-replay 20000)
 
@@ -58,11 +62,16 @@ heldout() {  # heldout RUN_DIR NAME
 run() {  # run NAME SEED ARGS...
   local name=$1 seed=$2; shift 2
   local out=$work/runs/PushCube-v1-sparse-$name
-  if [ -f "$out/student.zip" ]; then
-    echo "$name: finished"
+  local done_steps=0
+  [ -f "$out/student.json" ] && done_steps=$(.venv/bin/python -c \
+    "import json, sys; print(json.load(open(sys.argv[1]))['metrics']['steps'])" \
+    "$out/student.json")
+  if [ "$done_steps" -ge "$steps" ]; then
+    echo "$name: finished at $done_steps steps"
   else
     local resume=()
     [ -f "$out/config.json" ] && resume=(--resume)
+    rm -f "$out"/heldout-*.json  # they were of a smaller budget
     echo "$name: training (log $work/$name.log)"
     "${rpd[@]}" train "${common[@]}" --seed "$seed" "$@" "${resume[@]}" --out "$out" \
       >>"$work/$name.log" 2>&1
