@@ -112,7 +112,9 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
 @sim_backend_option
 @device_option
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
-              help="Where to write the results [default: DIR/eval/ENV-h{horizon}[-shift].json].")
+              help="Where to write the results [default: DIR/eval/ENV-hH.json, named apart "
+                   "(-shiftD, -COLOR, -stochastic, -best, -seedS ...) when such an option is "
+                   "given].")
 def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
              seed: int | None, horizon: int | None, workers: int, camera_shift: float,
              object_color: str | None, stochastic: bool, checkpoint: str, chunk_mode: str,
@@ -157,7 +159,8 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
     base = teacher if teacher is not None else student
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
         f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "") + (
-        "" if checkpoint == "final" else f"-{checkpoint}")
+        "" if checkpoint == "final" else f"-{checkpoint}") + (
+        "" if seed == DEFAULT_EVAL_SEED else f"-seed{seed}")  # held-out runs apart
     if teacher is not None and chunk_mode != "label":
         suffix += f"-{chunk_mode}"  # beside the labelling figure, not over it
     horizon = result.get("horizon", horizon)
