@@ -27,6 +27,8 @@ STUDENT_JSON = "student.json"
 BEST_ZIP, BEST_JSON = "best.zip", "best.json"
 """In RUN/checkpoints: the policy of a run's best evaluation so far, and that evaluation's row."""
 CHECKPOINTS = ("final", "best", "latest")
+REMAKE_STUDENT = "re-run `rpd train` for it (or resume the run with --resume)"
+"""What to do about a student model file that cannot be read."""
 """What `rpd eval --student --checkpoint` can evaluate (see `resolve_student`)."""
 
 
@@ -155,8 +157,7 @@ def load_student(run_dir: str | Path, option: str = "--student",
         InputError: as `resolve_student`, or an unreadable model.
     """
     zip_path, meta = resolve_student(run_dir, option, checkpoint)
-    model = load_model(zip_path, option, "re-run `rpd train` for it (or resume the run with "
-                       "--resume)", device=resolve_device(device))
+    model = load_model(zip_path, option, REMAKE_STUDENT, device=resolve_device(device))
     return model, meta
 
 
@@ -208,20 +209,6 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
     if workers <= 0:
         raise InputError(f"--workers {workers}: must be a positive number")
     zip_path, meta = resolve_student(run_dir, checkpoint=checkpoint)
-    with tempfile.TemporaryDirectory(prefix="rpd-eval-") as tmp:
-        # every worker reads this copy: a run still training may replace its checkpoint
-        frozen = Path(tmp) / zip_path.name
-        shutil.copyfile(zip_path, frozen)
-        step = int(load_model(frozen, "--student", "re-run `rpd train` for it (or resume the "
-                              "run with --resume)", device=resolve_device(device)).num_timesteps)
-        return _evaluate_frozen(frozen, meta, env_id, episodes, seed, horizon, stochastic,
-                                video_dir, sim_backend, device, workers, checkpoint, step)
-
-
-def _evaluate_frozen(model_path: Path, meta: dict[str, Any], env_id: str | None, episodes: int,
-                     seed: int, horizon: int | None, stochastic: bool, video_dir: Path | None,
-                     sim_backend: str, device: str, workers: int, checkpoint: str,
-                     step: int) -> dict[str, Any]:
     env_cfg_d = dict(meta["env"])
     if env_id is not None:
         env_cfg_d["env_id"] = env_id
@@ -229,23 +216,30 @@ def _evaluate_frozen(model_path: Path, meta: dict[str, Any], env_id: str | None,
         env_cfg_d["max_episode_steps"] = horizon
     env_cfg_d["sim_backend"] = sim_backend
     seeds = list(range(seed, seed + episodes))
-    t0 = time.perf_counter()
-    job = dict(model_path=str(model_path), trained_on=meta["env"]["env_id"], env_cfg=env_cfg_d,
-               deterministic=not stochastic, video_dir=video_dir, device=device)
     workers = min(workers, episodes)
-    if workers == 1:
-        results, time_limit = _student_episodes(seeds=seeds, **job)  # type: ignore[arg-type]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    with tempfile.TemporaryDirectory(prefix="rpd-eval-") as tmp:
+        # every worker reads this copy: a run still training may replace its checkpoint
+        frozen = Path(tmp) / zip_path.name
+        shutil.copyfile(zip_path, frozen)
+        step = int(load_model(frozen, "--student", REMAKE_STUDENT,
+                              device=resolve_device(device)).num_timesteps)
+        t0 = time.perf_counter()
+        job = dict(model_path=str(frozen), trained_on=meta["env"]["env_id"], env_cfg=env_cfg_d,
+                   deterministic=not stochastic, video_dir=video_dir, device=device)
+        if workers == 1:
+            results, time_limit = _student_episodes(seeds=seeds, **job)  # type: ignore[arg-type]
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-        chunks = [seeds[i::workers] for i in range(workers)]
-        with ProcessPoolExecutor(workers,
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_student_episodes_job, [dict(job, seeds=c) for c in chunks]))
-        by_seed = {s: r for (rs, _), c in zip(parts, chunks, strict=True)
-                   for s, r in zip(c, rs, strict=True)}
-        results, time_limit = [by_seed[s] for s in seeds], parts[0][1]
+            chunks = [seeds[i::workers] for i in range(workers)]
+            with ProcessPoolExecutor(workers,
+                                     mp_context=multiprocessing.get_context("spawn")) as pool:
+                parts = list(pool.map(_student_episodes_job,
+                                      [dict(job, seeds=c) for c in chunks]))
+            by_seed = {s: r for (rs, _), c in zip(parts, chunks, strict=True)
+                       for s, r in zip(c, rs, strict=True)}
+            results, time_limit = [by_seed[s] for s in seeds], parts[0][1]
     successes, returns, lengths = zip(*results, strict=True)
     return {"env": env_cfg_d["env_id"], "episodes": episodes, "seed": seed,
             "horizon": env_cfg_d.get("max_episode_steps") or time_limit,
@@ -269,7 +263,7 @@ def _student_episodes(model_path: str, trained_on: str, env_cfg: dict[str, Any],
 
     limit_cpu_threads()
     logging.getLogger("mani_skill").setLevel(logging.ERROR)
-    model = load_model(Path(model_path), "--student", "re-run `rpd train` for it",
+    model = load_model(Path(model_path), "--student", REMAKE_STUDENT,
                        device=resolve_device(device))
     env_cfg = dict(env_cfg)
     if env_cfg.get("camera") is not None:  # a pixel student's view
