@@ -18,7 +18,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 WORK [RUN ...]" >&2; exit 2; }
 work=$1; shift
-mkdir -p "$work/runs"
 rpd=(.venv/bin/rpd)
 
 demos=$work/demos/PushCube-v1/trajectory.x4.none.pd_ee_delta_pose.physx_cpu.h5
@@ -92,10 +91,22 @@ do_run() {
                      run rpdB-shift15-s0 0 --teacher "$teacher_b" --teacher-camera-shift 15 \
                        "${rpd_args[@]}" ;;
     teacher-b)       need_teacher_b ;;
-    *) echo "unknown run '$1': pick from ppo-s0 ppo-s1 rpdA-s0 rpdA-critic-s0 rpdB-s0" \
-            "rpdB-s1 rpdB-shift15-s0 teacher-b" >&2; exit 2 ;;
   esac
 }
 
-[ $# -gt 0 ] || set -- rpdB-s0 ppo-s0 rpdB-s1 ppo-s1 rpdB-shift15-s0 rpdA-s0 rpdA-critic-s0
-for r in "$@"; do do_run "$r"; done
+runs=(rpdB-s0 ppo-s0 rpdB-s1 ppo-s1 rpdB-shift15-s0 rpdA-s0 rpdA-critic-s0)
+[ $# -gt 0 ] || set -- "${runs[@]}"
+for r in "$@"; do
+  [[ " ${runs[*]} teacher-b " == *" $r "* ]] \
+    || { echo "unknown run '$r': pick from ${runs[*]} teacher-b" >&2; exit 2; }
+done
+# Two chains side by side (one per core) may need the same demos or teacher at once: the one
+# that comes second waits for the first to make them, then skips the step.
+mkdir -p "$work/runs"
+exec {lock}>"$work/.make.lock"
+for r in "$@"; do
+  flock "$lock"
+  case $r in rpdA-*) need_teacher_a ;; rpdB-*|teacher-b) need_teacher_b ;; esac
+  flock -u "$lock"
+  do_run "$r"
+done
