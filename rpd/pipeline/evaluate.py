@@ -27,9 +27,9 @@ STUDENT_JSON = "student.json"
 BEST_ZIP, BEST_JSON = "best.zip", "best.json"
 """In RUN/checkpoints: the policy of a run's best evaluation so far, and that evaluation's row."""
 CHECKPOINTS = ("final", "best", "latest")
+"""What `rpd eval --student --checkpoint` can evaluate (see `resolve_student`)."""
 REMAKE_STUDENT = "re-run `rpd train` for it (or resume the run with --resume)"
 """What to do about a student model file that cannot be read."""
-"""What `rpd eval --student --checkpoint` can evaluate (see `resolve_student`)."""
 
 
 VIDEO_CAMERA = CameraSpec("render", 128, 128)
