@@ -11,6 +11,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sb3_logdir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Models a test builds without a TensorBoard folder log nothing, but SB3 still makes an
+    empty /tmp/SB3-<time> folder for each; point it at one folder under pytest's temp dir."""
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3"))
+
+
 @pytest.fixture(scope="session")
 def pickcube_demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two motion-planned PickCube-v1 demos made once by the real CLI.
