@@ -90,11 +90,20 @@ do_run() {
     rpdB-shift15-s0) need_teacher_b
                      run rpdB-shift15-s0 0 --teacher "$teacher_b" --teacher-camera-shift 15 \
                        "${rpd_args[@]}" ;;
+    # The asymmetric critic (--critic-state) with teacher B and without a teacher: the
+    # baseline for both critic RPD runs, and the robustness run with the recommended recipe.
+    ppo-critic-s0)   run ppo-critic-s0 0 --no-teacher --critic-state ;;
+    rpdB-critic-s0)  need_teacher_b
+                     run rpdB-critic-s0 0 --teacher "$teacher_b" "${rpd_args[@]}" --critic-state ;;
+    rpdB-critic-shift15-s0) need_teacher_b
+                     run rpdB-critic-shift15-s0 0 --teacher "$teacher_b" --teacher-camera-shift 15 \
+                       "${rpd_args[@]}" --critic-state ;;
     teacher-b)       need_teacher_b ;;
   esac
 }
 
-runs=(rpdB-s0 ppo-s0 rpdB-s1 ppo-s1 rpdB-shift15-s0 rpdA-s0 rpdA-critic-s0)
+runs=(rpdB-s0 ppo-s0 rpdB-s1 ppo-s1 rpdB-shift15-s0 rpdA-s0 rpdA-critic-s0 ppo-critic-s0
+      rpdB-critic-s0 rpdB-critic-shift15-s0)
 [ $# -gt 0 ] || set -- "${runs[@]}"
 for r in "$@"; do
   [[ " ${runs[*]} teacher-b " == *" $r "* ]] \
