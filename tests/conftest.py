@@ -10,6 +10,23 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+SLOW_FILES_FIRST = ("student/test_train_pipeline.py", "student/test_pixel_students.py",
+                    "pipeline/test_run.py", "pipeline/test_cache.py", "test_benchmarks.py",
+                    "data/test_envs.py", "student/test_rpdppo.py")
+"""The test files that take longest (2-7 minutes each on 2 cores, `--durations=0`, 2026-12-02).
+With `--dist loadfile` a file runs in one worker, so starting these first lets the workers
+finish together instead of one running the last long file alone."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.relative_to(root).as_posix()
+        return SLOW_FILES_FIRST.index(name) if name in SLOW_FILES_FIRST else len(SLOW_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: the other files, and the tests within a file, keep their order
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _sb3_logdir(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -1,4 +1,9 @@
-"""Run jobs in spawned worker processes with progress ticks (SAPIEN is not fork-safe)."""
+"""Run jobs in spawned worker processes with progress ticks (SAPIEN is not fork-safe).
+
+One process is this one: no spawn, no second import of torch and ManiSkill (≈ 10 s), and a
+process that already rendered does not pay the renderer's first-picture cost again (≈ 22 s on
+a CPU, README).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,10 @@ def run_in_processes(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]], wor
 
     Each job gets a queue (`ticks`, or None without `progress`) to put counts of finished
     items on; they are forwarded to `progress`. Returns the results in completion order.
+    With one process (`workers` 1 or one job) the jobs run here, one after another.
     """
+    if min(workers, len(jobs)) <= 1:
+        return _run_here(jobs, progress)
     ctx = mp.get_context("spawn")  # SAPIEN is not fork-safe
     with ctx.Manager() as manager:
         ticks = manager.Queue() if progress is not None else None
@@ -34,6 +42,25 @@ def run_in_processes(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]], wor
                     results.append(fut.result())
             _drain(ticks, progress)
     return results
+
+
+class _Ticks:
+    """The part of a queue the jobs use (`put`), delivering each count to `progress` at once."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.put = progress
+
+
+def _run_here(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+              progress: Progress | None) -> list[Any]:
+    import torch
+
+    threads = torch.get_num_threads()  # jobs limit them for the process they own
+    try:
+        ticks = _Ticks(progress) if progress is not None else None
+        return [fn(*args, ticks) for fn, args in jobs]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _drain(ticks: Any, progress: Progress | None) -> None:

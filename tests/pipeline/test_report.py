@@ -56,13 +56,9 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                         ("ppo1", ["--no-teacher", "--seed", "1"])):
         r = _rpd("train", *TINY, *extra, "--out", runs[name])
         assert r.exit_code == 0, r.output
-    # the real command and episode worker, run in this process: its renderer is already warm
-    # from the RPD run's live labeller (a spawned worker would compile the shaders again, ~10 s)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("rpd.pipeline.eval_teacher.run_in_processes",
-                   lambda jobs, workers, progress: [fn(*args, None) for fn, args in jobs])
-        r = _rpd("eval", "--teacher", teacher, "--env", ENV, "--episodes", "1", "--horizon", "5",
-                 "--workers", "1")
+    # one worker runs in this process, whose renderer is already warm from the RPD run's labeller
+    r = _rpd("eval", "--teacher", teacher, "--env", ENV, "--episodes", "1", "--horizon", "5",
+             "--workers", "1")
     assert r.exit_code == 0, r.output
     return runs
 
