@@ -407,6 +407,31 @@ def test_the_same_seed_repeats_a_run_exactly_and_another_seed_does_not(
     assert returns[0] == returns[1]
 
 
+def test_pixel_rows_reads_a_run_dir(rpd_run: Path, tmp_path: Path) -> None:
+    """benchmarks/pixel_rows.py, which prints the README's per-run result rows, on a real run."""
+    script = Path(__file__).parents[2] / "benchmarks" / "pixel_rows.py"
+    run = tmp_path / "PushCube-v1-sparse-rpd-s0"
+    shutil.copytree(rpd_run, run)
+    (run / "heldout-final.json").write_text(json.dumps(dict(success=0.5, step=128)))
+
+    def rows(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), *map(str, args)],
+                              capture_output=True, text=True, timeout=300)
+
+    result = rows(run, "--bin", "64")
+    assert result.returncode == 0, result.stderr
+    cells = [c.strip() for c in result.stdout.splitlines()[2].strip("|").split("|")]
+    name, evals, success, variance, held_out, live = cells
+    assert name == "`rpd-s0`"
+    assert evals.endswith("(to 128, finished)") and len(evals.split("(")[0].split()) == 2
+    # SB3 writes an update's scalars with the next rollout's: one update logged, at step 128
+    assert len(variance.split()) == 1
+    assert success != "—" and held_out == "50% / —"
+    assert live == f"{int(_eval_rows(rpd_run)[-1]['live_teacher_calls']):,}"
+    bad = rows(run, tmp_path)
+    assert bad.returncode != 0 and str(tmp_path) in bad.stderr and "no eval.csv" in bad.stderr
+
+
 @pytest.mark.parametrize("damage, message", [
     ("config.json", "config.json is unreadable"),
     ("checkpoints/latest.json", "latest.json is unreadable"),
