@@ -12,6 +12,7 @@ import multiprocessing as mp
 import queue
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from types import SimpleNamespace
 from typing import Any
 
 Progress = Callable[[int], None]
@@ -31,7 +32,7 @@ def run_in_processes(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]], wor
     ctx = mp.get_context("spawn")  # SAPIEN is not fork-safe
     with ctx.Manager() as manager:
         ticks = manager.Queue() if progress is not None else None
-        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))),
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
                                  mp_context=ctx) as pool:
             pending = {pool.submit(fn, *args, ticks) for fn, args in jobs}
             results = []
@@ -44,20 +45,14 @@ def run_in_processes(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]], wor
     return results
 
 
-class _Ticks:
-    """The part of a queue the jobs use (`put`), delivering each count to `progress` at once."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.put = progress
-
-
 def _run_here(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]],
               progress: Progress | None) -> list[Any]:
     import torch
 
     threads = torch.get_num_threads()  # jobs limit them for the process they own
     try:
-        ticks = _Ticks(progress) if progress is not None else None
+        # the part of a queue the jobs use: `put` hands each count to `progress` at once
+        ticks = SimpleNamespace(put=progress) if progress is not None else None
         return [fn(*args, ticks) for fn, args in jobs]
     finally:
         torch.set_num_threads(threads)
