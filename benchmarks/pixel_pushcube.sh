@@ -8,7 +8,8 @@
 #
 # STEPS is each run's budget (default 300000, the issue's). A run finished at a smaller budget
 # continues to a larger one when the chain runs again with it (`rpd train --resume --steps`);
-# its held-out files are then made again.
+# its held-out files are then made again, and those of the smaller budget are renamed
+# RUN/heldout-final-STEP.json and RUN/heldout-best-STEP.json.
 # WORK holds the demos, the teachers and runs/ (created if missing). RUN names which runs to
 # do, in order (default: all of them, in the order below). Each run logs to WORK/RUN.log.
 # A finished run is then evaluated on held-out episodes (50, seeds from 20000, the task's
@@ -70,7 +71,10 @@ run() {  # run NAME SEED ARGS...
   else
     local resume=()
     [ -f "$out/config.json" ] && resume=(--resume)
-    rm -f "$out"/heldout-*.json  # they were of a smaller budget
+    local f  # the held-out results of a smaller budget stay, named by its step
+    for f in "$out/heldout-final.json" "$out/heldout-best.json"; do
+      if [ -f "$f" ]; then mv "$f" "${f%.json}-$done_steps.json"; fi
+    done
     echo "$name: training (log $work/$name.log)"
     "${rpd[@]}" train "${common[@]}" --seed "$seed" "$@" "${resume[@]}" --out "$out" \
       >>"$work/$name.log" 2>&1
