@@ -4,8 +4,11 @@
 # checkpoint (`rpd train --resume`). Pixel runs are render-bound on a CPU (≈ 35 env steps/s
 # alone on 2 cores, 3–6 h per 300k run), so run this in the background under nice:
 #
-#     [STEPS=N] nice -n 10 bash benchmarks/pixel_pushcube.sh WORK [RUN ...]
+#     [STEPS=N] [PREP=N] nice -n 10 bash benchmarks/pixel_pushcube.sh WORK [RUN ...]
 #
+# PREP is the processes and torch threads for making the demos and teacher B (default 1: two
+# chains side by side share 2 cores). A chain alone can take 2: on 2026-12-02 that made the
+# demos in 1 min and teacher B in ≈ 31 min (50 min with 1 beside a training run).
 # STEPS is each run's budget (default 300000, the issue's). A run finished at a smaller budget
 # continues to a larger one when the chain runs again with it (`rpd train --resume --steps`);
 # its held-out files are then made again, and those of the smaller budget are renamed
@@ -24,10 +27,11 @@ rpd=(.venv/bin/rpd)
 demos=$work/demos/PushCube-v1/trajectory.x4.none.pd_ee_delta_pose.physx_cpu.h5
 teacher_a=$work/teachers/push-y035
 teacher_b=$work/teachers/octo64-p4t8
+prep=${PREP:-1}
 
 need_demos() {
   [ -f "$demos" ] && return
-  "${rpd[@]}" demos generate --env PushCube-v1 --num 100 --seed 0 --workers 1 \
+  "${rpd[@]}" demos generate --env PushCube-v1 --num 100 --seed 0 --workers "$prep" \
     --out "$work/demos/PushCube-v1" --speedup 4
 }
 need_teacher_a() {
@@ -40,7 +44,8 @@ need_teacher_b() {
   elif [ -f "$teacher_b/teacher.json" ]; then return; fi
   need_demos
   "${rpd[@]}" finetune-teacher --demos "$demos" --out "$teacher_b" --image-size 64 \
-    --threads 1 --workers 1 --option patch=4 --option image_tokens_side=8 "${resume[@]}"
+    --threads "$prep" --workers "$prep" --option patch=4 --option image_tokens_side=8 \
+    "${resume[@]}"
 }
 
 steps=${STEPS:-300000}
