@@ -104,6 +104,10 @@ do_run() {
     ppo-critic-s0)   run ppo-critic-s0 0 --no-teacher --critic-state ;;
     rpdB-critic-s0)  need_teacher_b
                      run rpdB-critic-s0 0 --teacher "$teacher_b" "${rpd_args[@]}" --critic-state ;;
+    # Second seeds of the critic comparison (teacher B with and without the teacher).
+    ppo-critic-s1)   run ppo-critic-s1 1 --no-teacher --critic-state ;;
+    rpdB-critic-s1)  need_teacher_b
+                     run rpdB-critic-s1 1 --teacher "$teacher_b" "${rpd_args[@]}" --critic-state ;;
     rpdB-critic-shift15-s0) need_teacher_b
                      run rpdB-critic-shift15-s0 0 --teacher "$teacher_b" --teacher-camera-shift 15 \
                        "${rpd_args[@]}" --critic-state ;;
@@ -112,7 +116,7 @@ do_run() {
 }
 
 runs=(rpdB-s0 ppo-s0 rpdB-s1 ppo-s1 rpdB-shift15-s0 rpdA-s0 rpdA-critic-s0 ppo-critic-s0
-      rpdB-critic-s0 rpdB-critic-shift15-s0)
+      rpdB-critic-s0 rpdB-critic-shift15-s0 rpdB-critic-s1 ppo-critic-s1)
 [ $# -gt 0 ] || set -- "${runs[@]}"
 for r in "$@"; do
   [[ " ${runs[*]} teacher-b " == *" $r "* ]] \
