@@ -6,6 +6,8 @@
 #
 #     [STEPS=N] [PREP=N] nice -n 10 bash benchmarks/pixel_pushcube.sh WORK [RUN ...]
 #
+# Two chains side by side, each with its own RUNs, finish sooner than one with all of them:
+# on 2026-12-02 two runs made ≈ 21–26 env steps/s each, one alone ≈ 29.
 # PREP is the processes and torch threads for making the demos and teacher B (default 1: two
 # chains side by side share 2 cores). A chain alone can take 2: on 2026-12-02 that made the
 # demos in 1 min and teacher B in ≈ 31 min (50 min with 1 beside a training run).
