@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from rpd.commands._common import Progress, device_option, sim_backend_option
+from rpd.data.seeds import CACHE
 
 
 @click.group("cache", invoke_without_command=True)
@@ -27,8 +28,9 @@ from rpd.commands._common import Progress, device_option, sim_backend_option
               help="Local dask worker processes (on 127.0.0.1).")
 @click.option("--scheduler", default=None,
               help="Use an existing dask cluster: tcp://HOST:PORT (shared filesystem).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of rollout resets and noise.")
+@click.option("--seed", type=int, default=CACHE.start, show_default=True,
+              help="First rollout reset seed, in the seed plan's cache range "
+                   f"[{CACHE.start:,}, {CACHE.stop:,}); also seeds the action noise.")
 @click.option("--batch-size", type=int, default=32, show_default=True,
               help="States per teacher call.")
 @click.option("--key-dims", default=None,

@@ -52,6 +52,8 @@ import click
               help="λ falls from 1 to 0 (cosine) by this step [default: 60% of --steps].")
 @click.option("--eval-every", type=int, default=10_000, show_default=True)
 @click.option("--eval-episodes", type=int, default=20, show_default=True)
+@click.option("--heldout-episodes", type=int, default=50, show_default=True,
+              help="Held-out episodes per finished student (the published success).")
 @click.option("--obs", default="state", show_default=True,
               help="Student observation (`rpd train --obs`).")
 @click.option("--train-args", default="", help="Extra `rpd train` options for every run.")
@@ -62,7 +64,8 @@ def run(out: Path, env_id: str, reward: str, steps: int, seeds: str, envs: int, 
         demo_speedup: int, workers: int,
         teacher_episodes: int, teacher_horizon: int, cache: bool, cache_rollouts: int,
         live_budget: int, lambda_decay_steps: int | None, eval_every: int,
-        eval_episodes: int, obs: str, train_args: str, dry_run: bool) -> None:
+        eval_episodes: int, heldout_episodes: int, obs: str, train_args: str,
+        dry_run: bool) -> None:
     """The whole job in one command: demos, teacher, RPD and PPO students, report.
 
     With no options beyond --out: sparse PushCube, 100 motion-planned demos made 4x faster, a
@@ -71,7 +74,7 @@ def run(out: Path, env_id: str, reward: str, steps: int, seeds: str, envs: int, 
     Re-running the same command resumes.
     """
     from rpd.errors import InputError
-    from rpd.pipeline.run import STAGES, RunConfig, execute, summary
+    from rpd.pipeline.run import STAGES, RunConfig, check_made_by, execute, summary
 
     try:
         seed_list = tuple(int(s) for s in seeds.split(","))
@@ -85,12 +88,14 @@ def run(out: Path, env_id: str, reward: str, steps: int, seeds: str, envs: int, 
                     workers=workers, teacher_episodes=teacher_episodes,
                     teacher_horizon=teacher_horizon, cache=cache, cache_rollouts=cache_rollouts,
                     live_budget=live_budget or None, lambda_decay_steps=lambda_decay_steps,
-                    eval_every=eval_every, eval_episodes=eval_episodes, obs=obs,
+                    eval_every=eval_every, eval_episodes=eval_episodes,
+                    heldout_episodes=heldout_episodes, obs=obs,
                     train_args=train_args)
     resume = shlex.join(["rpd", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else "the same command"
     t_start = time.time()
     for plan in STAGES:
         for stage in plan(cfg):
+            check_made_by(stage, cfg)
             if stage.skip is not None:
                 click.echo(f"[{stage.name}] skipped: {stage.skip}")
                 continue
@@ -116,9 +121,11 @@ def run(out: Path, env_id: str, reward: str, steps: int, seeds: str, envs: int, 
         click.echo(f"  teacher            success {s['teacher_success']:.0%} "
                    f"(horizon {cfg.teacher_horizon})")
     for name, m in s["students"].items():
-        click.echo(f"  student {name:<10} success {m['success']:.0%} after {m['steps']} steps, "
-                   f"{m['live_calls_per_step']:.3f} live teacher calls per env step, "
-                   f"{_duration(m['wall_time_s'])}")
+        held = ("held-out success ?" if m["heldout_success"] is None else
+                f"held-out success {m['heldout_success']:.0%} ({m['heldout_episodes']} episodes)")
+        click.echo(f"  student {name:<10} {held} after {m['steps']} steps, "
+                   f"{m['live_calls_per_step'] or 0:.3f} live teacher calls per env step, "
+                   f"{_duration(m['wall_time_s'] or 0)}")
     click.echo(f"  report {s['report']}\n  plot   {s['plot']}")
 
 

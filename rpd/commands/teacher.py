@@ -84,7 +84,11 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
 @click.option("--env", "env_id", required=True, help="Task id.")
 @click.option("--episodes", type=int, default=50, show_default=True)
 @click.option("--seed", type=int, default=None,
-              help="First episode seed [default: 1000000000, unseen by generated demos].")
+              help="First episode seed [default: the first of the seed plan's teacher-"
+                   "evaluation range for a teacher, of its evaluation range for a student].")
+@click.option("--held-out", is_flag=True,
+              help="Episodes from the seed plan's held-out range, which no demo, cache "
+                   "rollout, training episode or checkpoint choice used: the figure to publish.")
 @click.option("--horizon", type=int, default=None,
               help="Steps per episode [default: 100 for a teacher (demos take 60-80 steps); "
                    "a student's training horizon].")
@@ -116,12 +120,14 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
                    "(-shiftD, -COLOR, -stochastic, -best, -seedS ...) when such an option is "
                    "given].")
 def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
-             seed: int | None, horizon: int | None, workers: int, camera_shift: float,
+             seed: int | None, held_out: bool, horizon: int | None, workers: int,
+             camera_shift: float,
              object_color: str | None, stochastic: bool, checkpoint: str, chunk_mode: str,
              video: Path | None, sim_backend: str, device: str,
              json_out: Path | None) -> None:
     """Closed-loop success of a teacher (or a student) on a task."""
     from rpd.data.envs import check_sim_backend, resolve_device
+    from rpd.data.seeds import EVALUATION, HELD_OUT
     from rpd.errors import InputError
     from rpd.pipeline.eval_teacher import DEFAULT_EVAL_SEED, TeacherEvalConfig, evaluate_teacher
 
@@ -137,7 +143,11 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
     if teacher is not None and checkpoint != "final":
         raise InputError(f"--checkpoint {checkpoint} picks a student run's policy; a teacher "
                          "directory holds one model")
-    seed = DEFAULT_EVAL_SEED if seed is None else seed
+    if held_out and seed is not None:
+        raise InputError(f"--held-out and --seed {seed}: give one (--held-out starts at "
+                         f"{HELD_OUT.start:,})")
+    default_seed = DEFAULT_EVAL_SEED if teacher is not None else EVALUATION.start
+    seed = HELD_OUT.start if held_out else default_seed if seed is None else seed
     if teacher is not None and horizon is None:
         horizon = 100
     with Progress(episodes, f"eval {env_id}", "ep") as bar:
@@ -160,7 +170,8 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
     suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
         f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "") + (
         "" if checkpoint == "final" else f"-{checkpoint}") + (
-        "" if seed == DEFAULT_EVAL_SEED else f"-seed{seed}")  # held-out runs apart
+        "" if seed == default_seed else "-heldout" if seed == HELD_OUT.start
+        else f"-seed{seed}")  # held-out runs apart
     if teacher is not None and chunk_mode != "label":
         suffix += f"-{chunk_mode}"  # beside the labelling figure, not over it
     horizon = result.get("horizon", horizon)
@@ -172,6 +183,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
 
     rows = [("env", env_id), ("episodes", result["episodes"]),
             ("horizon", horizon),
+            ("seeds", f"{seed:,}.. ({result.get('seed_range')} range)"),
             ("success rate", f"{pick('success_rate', 'success'):.1%}")]
     if "success_at_end" in result:
         rows.append(("success at end", f"{pick('success_at_end'):.1%}"))

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from rpd.commands._common import PhaseBars, Progress, device_option, sim_backend_option
+from rpd.data.seeds import EVALUATION
 
 
 @click.command("train")
@@ -74,6 +75,9 @@ from rpd.commands._common import PhaseBars, Progress, device_option, sim_backend
                    "exceeds 1.5x this; 0 = never stop early.")
 @click.option("--eval-every", type=int, default=10_000, show_default=True)
 @click.option("--eval-episodes", type=int, default=10, show_default=True)
+@click.option("--eval-seed", type=int, default=EVALUATION.start, show_default=True,
+              help="First seed of the in-training evaluations, in the seed plan's evaluation "
+                   f"range [{EVALUATION.start:,}, {EVALUATION.stop:,}).")
 @click.option("--checkpoint-every", type=int, default=None,
               help="Also checkpoint (without evaluating) every this many env steps, so a "
                    "killed run loses less [default: with each evaluation].")
@@ -101,7 +105,7 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
           answer_audit: int, label_replay: int,
           n_epochs: int, n_steps: int, batch_size: int,
           max_grad_norm: float, target_kl: float, eval_every: int, eval_episodes: int,
-          checkpoint_every: int | None, net_arch: str,
+          eval_seed: int, checkpoint_every: int | None, net_arch: str,
           log_std_init: float, normalize_obs: bool, teacher_camera_shift: float,
           teacher_object_color: str | None, sim_backend: str, device: str, seed: int,
           resume: bool) -> None:
@@ -128,7 +132,8 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       n_epochs=n_epochs,
                       n_steps=n_steps, batch_size=batch_size, max_grad_norm=max_grad_norm,
                       target_kl=target_kl or None, eval_every=eval_every,
-                      eval_episodes=eval_episodes, checkpoint_every=checkpoint_every,
+                      eval_episodes=eval_episodes, eval_seed=eval_seed,
+                      checkpoint_every=checkpoint_every,
                       net_arch=arch,
                       log_std_init=log_std_init, normalize_obs=normalize_obs,
                       teacher_camera_shift=teacher_camera_shift,

@@ -29,6 +29,7 @@ import gymnasium as gym
 
 from rpd.data.envs import DEFAULT_CONTROL_MODE, get_task
 from rpd.data.parallel import run_in_processes
+from rpd.data.seeds import DEMOS
 from rpd.data.trajectories import TrajectoryFile, json_path_for, open_trajectory
 from rpd.errors import InputError
 
@@ -39,7 +40,8 @@ SOURCE_CONTROL_MODE = "pd_joint_pos"
 CONVERTIBLE_FROM = ("pd_joint_pos", "pd_joint_delta_pos")
 """Control modes ManiSkill's converter can translate to end-effector control."""
 SEEDS_PER_BLOCK = 10_000
-"""Block i of a run tries seeds seed + i*SEEDS_PER_BLOCK upward (disjoint across blocks)."""
+"""Block i of a run tries seeds seed + i*SEEDS_PER_BLOCK upward (disjoint across blocks); every
+block stays in the seed plan's demos range (`rpd.data.seeds.DEMOS`)."""
 
 Progress = Callable[[int], None]
 """Called with the number of newly finished successful episodes."""
@@ -93,8 +95,11 @@ class GenerateConfig:
             raise InputError(f"--num {self.num}: must be a positive number of episodes")
         if self.workers <= 0:
             raise InputError(f"--workers {self.workers}: must be at least 1")
-        if self.seed < 0:
-            raise InputError(f"--seed {self.seed}: must be non-negative")
+        if self.block_size * self.max_attempts_factor > SEEDS_PER_BLOCK:
+            raise InputError(f"--block-size {self.block_size}: a block tries up to "
+                             f"{self.block_size * self.max_attempts_factor} seeds, more than "
+                             f"the {SEEDS_PER_BLOCK} between blocks; use a smaller block")
+        DEMOS.check(self.seed, len(self.blocks) * SEEDS_PER_BLOCK, "--seed")
 
     @property
     def blocks(self) -> list[tuple[int, int, int]]:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rpd.data.seeds import TRAINING
 from rpd.errors import InputError, SetupError
 
 logger = logging.getLogger(__name__)
@@ -524,10 +525,9 @@ class PixelObservation:
         return _PixelObservation(env)
 
 
-TRAIN_SEED_RANGE = (2**31, 2**32)
-"""Training envs draw every episode seed from [2^31, 2^32). Every evaluation seed lies below
-2^31 (students from 10,000, teachers from 10^9, demos in blocks from 0), so an evaluation
-never starts where a training episode did."""
+TRAIN_SEED_RANGE = (TRAINING.start, TRAINING.stop)
+"""Training envs draw every episode seed from [2^31, 2^32), the seed plan's training range
+(`rpd.data.seeds`): no demo, cache rollout or evaluation starts where a training episode did."""
 
 
 def episode_seeds(seed: int, env_index: int, start_step: int = 0) -> np.random.Generator:

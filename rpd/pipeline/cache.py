@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from rpd.data.seeds import CACHE
 from rpd.data.store import (
     SOURCES,
     KeySpec,
@@ -54,14 +55,15 @@ class CacheConfig:
         env_id: Task whose states to label.
         out: The store (created if missing, resumed if it exists).
         demos: ManiSkill trajectory .h5 files whose recorded states are labelled.
-        rollouts: Teacher closed-loop episodes (reset seeds seed..seed+rollouts-1).
+        rollouts: Teacher closed-loop episodes (reset seeds seed..seed+rollouts-1, in the seed
+            plan's cache range, `rpd.data.seeds.CACHE`).
         noise: With > 0, as many extra rollouts whose executed actions get N(0, noise²) noise
             per dim (env units); their states are labelled with the clean teacher action.
         horizon: Maximum steps per rollout (demos imitate 60-80 step episodes: use ~100).
         workers: Local dask worker processes (ignored with `scheduler`).
         scheduler: Address of an existing dask scheduler (tcp://HOST:PORT); its workers must
             see `teacher`, `out` and `demos` at the same paths (shared filesystem).
-        seed: Base seed of rollout resets and action noise.
+        seed: First rollout reset seed (cache range) and the seed of action noise.
         batch_size: States per teacher call.
         key_dims: Observation dims that form the lookup key; None = all.
         key_scale: "std" (mean/std of the labelled demo observations, or of random-action
@@ -80,7 +82,7 @@ class CacheConfig:
     horizon: int = 100
     workers: int = 2
     scheduler: str | None = None
-    seed: int = 0
+    seed: int = CACHE.start
     batch_size: int = 32
     key_dims: list[int] | None = None
     key_scale: str = "std"
@@ -104,6 +106,7 @@ class CacheConfig:
                              "around the teacher's own rollouts)")
         if not self.demos and self.rollouts == 0:
             raise InputError("nothing to label: pass --demos FILE and/or --rollouts N")
+        CACHE.check(self.seed, max(self.rollouts, 8), "--seed")
         if self.horizon <= 0:
             raise InputError(f"--horizon {self.horizon}: must be a positive number")
         if self.workers <= 0:

@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 
 from rpd.data.parallel import run_in_processes
+from rpd.data.seeds import HELD_OUT, TEACHER_EVALUATION, range_of
 from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 CHUNK_MODES = ("label", "receding", "ensemble")
-DEFAULT_EVAL_SEED = 1_000_000_000
-"""Far from the seeds `rpd demos generate` uses (blocks of 10,000 from 0), so unseen."""
+DEFAULT_EVAL_SEED = TEACHER_EVALUATION.start
+"""The first seed of the seed plan's teacher-evaluation range (`rpd.data.seeds`)."""
 
 
 @dataclass
@@ -29,7 +30,8 @@ class TeacherEvalConfig:
         teacher: Teacher checkpoint directory.
         env_id: Task to evaluate on (the teacher must know its instruction).
         episodes: Number of episodes, seeds seed..seed+episodes-1.
-        seed: First episode seed (default: far from demo seeds).
+        seed: First episode seed, in the seed plan's teacher-evaluation range, or its held-out
+            range to score the teacher on the episodes students are published on.
         horizon: Steps per episode. Motion-planned demos take 60-80 steps, so ~100.
         workers: Parallel processes.
         camera_shift: Rotate the teacher camera by this many degrees (robustness test).
@@ -68,6 +70,7 @@ class TeacherEvalConfig:
             raise InputError(f"--episodes {self.episodes}: must be > 0")
         if self.horizon <= 0:
             raise InputError(f"--horizon {self.horizon}: must be > 0")
+        TEACHER_EVALUATION.check(self.seed, self.episodes, "--seed", allowed=(HELD_OUT,))
         if self.workers <= 0:
             raise InputError(f"--workers {self.workers}: must be > 0")
         if self.object_color is not None:
@@ -146,7 +149,9 @@ def evaluate_teacher(cfg: TeacherEvalConfig,
     episodes = sorted((e for part in parts for e in part), key=lambda e: e["seed"])
     return summarize_episodes(episodes) | dict(
         teacher=str(cfg.teacher), fingerprint=teacher.fingerprint, env_id=cfg.env_id,
-        horizon=cfg.horizon, seed=cfg.seed, camera=teacher.spec.camera.name,
+        horizon=cfg.horizon, seed=cfg.seed,
+        seed_range=range_of(cfg.seed).name,  # type: ignore[union-attr]
+        camera=teacher.spec.camera.name,
         camera_shift=cfg.camera_shift, object_color=cfg.object_color,
         chunk_mode=cfg.chunk_mode, execute=cfg.execute,
         wall_time_s=round(time.time() - t0, 1), per_episode=episodes)

@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from rpd.data.envs import CameraSpec, EnvConfig, make_env, resolve_device, teacher_image
+from rpd.data.seeds import EVALUATION, HELD_OUT, range_of
 from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -176,8 +177,14 @@ def load_model(path: Path, option: str, fix: str, **kwargs: Any) -> Any:
                          f"({type(e).__name__}: {str(e)[:80]}); {fix}") from None
 
 
+def heldout_path(run_dir: str | Path, env_id: str, horizon: int) -> Path:
+    """Where `rpd eval --student RUN --held-out` writes its result by default, and where
+    `rpd run` and `rpd report` read a run's held-out success from."""
+    return Path(run_dir) / "eval" / f"{env_id}-h{horizon}-heldout.json"
+
+
 def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: int = 50,
-                     seed: int = 10_000, horizon: int | None = None,
+                     seed: int = EVALUATION.start, horizon: int | None = None,
                      stochastic: bool = False, video_dir: Path | None = None,
                      sim_backend: str = "auto", device: str = "cpu",
                      workers: int = 1, checkpoint: str = "final") -> dict[str, Any]:
@@ -188,7 +195,9 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         env_id: Task to evaluate on; None = the task it was trained on. Must have the same
             observation and action sizes.
         episodes: Number of episodes (seeds seed .. seed+episodes-1).
-        seed: First seed (the default is far from training seeds).
+        seed: First seed, in the seed plan's evaluation range (what a run's in-training
+            evaluations use) or its held-out range (`rpd.data.seeds.HELD_OUT`: the published
+            figure, from seeds no demo, cache, training episode or checkpoint choice used).
         horizon: Episode length; None = the horizon the student was trained with.
         stochastic: Sample actions from the policy instead of taking its mean.
         video_dir: Write one mp4 per episode here (see `run_episodes_student`).
@@ -201,13 +210,15 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
             so far); the file is copied first, so a run still training may replace it.
 
     Returns:
-        dict with env, episodes, seed, horizon, success, return, length, workers,
-        checkpoint, step (the env steps the policy was trained for), wall_time_s.
+        dict with env, episodes, seed, seed_range (the seed plan's name for it), horizon,
+        success, return, length, workers, checkpoint, step (the env steps the policy was
+        trained for), wall_time_s, per_episode [{seed, success, return, length}].
     """
     if episodes <= 0:
         raise InputError(f"--episodes {episodes}: must be a positive number")
     if workers <= 0:
         raise InputError(f"--workers {workers}: must be a positive number")
+    EVALUATION.check(seed, episodes, "--seed", allowed=(HELD_OUT,))
     zip_path, meta = resolve_student(run_dir, checkpoint=checkpoint)
     env_cfg_d = dict(meta["env"])
     if env_id is not None:
@@ -242,11 +253,14 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
             results, time_limit = [by_seed[s] for s in seeds], parts[0][1]
     successes, returns, lengths = zip(*results, strict=True)
     return {"env": env_cfg_d["env_id"], "episodes": episodes, "seed": seed,
+            "seed_range": range_of(seed).name,  # type: ignore[union-attr]
             "horizon": env_cfg_d.get("max_episode_steps") or time_limit,
             "actions": "sampled" if stochastic else "mean",
             "success": float(np.mean(successes)), "return": float(np.mean(returns)),
             "length": float(np.mean(lengths)), "workers": workers, "checkpoint": checkpoint,
-            "step": step, "wall_time_s": round(time.perf_counter() - t0, 2)}
+            "step": step, "wall_time_s": round(time.perf_counter() - t0, 2),
+            "per_episode": [dict(seed=s, success=bool(ok), ret=float(r), length=int(n))
+                            for s, (ok, r, n) in zip(seeds, results, strict=True)]}
 
 
 def _student_episodes_job(job: dict[str, Any]) -> tuple[list[tuple[bool, float, int]],

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from rpd.errors import InputError
+from rpd.pipeline.evaluate import heldout_path
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,8 @@ class RunRecord:
     live_teacher_calls: np.ndarray
     student: dict[str, Any] | None
     """student.json, present once the run finished."""
+    held_out: dict[str, Any] | None = None
+    """`rpd eval --student RUN --held-out`'s result, when it scores the final policy."""
 
     @property
     def env_id(self) -> str:
@@ -279,9 +282,19 @@ def read_run(path: Path) -> RunRecord:
             student = json.loads((path / "student.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"RUN {path}: student.json is not valid JSON ({e})") from None
-    return RunRecord(path=path, config=config, steps=a[:, 0].astype(np.int64), success=a[:, 1],
-                     ret=a[:, 2], wall_time_s=a[:, 3],
-                     live_teacher_calls=a[:, 4].astype(np.int64), student=student)
+    run = RunRecord(path=path, config=config, steps=a[:, 0].astype(np.int64), success=a[:, 1],
+                    ret=a[:, 2], wall_time_s=a[:, 3],
+                    live_teacher_calls=a[:, 4].astype(np.int64), student=student)
+    held = heldout_path(path, run.env_id, run.horizon)
+    if student is not None and held.is_file():
+        try:
+            h = json.loads(held.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"RUN {path}: {held} is not valid JSON ({e}); run `rpd eval "
+                             f"--student {path} --held-out` again") from None
+        if isinstance(h, dict) and h.get("step") == student.get("metrics", {}).get("steps"):
+            run.held_out = h  # a held-out file of an earlier, shorter run is left out
+    return run
 
 
 def read_teacher_eval(path: Path, option: str = "--teacher-eval") -> dict[str, Any]:
@@ -413,6 +426,10 @@ def group_stats(group: Group, thresholds: Sequence[float]) -> dict[str, Any]:
         teacher_eval=group.teacher_eval,
         final_step=spread(final_steps),
         final_success=spread([float(r.success[-1]) for r in rs]),
+        heldout_success=spread([float(r.held_out["success"]) for r in rs
+                                if r.held_out is not None]),
+        heldout_episodes=sorted({int(r.held_out["episodes"]) for r in rs
+                                 if r.held_out is not None}),
         steps_to={f"{t:g}": dict(mean_curve=steps_to_threshold(steps, mean, t),
                                  per_seed=[steps_to_threshold(r.steps, r.success, t)
                                            for r in rs])
@@ -489,7 +506,8 @@ def render_markdown(stats: list[dict[str, Any]], thresholds: Sequence[float],
         lines += [f"## {env}", ""]
         if env in plots:
             lines += [f"![{env} learning curves]({plots[env]})", ""]
-        head = (["group", "teacher success", "final success", "final step"]
+        head = (["group", "teacher success", "held-out success", "final success",
+                 "final step"]
                 + [f"steps to {t:g}" for t in thresholds]
                 + ["live teacher calls / step", "wall-clock", "steps/s", "seeds"])
         lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -506,7 +524,11 @@ def render_markdown(stats: list[dict[str, Any]], thresholds: Sequence[float],
             seeds = f"{s['n_seeds']}"
             if s["finished"] < s["n_seeds"]:
                 seeds += f" ({s['n_seeds'] - s['finished']} unfinished)"
-            row = [s["label"], teacher, _fmt_spread(s["final_success"]),
+            held = s["heldout_success"]
+            held_cell = "-" if not held["n"] else (
+                _fmt_spread(held) + f" ({held['n']}/{s['n_seeds']} seeds, "
+                f"{'/'.join(map(str, s['heldout_episodes']))} ep)")
+            row = [s["label"], teacher, held_cell, _fmt_spread(s["final_success"]),
                    _fmt_spread(s["final_step"], "{:,.0f}"), *reached,
                    _fmt_spread(s["live_teacher_calls_per_step"], "{:.3f}"),
                    "-" if wall is None else f"{wall / 60:.1f} min",
@@ -521,7 +543,11 @@ def render_markdown(stats: list[dict[str, Any]], thresholds: Sequence[float],
                          + ", ".join(f"`{r}`" for r in s["runs"]))
         lines.append("")
     lines += [
-        "Final success: each seed's last evaluation, mean ± std [min, max] over seeds. "
+        "Held-out success: `rpd eval --student RUN --held-out` of each finished seed's final "
+        "policy, on the seed plan's held-out episodes (no demo, cache, training episode or "
+        "in-training evaluation used them), mean ± std [min, max] over the seeds that have one. "
+        "Final success: each seed's last in-training evaluation, mean ± std [min, max] over "
+        "seeds. "
         "Steps to X: first evaluation at which the mean over seeds reaches X (in brackets, how "
         "many seeds reached X on their own). Live teacher calls per env step, wall-clock "
         "(evaluations included) and steps/s (training only, evaluations excluded) are means "

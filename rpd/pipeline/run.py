@@ -1,13 +1,20 @@
 """`rpd run`: the whole job in one command, stage by stage with rpd's own commands.
 
-demos -> teacher -> teacher eval -> (cache) -> RPD and plain-PPO students per seed -> report.
+demos -> teacher -> teacher eval -> (cache) -> RPD and plain-PPO students per seed ->
+held-out evaluation of each student -> report.
 Every stage is an `rpd` subprocess (the same interpreter), so the chain runs exactly what a
 user runs stage by stage, and it is resumable: finished stages are skipped (demos whose
 converted .h5 exists, a teacher with teacher.json and no training state, a teacher eval JSON
-that exists, a student run whose student.json has at least `steps` steps); an unfinished
-teacher or student run is continued with --resume; the report is always redrawn, from the runs
-of `seeds` and every finished run of other seeds in OUT/runs (same task and reward). RPD and
-PPO runs of a seed run back to back, so a change in machine load hits both alike.
+that exists, a student run whose student.json has at least `steps` steps, a held-out JSON of
+the student's final step); an unfinished teacher or student run is continued with --resume;
+the report is always redrawn, from the runs of `seeds` and every finished run of other seeds in
+OUT/runs (same task and reward). RPD and PPO runs of a seed run back to back, so a change in
+machine load hits both alike.
+
+Each finished stage's command is recorded in OUT/stages.json. A stage whose output exists but
+was made by a different command (another teacher, teacher steps, cache or student options) is
+refused with one line instead of being silently reused; a student run may only grow its
+`--steps`.
 
 Layout of `out`:
 
@@ -16,8 +23,10 @@ Layout of `out`:
     OUT/eval/teacher-ENV-hH.json    `rpd eval --teacher`
     OUT/store/                      `rpd cache` (only with `cache`)
     OUT/runs/ENV-REWARD-{rpd,ppo}-sSEED/   `rpd train`
+    OUT/runs/.../eval/ENV-hH-heldout.json  `rpd eval --student RUN --held-out`
     OUT/report/                     `rpd report` (report.md, report.json, ENV.png)
     OUT/run.log                     every command run, its exit code and wall time (JSON lines)
+    OUT/stages.json                 the command that made each finished stage
 """
 
 from __future__ import annotations
@@ -38,7 +47,10 @@ from rpd.errors import InputError
 
 CONVERTED_DEMOS = "trajectory.none.pd_ee_delta_pose.physx_cpu.h5"
 """What `rpd demos generate` writes for pd_ee_delta_pose (rpd.data.demos.converted_name)."""
+DEFAULT_TASK_HORIZON = 50
+"""A student's episode length when its run sets none (every supported task's)."""
 RUN_LOG = "run.log"
+STAGE_RECORD = "stages.json"
 TEACHER_RECIPES: dict[str, list[str]] = {"cnn-tiny": ["--batch-size", "64", "--lr", "1e-3"]}
 """`rpd finetune-teacher` options measured per backend (README, Teachers)."""
 METHODS = ("rpd", "ppo")
@@ -80,6 +92,8 @@ class RunConfig:
             `steps` (the measured recipe decayed by 60k steps of 100-150k).
         eval_every: Student evaluation interval (env steps).
         eval_episodes: Student evaluation episodes.
+        heldout_episodes: Episodes of each finished student's held-out evaluation (the seed
+            plan's held-out range; the success the summary and report publish).
         obs: Student observation (`rpd train --obs`).
         train_args: Extra `rpd train` options for every student run.
     """
@@ -108,6 +122,7 @@ class RunConfig:
     lambda_decay_steps: int | None = None
     eval_every: int = 10_000
     eval_episodes: int = 20
+    heldout_episodes: int = 50
     obs: str = "state"
     train_args: str = ""
 
@@ -119,7 +134,8 @@ class RunConfig:
         if self.reward not in ("dense", "sparse"):
             raise InputError(f"--reward {self.reward!r}: use 'dense' or 'sparse'")
         for name in ("steps", "envs", "teacher_steps", "image_size", "demos_num", "workers",
-                     "teacher_episodes", "teacher_horizon", "eval_every", "eval_episodes"):
+                     "teacher_episodes", "teacher_horizon", "eval_every", "eval_episodes",
+                     "heldout_episodes"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a "
                                  "positive number")
@@ -152,9 +168,14 @@ class RunConfig:
             return shlex.split(self.teacher_args)
         return TEACHER_RECIPES.get(self.teacher_kind, [])
 
-    @property
-    def decay_steps(self) -> int:
-        return self.lambda_decay_steps or max(1, int(0.6 * self.steps))
+    def decay_steps(self, run_dir: Path) -> int:
+        """λ's decay step for a student run: the option, else the one the run was started with
+        (so a finished run continued to more `steps` keeps its schedule), else 60 % of
+        `steps`."""
+        if self.lambda_decay_steps is not None:
+            return self.lambda_decay_steps
+        saved = _read_json(run_dir / "config.json").get("lambda_decay_steps")
+        return int(saved) if saved else max(1, int(0.6 * self.steps))
 
     # ---- paths ----------------------------------------------------------------------------
 
@@ -189,6 +210,14 @@ class RunConfig:
     def run_dir(self, method: str, seed: int) -> Path:
         return self.out / "runs" / f"{self.env_id}-{self.reward}-{method}-s{seed}"
 
+    def heldout(self, method: str, seed: int) -> Path:
+        """The run's held-out result, at its training horizon (`rpd eval --held-out`'s file)."""
+        from rpd.pipeline.evaluate import heldout_path
+
+        run = self.run_dir(method, seed)
+        horizon = _read_json(run / "config.json").get("horizon") or DEFAULT_TASK_HORIZON
+        return heldout_path(run, self.env_id, int(horizon))
+
 
 @dataclass
 class Stage:
@@ -197,6 +226,7 @@ class Stage:
     name: str
     args: list[str]
     skip: str | None = None
+    output: Path | None = None
 
     @property
     def command(self) -> str:
@@ -208,7 +238,7 @@ def _demos(cfg: RunConfig) -> Stage:
             "--out", str(cfg.planner_demos.parent), "--workers", str(cfg.workers)]
     skip = (f"--teacher {cfg.teacher} given" if cfg.teacher is not None
             else f"{cfg.planner_demos} exists" if cfg.planner_demos.is_file() else None)
-    return Stage("demos", args, skip)
+    return Stage("demos", args, skip, cfg.planner_demos.parent)
 
 
 def _fast_demos(cfg: RunConfig) -> list[Stage]:
@@ -218,7 +248,7 @@ def _fast_demos(cfg: RunConfig) -> list[Stage]:
             "--out", str(cfg.demos)]
     skip = (f"--teacher {cfg.teacher} given" if cfg.teacher is not None
             else f"{cfg.demos} exists" if cfg.demos.is_file() else None)
-    return [Stage("fast-demos", args, skip)]
+    return [Stage("fast-demos", args, skip, cfg.demos)]
 
 
 def _teacher(cfg: RunConfig) -> Stage:
@@ -232,7 +262,7 @@ def _teacher(cfg: RunConfig) -> Stage:
     skip = (f"--teacher {cfg.teacher} given" if cfg.teacher is not None
             else f"{t} holds a finished teacher"
             if (t / "teacher.json").is_file() and not (t / "train_state.pt").exists() else None)
-    return Stage("teacher", args, skip)
+    return Stage("teacher", args, skip, t)
 
 
 def _teacher_eval(cfg: RunConfig) -> Stage:
@@ -240,17 +270,18 @@ def _teacher_eval(cfg: RunConfig) -> Stage:
             "--episodes", str(cfg.teacher_episodes), "--horizon", str(cfg.teacher_horizon),
             "--workers", str(cfg.workers), "--json", str(cfg.teacher_eval)]
     return Stage("teacher-eval", args,
-                 f"{cfg.teacher_eval} exists" if cfg.teacher_eval.is_file() else None)
+                 f"{cfg.teacher_eval} exists" if cfg.teacher_eval.is_file() else None,
+                 cfg.teacher_eval)
 
 
 def _cache(cfg: RunConfig) -> Stage:
     # `rpd cache` resumes by itself: finished episodes are skipped on a re-run
     args = ["cache", "--teacher", str(cfg.teacher_dir), "--env", cfg.env_id,
             "--out", str(cfg.store), "--rollouts", str(cfg.cache_rollouts), "--noise", "0.1",
-            "--horizon", str(cfg.teacher_horizon), "--workers", str(cfg.workers), "--seed", "0"]
+            "--horizon", str(cfg.teacher_horizon), "--workers", str(cfg.workers)]
     if cfg.teacher is None:
         args += ["--demos", str(cfg.demos)]
-    return Stage("cache", args, None if cfg.cache else "no --cache")
+    return Stage("cache", args, None if cfg.cache else "no --cache", cfg.store)
 
 
 def _train(cfg: RunConfig, method: str, seed: int) -> Stage:
@@ -262,7 +293,8 @@ def _train(cfg: RunConfig, method: str, seed: int) -> Stage:
         args.append("--no-teacher")
     else:
         args += ["--teacher", str(cfg.teacher_dir), "--lambda", "1",
-                 "--lambda-schedule", "cosine", "--lambda-decay-steps", str(cfg.decay_steps)]
+                 "--lambda-schedule", "cosine", "--lambda-decay-steps",
+                 str(cfg.decay_steps(out))]
         if cfg.cache:
             args += ["--cache", str(cfg.store)]
         if cfg.live_budget is not None:
@@ -270,14 +302,48 @@ def _train(cfg: RunConfig, method: str, seed: int) -> Stage:
     args += shlex.split(cfg.train_args)
     skip = None
     if (out / "student.json").is_file():
-        done = json.loads((out / "student.json").read_text())["metrics"]["steps"]
+        done = _finished_steps(out)
         if done >= cfg.steps:
             skip = f"{out} finished ({done} steps)"
         else:
             args.append("--resume")  # --steps grew: continue the finished run
     elif (out / "config.json").is_file():
         args.append("--resume")
-    return Stage(f"train-{method}-s{seed}", args, skip)
+    return Stage(f"train-{method}-s{seed}", args, skip, out)
+
+
+def _heldout(cfg: RunConfig, method: str, seed: int) -> Stage:
+    run, path = cfg.run_dir(method, seed), cfg.heldout(method, seed)
+    args = ["eval", "--student", str(run), "--env", cfg.env_id, "--held-out",
+            "--episodes", str(cfg.heldout_episodes), "--workers", str(cfg.workers)]
+    skip = None
+    if path.is_file() and (run / "student.json").is_file():
+        step = _read_json(path).get("step")
+        if step == _finished_steps(run):
+            skip = f"{path} scores the final policy ({step} steps)"
+    return Stage(f"heldout-{method}-s{seed}", args, skip, path)
+
+
+def _finished_steps(run: Path) -> int:
+    try:
+        return int(_read_json(run / "student.json")["metrics"]["steps"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{run / 'student.json'}: no metrics.steps; it was not written by "
+                         f"`rpd train`: move {run} away to train it again") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file the chain wrote, {} if the file is missing."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: unreadable ({type(e).__name__}); move it away to remake "
+                         "that stage") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a JSON object; move it away to remake that stage")
+    return data
 
 
 def _report(cfg: RunConfig) -> Stage:
@@ -294,6 +360,7 @@ STAGES: list[Callable[[RunConfig], list[Stage]]] = [
     lambda c: [_demos(c)], _fast_demos, lambda c: [_teacher(c)], lambda c: [_teacher_eval(c)],
     lambda c: [_cache(c)],
     lambda c: [_train(c, m, s) for s in c.seeds for m in c.methods],
+    lambda c: [_heldout(c, m, s) for s in c.seeds for m in c.methods],
     lambda c: [_report(c)],
 ]
 """The chain in order. Each entry is planned only when the stages before it have run, so its
@@ -303,6 +370,58 @@ skip decision sees their results."""
 def stages(cfg: RunConfig) -> list[Stage]:
     """Every stage as planned now (for --dry-run: later stages see today's files)."""
     return [s for plan in STAGES for s in plan(cfg)]
+
+
+def _made_by(stage: Stage) -> list[str]:
+    """The part of a stage's command that decides what it makes: without --resume, and for a
+    student run without --steps (a finished run may be continued to more steps)."""
+    args = [a for a in stage.args if a != "--resume"]
+    if stage.name.startswith("train-") and "--steps" in args:
+        i = args.index("--steps")
+        del args[i:i + 2]
+    return args
+
+
+def check_made_by(stage: Stage, cfg: RunConfig) -> None:
+    """Refuse a stage whose output was made by another command (OUT/stages.json).
+
+    Raises:
+        InputError: naming the stage, the option values that differ, and what to do.
+    """
+    if stage.output is None or not stage.output.exists():
+        return
+    made = _read_json(cfg.out / STAGE_RECORD).get(stage.name)
+    now = _made_by(stage)
+    if made is None or made == now:
+        return
+    changed = sorted(set(_options(made).items()) ^ set(_options(now).items()))
+    names = ", ".join(dict.fromkeys(k for k, _ in changed)) or "its arguments"
+    raise InputError(f"{stage.output}: made by another command than this invocation's stage "
+                     f"{stage.name} (it differs in {names}); pass the options it was made "
+                     f"with, or a new --out, or delete {stage.output} to make it again")
+
+
+def _options(args: list[str]) -> dict[str, str]:
+    """{option: value} of a command line (a flag's value is "")."""
+    out, key = {}, "command"
+    for a in args:
+        if a.startswith("--"):
+            key = a
+            out[key] = ""
+        else:
+            out[key] = (out.get(key, "") + " " + a).strip()
+    return out
+
+
+def _record(stage: Stage, cfg: RunConfig) -> None:
+    if stage.output is None:
+        return
+    path = cfg.out / STAGE_RECORD
+    record = _read_json(path)
+    record[stage.name] = _made_by(stage)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
 
 
 def execute(stage: Stage, cfg: RunConfig, echo: Callable[[str], None]) -> tuple[int, float,
@@ -333,6 +452,8 @@ def execute(stage: Stage, cfg: RunConfig, echo: Callable[[str], None]) -> tuple[
     last = next((line for line in reversed(lines) if line), "")
     wall = time.time() - t0
     _log(cfg, stage, rc, wall)
+    if rc == 0:
+        _record(stage, cfg)
     return rc, wall, last
 
 
@@ -343,8 +464,9 @@ def _log(cfg: RunConfig, stage: Stage, rc: int, wall: float) -> None:
 
 
 def summary(cfg: RunConfig) -> dict[str, Any]:
-    """What the chain produced: teacher success, each student's final evaluation and live
-    teacher calls per env step, wall times, and where the report and plot are."""
+    """What the chain produced: teacher success, each student's held-out success (and its last
+    in-training evaluation), live teacher calls per env step, wall times, and where the report
+    and plot are."""
     out: dict[str, Any] = dict(env=cfg.env_id, reward=cfg.reward)
     if cfg.teacher_eval.is_file():
         t = json.loads(cfg.teacher_eval.read_text())
@@ -354,11 +476,13 @@ def summary(cfg: RunConfig) -> dict[str, Any]:
         for method in cfg.methods:
             meta_path = cfg.run_dir(method, seed) / "student.json"
             if meta_path.is_file():
-                m = json.loads(meta_path.read_text())["metrics"]
+                m = _read_json(meta_path).get("metrics", {})
+                held = _read_json(cfg.heldout(method, seed))
                 students[f"{method}-s{seed}"] = dict(
-                    success=m["eval_success"], steps=m["steps"],
-                    live_calls_per_step=m["live_teacher_calls_per_step"],
-                    wall_time_s=m["wall_time_s"])
+                    heldout_success=held.get("success"), heldout_episodes=held.get("episodes"),
+                    eval_success=m.get("eval_success"), steps=m.get("steps"),
+                    live_calls_per_step=m.get("live_teacher_calls_per_step"),
+                    wall_time_s=m.get("wall_time_s"))
     out["students"] = students
     out["report"] = str(cfg.report_dir / "report.md")
     out["plot"] = str(cfg.report_dir / f"{cfg.env_id}.png")

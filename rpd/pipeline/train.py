@@ -40,7 +40,6 @@ import numpy as np
 
 from rpd.data.envs import (
     PIXEL_OBS_MODES,
-    TRAIN_SEED_RANGE,
     CameraSpec,
     EnvConfig,
     check_sim_backend,
@@ -50,6 +49,7 @@ from rpd.data.envs import (
     make_vec_env,
     resolve_device,
 )
+from rpd.data.seeds import EVALUATION
 from rpd.errors import InputError, disk_writes
 from rpd.pipeline.evaluate import (
     BEST_JSON,
@@ -157,7 +157,8 @@ class TrainConfig:
         checkpoint_every: Also checkpoint, without evaluating, every this many env steps (at
             the end of a rollout), so a killed run loses less; None = with evaluations only.
         eval_episodes: Episodes per evaluation (fixed seeds `eval_seed`...).
-        eval_seed: First evaluation seed (below 2^31, so never a training episode's).
+        eval_seed: First evaluation seed, in the seed plan's evaluation range
+            (`rpd.data.seeds.EVALUATION`), which no demo, cache or training episode uses.
         teacher_batch: States per live teacher forward pass.
         teacher_camera_shift: The teacher sees its camera rotated by this many degrees about
             the scene's vertical axis (the paper's changed-perspective robustness test).
@@ -211,7 +212,7 @@ class TrainConfig:
     normalize_obs: bool = True
     eval_every: int = 10_000
     eval_episodes: int = 10
-    eval_seed: int = 10_000
+    eval_seed: int = EVALUATION.start
     checkpoint_every: int | None = None
     teacher_batch: int = 64
     teacher_camera_shift: float = 0.0
@@ -268,9 +269,7 @@ class TrainConfig:
         if self.n_steps * self.envs < 2:
             raise InputError(f"--n-steps {self.n_steps} x --envs {self.envs}: a rollout needs "
                              "at least 2 transitions (PPO normalises advantages over it)")
-        if not 0 <= self.eval_seed <= TRAIN_SEED_RANGE[0] - self.eval_episodes:
-            raise InputError(f"--eval-seed {self.eval_seed}: evaluation seeds must stay below "
-                             f"{TRAIN_SEED_RANGE[0]} (training episodes draw theirs above)")
+        EVALUATION.check(self.eval_seed, self.eval_episodes, "--eval-seed")
         if self.offline_steps is not None and self.offline_steps < 0:
             raise InputError(f"--offline-steps {self.offline_steps}: must be ≥ 0")
         if self.lam < 0:
