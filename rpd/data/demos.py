@@ -30,7 +30,12 @@ import gymnasium as gym
 from rpd.data.envs import DEFAULT_CONTROL_MODE, get_task
 from rpd.data.parallel import run_in_processes
 from rpd.data.seeds import DEMOS
-from rpd.data.trajectories import TrajectoryFile, json_path_for, open_trajectory
+from rpd.data.trajectories import (
+    TrajectoryFile,
+    json_path_for,
+    open_trajectory,
+    publish_pair,
+)
 from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -341,10 +346,7 @@ def _merge(parts: list[Path], out_h5: Path) -> int:
                     src.copy(f"traj_{ep['episode_id']}", dst, f"traj_{count}")
                     merged["episodes"].append({**ep, "episode_id": count})
                     count += 1
-    tmp_json = tmp.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(merged, indent=2))
-    os.replace(tmp, out_h5)
-    os.replace(tmp_json, json_path_for(out_h5))
+    publish_pair(tmp, merged, out_h5)
     return count
 
 
@@ -467,9 +469,7 @@ def import_demos(cfg: ImportConfig, progress: Progress | None = None) -> DemoRes
     if mode == cfg.control_mode:
         tmp = out_path.with_name(f".{out_path.name}.tmp")
         shutil.copyfile(traj.h5_path, tmp)
-        shutil.copyfile(traj.json_path, json_path_for(tmp))
-        os.replace(json_path_for(tmp), json_path_for(out_path))
-        os.replace(tmp, out_path)
+        publish_pair(tmp, traj.meta, out_path)
         if progress is not None:
             progress(len(traj.episodes))
         return DemoResult(path=out_path, source_path=traj.h5_path, episodes=len(traj.episodes),

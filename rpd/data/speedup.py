@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rpd.data.trajectories import json_path_for, open_trajectory
+from rpd.data.trajectories import json_path_for, open_trajectory, publish_pair
 from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -176,14 +176,10 @@ def speed_up(cfg: SpeedupConfig, progress: Callable[[int], None] | None = None
 
 
 def _publish(h5: Path, out: Path) -> None:
-    """Move the replay's .h5 and .json into place (the .json last: it marks a finished file)."""
+    """Move the replay's .h5 and .json into place as a pair."""
     meta = json.loads(json_path_for(h5).read_text())
     meta.setdefault("rpd", {})["speedup"] = True
-    json_path_for(out).unlink(missing_ok=True)
-    h5.replace(out)
-    tmp_json = out.with_name(f".{out.name}.json.tmp")
-    tmp_json.write_text(json.dumps(meta, indent=2))
-    tmp_json.replace(json_path_for(out))
+    publish_pair(h5, meta, out)
 
 
 __all__ = ["SpeedupConfig", "SpeedupResult", "merge_actions", "speed_up"]

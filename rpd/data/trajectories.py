@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -124,6 +125,44 @@ def _load_json(path: Path, h5_path: Path) -> dict[str, Any]:
     return meta
 
 
+PAIR_KEY = "rpd_pair"
+"""A token rpd writes into both files of a pair (the .h5's root attribute and a .json key), so a
+.json beside an .h5 it was not written with is refused. Files without it (ManiSkill's own)
+are checked by content only."""
+
+
+def publish_pair(h5_tmp: Path, meta: dict[str, Any], out: Path) -> None:
+    """Move a finished trajectory .h5 (written at `h5_tmp`) and its .json (`meta`) into place at
+    `out`, as a pair.
+
+    Both get the same fresh token. The old .json goes first and the new one comes last, so an
+    interrupted publish leaves an .h5 without a .json (refused by `open_trajectory`), never a
+    new .h5 beside an old .json that happens to agree with it.
+    """
+    import uuid
+
+    import h5py
+
+    token = uuid.uuid4().hex
+    with h5py.File(h5_tmp, "a") as f:
+        f.attrs[PAIR_KEY] = token
+    meta = {**meta, PAIR_KEY: token}
+    json_tmp = out.with_name(f".{out.name}.json.tmp")
+    json_tmp.write_text(json.dumps(meta, indent=2))
+    json_path_for(out).unlink(missing_ok=True)
+    os.replace(h5_tmp, out)
+    os.replace(json_tmp, json_path_for(out))
+
+
+def is_complete_pair(h5_path: Path) -> bool:
+    """Whether `h5_path` and its .json exist and belong together (see `publish_pair`)."""
+    try:
+        open_trajectory(h5_path)
+    except InputError:
+        return False
+    return True
+
+
 def open_trajectory(h5_path: str | Path, *, option: str = "FILE") -> TrajectoryFile:
     """Open and validate a ManiSkill trajectory file pair.
 
@@ -153,6 +192,14 @@ def open_trajectory(h5_path: str | Path, *, option: str = "FILE") -> TrajectoryF
                 "pass an .h5 written by ManiSkill or `rpd demos generate`"
             )
         meta = _load_json(json_path_for(h5_path), h5_path)
+        token = f.attrs.get(PAIR_KEY)
+        if isinstance(token, bytes):
+            token = token.decode()
+        if (token is not None or PAIR_KEY in meta) and token != meta.get(PAIR_KEY):
+            raise InputError(
+                f"{json_path_for(h5_path)} was not written with {h5_path.name} (an interrupted "
+                "write?); regenerate the demos (or pass --force to the command that made them)"
+            )
         for ep in meta["episodes"]:
             if "episode_id" not in ep:
                 raise InputError(f"{json_path_for(h5_path)}: an episode lacks episode_id")

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from rpd.data.envs import get_task
+from rpd.data.trajectories import is_complete_pair
 from rpd.errors import InputError
 
 CONVERTED_DEMOS = "trajectory.none.pd_ee_delta_pose.physx_cpu.h5"
@@ -237,7 +238,9 @@ def _demos(cfg: RunConfig) -> Stage:
     args = ["demos", "generate", "--env", cfg.env_id, "--num", str(cfg.demos_num),
             "--out", str(cfg.planner_demos.parent), "--workers", str(cfg.workers)]
     skip = (f"--teacher {cfg.teacher} given" if cfg.teacher is not None
-            else f"{cfg.planner_demos} exists" if cfg.planner_demos.is_file() else None)
+            else f"{cfg.planner_demos} exists" if is_complete_pair(cfg.planner_demos) else None)
+    if skip is None and cfg.planner_demos.exists():
+        args.append("--force")  # an .h5 whose .json an interrupted write lost: make both again
     return Stage("demos", args, skip, cfg.planner_demos.parent)
 
 
@@ -247,7 +250,9 @@ def _fast_demos(cfg: RunConfig) -> list[Stage]:
     args = ["demos", "speedup", str(cfg.planner_demos), "--factor", str(cfg.demo_speedup),
             "--out", str(cfg.demos)]
     skip = (f"--teacher {cfg.teacher} given" if cfg.teacher is not None
-            else f"{cfg.demos} exists" if cfg.demos.is_file() else None)
+            else f"{cfg.demos} exists" if is_complete_pair(cfg.demos) else None)
+    if skip is None and cfg.demos.exists():
+        args.append("--force")
     return [Stage("fast-demos", args, skip, cfg.demos)]
 
 
@@ -373,9 +378,9 @@ def stages(cfg: RunConfig) -> list[Stage]:
 
 
 def _made_by(stage: Stage) -> list[str]:
-    """The part of a stage's command that decides what it makes: without --resume, and for a
-    student run without --steps (a finished run may be continued to more steps)."""
-    args = [a for a in stage.args if a != "--resume"]
+    """The part of a stage's command that decides what it makes: without --resume and --force,
+    and for a student run without --steps (a finished run may be continued to more steps)."""
+    args = [a for a in stage.args if a not in ("--resume", "--force")]
     if stage.name.startswith("train-") and "--steps" in args:
         i = args.index("--steps")
         del args[i:i + 2]

@@ -5,11 +5,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from rpd.cli import main
 from rpd.data.demos import converted_name, source_name
 from rpd.data.trajectories import open_trajectory, summarize
+from rpd.errors import InputError
 
 
 def run(*args: str):
@@ -132,3 +134,49 @@ def test_generate_is_deterministic_in_seed(tmp_path: Path) -> None:
                                            seed=11, workers=w)).path for w in (1, 2)]
     with h5py.File(paths[0]) as a, h5py.File(paths[1]) as b:
         np.testing.assert_allclose(a["traj_0/actions"][()], b["traj_0/actions"][()])
+
+
+def _tiny_pair(tmp: Path, n: int) -> tuple[Path, dict]:
+    h5 = tmp / f".tiny{n}.h5.tmp"
+    with h5py.File(h5, "w") as f:
+        f.create_dataset("traj_0/actions", data=np.zeros((n, 7), np.float32))
+    meta = {"env_info": {"env_id": "PushCube-v1"},
+            "episodes": [{"episode_id": 0, "elapsed_steps": n}]}
+    return h5, meta
+
+
+def test_an_interrupted_publish_never_leaves_a_pair_that_opens(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The .h5 and .json are replaced as a pair: a crash between the two moves leaves files
+    that `open_trajectory` (and so `rpd run`) refuses, not a new .h5 beside an old .json."""
+    import os
+
+    from rpd.data.trajectories import is_complete_pair, open_trajectory, publish_pair
+
+    out = tmp_path / "trajectory.h5"
+    publish_pair(*_tiny_pair(tmp_path, 3), out)
+    assert open_trajectory(out).episodes[0]["elapsed_steps"] == 3 and is_complete_pair(out)
+
+    real_replace, calls = os.replace, []
+
+    def crash_on_the_json(src, dst):  # the machine dies after the .h5 moved
+        calls.append(dst)
+        if str(dst).endswith(".json"):
+            raise OSError("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_the_json)
+    with pytest.raises(OSError):
+        publish_pair(*_tiny_pair(tmp_path, 3), out)  # same length: content checks can't tell
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert len(calls) == 2 and not is_complete_pair(out)
+    with pytest.raises(InputError, match="missing"):
+        open_trajectory(out)
+
+    # an old .json put back beside the new .h5 is refused too
+    publish_pair(*_tiny_pair(tmp_path, 3), out)
+    old = out.with_suffix(".json").read_text()
+    publish_pair(*_tiny_pair(tmp_path, 3), out)
+    out.with_suffix(".json").write_text(old)
+    with pytest.raises(InputError, match=r"was not written with trajectory\.h5"):
+        open_trajectory(out)
