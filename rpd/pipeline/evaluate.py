@@ -139,10 +139,14 @@ def resolve_student(run_dir: str | Path, option: str = "--student",
     path = meta_path if finished else latest_json
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e}); re-run `rpd train`") from None
+    if finished and not (isinstance(meta, dict) and isinstance(meta.get("env"), dict)
+                         and "env_id" in meta["env"]):
+        raise InputError(f"{path}: records no env (env.env_id); it was not written by "
+                         "`rpd train`: train the run again, or evaluate --checkpoint latest")
     if not finished:
-        if "env" not in meta:
+        if not isinstance(meta, dict) or "env" not in meta:
             raise InputError(f"{option} {run_dir}: its checkpoints predate rpd recording their "
                              "env; resume the run (its next checkpoint records it) or let it "
                              "finish")

@@ -145,8 +145,8 @@ def _tiny_pair(tmp: Path, n: int) -> tuple[Path, dict]:
     return h5, meta
 
 
-def test_an_interrupted_publish_never_leaves_a_pair_that_opens(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_publish_never_leaves_a_pair_that_opens(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The .h5 and .json are replaced as a pair: a crash between the two moves leaves files
     that `open_trajectory` (and so `rpd run`) refuses, not a new .h5 beside an old .json."""
     import os

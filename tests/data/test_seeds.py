@@ -48,21 +48,21 @@ def test_each_stage_config_refuses_a_seed_of_another_stage(tmp_path: Path) -> No
     from rpd.pipeline.train import TrainConfig
 
     assert GenerateConfig("PushCube-v1", 10, tmp_path).seed in seeds.DEMOS
-    with pytest.raises(InputError, match="--seed 99990000: .* reach into the cache seeds"):
+    with pytest.raises(InputError, match=r"--seed 99990000: .* reach into the cache seeds"):
         GenerateConfig("PushCube-v1", 10, tmp_path, seed=99_990_000)  # block 1 leaves demos
     assert CacheConfig(tmp_path, "PushCube-v1", tmp_path, rollouts=2).seed in seeds.CACHE
-    with pytest.raises(InputError, match="--seed 0: .* demos seeds"):
+    with pytest.raises(InputError, match=r"--seed 0: .* demos seeds"):
         CacheConfig(tmp_path, "PushCube-v1", tmp_path, rollouts=2, seed=0)
     assert TrainConfig(env_id="PushCube-v1", out=tmp_path / "r",
                        no_teacher=True).eval_seed in seeds.EVALUATION
-    with pytest.raises(InputError, match="--eval-seed 10000: .* demos seeds"):
+    with pytest.raises(InputError, match=r"--eval-seed 10000: .* demos seeds"):
         TrainConfig(env_id="PushCube-v1", out=tmp_path / "r", no_teacher=True,
                     eval_seed=10_000)
     assert TeacherEvalConfig(tmp_path, "PushCube-v1").seed in seeds.TEACHER_EVALUATION
     TeacherEvalConfig(tmp_path, "PushCube-v1", seed=seeds.HELD_OUT.start)
-    with pytest.raises(InputError, match="--seed 200000000: .* evaluation seeds"):
+    with pytest.raises(InputError, match=r"--seed 200000000: .* evaluation seeds"):
         TeacherEvalConfig(tmp_path, "PushCube-v1", seed=seeds.EVALUATION.start)
-    with pytest.raises(InputError, match="--seed 20000: .* demos seeds"):
+    with pytest.raises(InputError, match=r"--seed 20000: .* demos seeds"):
         evaluate_student(tmp_path, seed=20_000)  # refused before the run is even read
 
 

@@ -61,9 +61,9 @@ def test_a_student_trained_with_device_cpu_is_on_the_cpu(tmp_path: Path) -> None
         "--n-steps", "64", "--batch-size", "32", "--n-epochs", "1", "--eval-every", "64",
         "--eval-episodes", "1", "--net-arch", "16", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    model, _ = load_student(out, device="cpu")
-    assert model.device.type == "cpu"
-    assert {p.device.type for p in model.policy.parameters()} == {"cpu"}
+    model, meta = load_student(out, device="auto")  # where it loads says nothing of training
+    assert meta["device"] == "cpu"  # the device its parameters had while it trained
+    assert {p.device.type for p in model.policy.parameters()} == {model.device.type}
 
 
 @pytest.mark.skipif(cuda_available(), reason="checks the message a machine without CUDA gives")

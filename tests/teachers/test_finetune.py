@@ -105,7 +105,9 @@ def test_cli_finetune_and_eval(demo_file: Path, tmp_path: Path) -> None:
                                        "--video", str(tmp_path / "vid")])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "eval" / "PickCube-v1-h8.json").read_text())
-    assert summary["episodes"] == 2 and 0.0 <= summary["success_rate"] <= 1.0
+    assert summary["episodes"] == 2 and summary["seed_range"] == "teacher evaluation"
+    assert summary["success_rate"] == np.mean([e["success"] for e in summary["per_episode"]])
+    assert [e["seed"] for e in summary["per_episode"]] == [10**9, 10**9 + 1]
     assert [e["length"] for e in summary["per_episode"]] == [8, 8]
     assert summary["fingerprint"] == load_teacher(out).fingerprint
     # the default is the labelling policy: one teacher call per step, its chunk's first action
