@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rpd.data.seeds import HELD_OUT
+
 
 def rpd(*args: str, log: Path) -> None:
     with open(log, "a") as f:
@@ -65,7 +67,8 @@ def main() -> None:
                    help="The seeds of those runs [default: every seed].")
     p.add_argument("--train-args", default="", help="More `rpd train` options, for every run.")
     p.add_argument("--heldout-episodes", type=int, default=50)
-    p.add_argument("--heldout-seed", type=int, default=20_000)
+    p.add_argument("--heldout-seed", type=int, default=HELD_OUT.start,
+                   help="First held-out seed (the seed plan's held-out range).")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
 

@@ -17,9 +17,10 @@
 # RUN/heldout-final-STEP.json and RUN/heldout-best-STEP.json.
 # WORK holds the demos, the teachers and runs/ (created if missing). RUN names which runs to
 # do, in order (default: all of them, in the order below). Each run logs to WORK/RUN.log.
-# A finished run is then evaluated on held-out episodes (50, seeds from 20000, the task's
-# horizon of 50; the training evaluations use seeds from 10000), its final policy and its best
-# checkpoint: RUN/heldout-final.json and RUN/heldout-best.json.
+# A finished run is then evaluated on held-out episodes (`rpd eval --held-out`: 50 from the seed
+# plan's held-out range, the task's horizon of 50; the training evaluations use the evaluation
+# range), its final policy and its best checkpoint: RUN/heldout-final.json and
+# RUN/heldout-best.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 WORK [RUN ...]" >&2; exit 2; }
@@ -60,7 +61,7 @@ heldout() {  # heldout RUN_DIR NAME
   for which in final best; do
     [ -f "$1/heldout-$which.json" ] && continue
     echo "$2: held-out evaluation of its $which policy"
-    "${rpd[@]}" eval --student "$1" --env PushCube-v1 --episodes 50 --seed 20000 \
+    "${rpd[@]}" eval --student "$1" --env PushCube-v1 --episodes 50 --held-out \
       --checkpoint "$which" --json "$1/heldout-$which.json" >>"$work/$2.log" 2>&1 \
       || echo "$2: held-out evaluation failed, see $work/$2.log (the chain goes on)"
   done

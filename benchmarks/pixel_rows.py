@@ -11,7 +11,7 @@ For each `rpd train` run directory, one markdown table row:
   `train/explained_variance`, over bins of `--bin` env steps (10,240 = 20 rollouts of the
   chain's 8 envs by 64 steps; a bin without a value is left out);
 - held out: RUN/heldout-final.json and heldout-best.json, which the chain writes
-  (`rpd eval --student RUN --episodes 50 --seed 20000 --checkpoint final|best`), with the
+  (`rpd eval --student RUN --episodes 50 --held-out --checkpoint final|best`), with the
   best checkpoint's step.
 
     python benchmarks/pixel_rows.py WORK/runs/PushCube-v1-sparse-rpdB-s0 ... [--bin 10240]
