@@ -5,12 +5,12 @@ client, bad metadata, timeouts, a server killed mid-run, and a cache labelled ov
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +24,7 @@ from openpi_client import msgpack_numpy
 from rpd.cli import main
 from rpd.data.envs import CameraSpec
 from rpd.data.schema import TEACHER_JSON, TEACHER_WEIGHTS
+from rpd.errors import InputError
 from rpd.teachers.base import Teacher, TeacherBatch, TeacherSpec, load_teacher, teacher_kinds
 from rpd.teachers.remote import RemoteTeacher, RemoteTeacherError, TeacherServer
 
@@ -227,21 +228,137 @@ def test_a_server_serving_another_teacher_is_refused(remote_dir: Path, tmp_path:
 
 
 @pytest.mark.timeout(30)
+def test_a_changed_view_reconnects_and_a_real_mismatch_names_what_differs(
+        teacher: Teacher, remote_dir: Path, tmp_path: Path) -> None:
+    for view in (dict(shift_deg=15.0), dict(object_color="green")):
+        remote = load_teacher(remote_dir).with_view(**view)
+        assert remote.fingerprint != teacher.fingerprint  # labels of views never mix
+        first = remote.act_chunk(batch())
+        np.testing.assert_array_equal(first, teacher.act_chunk(batch()))
+        remote.close()  # the connection drops; the next call reconnects with the same view
+        np.testing.assert_array_equal(remote.act_chunk(batch()), first)
+        remote.close()
+
+    meta = json.loads((remote_dir / TEACHER_JSON).read_text())
+    meta["spec"]["chunk_size"] = 8
+    meta["spec"]["control_mode"] = "pd_joint_pos"
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / TEACHER_JSON).write_text(json.dumps(meta))
+    with pytest.raises(RemoteTeacherError) as err:
+        load_teacher(tmp_path / "t")
+    message = str(err.value)
+    assert "chunk_size 8 here, 4 on the server" in message
+    assert "control_mode 'pd_joint_pos' here, 'pd_ee_delta_pose' on the server" in message
+    assert "shift_deg" not in message and "\n" not in message
+
+
+class FailsOnPairs:
+    """A teacher that raises on a batch of 2 (its message holds a server-side path)."""
+
+    def __init__(self, teacher: Teacher) -> None:
+        self.inner = teacher
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def act_chunk(self, b: TeacherBatch) -> np.ndarray:
+        if len(b) == 2:
+            raise RuntimeError("cannot read /srv/secret/weights.bin\nsecond line")
+        return self.inner.act_chunk(b)
+
+
+@pytest.mark.timeout(30)
+def test_a_teacher_error_is_one_line_to_the_client_and_a_traceback_in_the_log(
+        teacher: Teacher, caplog: pytest.LogCaptureFixture) -> None:
+    from websockets.sync.client import connect
+
+    b = batch(n=2)
+    request = msgpack_numpy.packb(dict(images=b.images, instructions=b.instructions,
+                                       proprio=b.proprio))
+    caplog.set_level(logging.ERROR, logger="rpd.teachers.remote")
+    with TeacherServer(FailsOnPairs(teacher), "127.0.0.1", 0) as srv:  # type: ignore[arg-type]
+        with connect(srv.url, max_size=None) as ws:
+            ws.recv(timeout=10)
+            ws.send(request)
+            reply = ws.recv(timeout=10)
+        assert isinstance(reply, str) and "\n" not in reply.strip()
+        assert "Traceback" not in reply and "/srv/secret" not in reply
+        assert "RuntimeError" in reply and "server's log" in reply
+        logged = [r for r in caplog.records if r.exc_info is not None]
+        assert logged and "/srv/secret" in str(logged[0].exc_info[1])
+        remote = RemoteTeacher.from_server(srv.url, **FAST)  # it keeps serving
+        with pytest.raises(RemoteTeacherError, match="RuntimeError") as err:
+            remote.act_chunk(b)
+        assert "\n" not in str(err.value)
+        np.testing.assert_array_equal(remote.act_chunk(batch()), teacher.act_chunk(batch()))
+        remote.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for `condition` (a state the test then relies on); the timeout is a safety net."""
+    ready = threading.Event()
+    for _ in range(3000):
+        if condition():
+            return
+        ready.wait(0.01)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.mark.timeout(30)
+def test_the_server_bounds_connections_and_message_size(
+        teacher: Teacher, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="rpd.teachers.remote")
+    with TeacherServer(teacher, "127.0.0.1", 0, max_connections=2, max_batch=4) as srv:
+        a = RemoteTeacher.from_server(srv.url, **FAST)
+        b = RemoteTeacher.from_server(srv.url, **FAST)
+        with pytest.raises(RemoteTeacherError, match=r"busy.*--max-connections") as err:
+            RemoteTeacher.from_server(srv.url, **{**FAST, "retries": 0})
+        assert "\n" not in str(err.value)
+        a.close()
+        wait_until(lambda: srv.open_connections == 1, "the closed connection to be released")
+        c = RemoteTeacher.from_server(srv.url, **FAST)
+        np.testing.assert_array_equal(c.act_chunk(batch(n=4)), teacher.act_chunk(batch(n=4)))
+
+        with pytest.raises(RemoteTeacherError, match=r"5 rows.*--max-batch 4"):
+            c.act_chunk(batch(n=5))  # fits the frame limit, refused by the row limit
+        caplog.clear()
+        with pytest.raises(RemoteTeacherError, match=r"too big.*--max-batch"):
+            c.act_chunk(batch(n=64))  # over the frame limit: cut off, not resent
+        assert not [r for r in caplog.records if "retry" in r.getMessage()]
+        np.testing.assert_array_equal(c.act_chunk(batch(n=1)), teacher.act_chunk(batch(n=1)))
+        b.close()
+        c.close()
+    assert srv.requests == 2
+
+
+def test_binding_beyond_loopback_without_a_key_warns() -> None:
+    from rpd.teachers.remote import exposure_warning
+
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert exposure_warning(host, None) is None
+    for host in ("0.0.0.0", "::", "", "192.168.1.20", "gpu-box"):
+        warning = exposure_warning(host, None)
+        assert warning is not None and "--api-key" in warning and "RPD_API_KEY" in warning
+        assert exposure_warning(host, "a-long-secret-key") is None
+
+
+@pytest.mark.timeout(30)
 def test_no_reply_within_the_timeout(teacher: Teacher) -> None:
     meta = {"spec": teacher.spec.to_dict(), "fingerprint": "silent"}
-    with ForeignServer(meta, lambda obs: None) as srv:  # never answers
+    received = threading.Event()
+    with ForeignServer(meta, lambda obs: received.set()) as srv:  # never answers
         remote = RemoteTeacher.from_server(srv.url, timeout=0.3, **FAST)
-        start = time.monotonic()
         with pytest.raises(RemoteTeacherError, match=r"no reply within 0.3 s.*--timeout"):
             remote.act(batch())
-        assert time.monotonic() - start < 3
+        assert received.is_set()  # it was sent, and the wait for its reply ended
         remote.close()
 
 
 @pytest.mark.timeout(30)
-def test_unreachable_server_is_one_line_after_the_retries(tmp_path: Path) -> None:
+def test_unreachable_server_is_one_line_after_the_retries(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     url = f"ws://127.0.0.1:{free_port()}"
-    start = time.monotonic()
+    caplog.set_level(logging.WARNING, logger="rpd.teachers.remote")
     result = CliRunner().invoke(main, ["connect-teacher", "--url", url, "--out",
                                        str(tmp_path / "t"), "--retries", "3", "--backoff",
                                        "0.1"])
@@ -250,7 +367,9 @@ def test_unreachable_server_is_one_line_after_the_retries(tmp_path: Path) -> Non
     assert line.startswith("rpd: error: ") and url in line
     assert "connection refused" in line and "gave up after 4 attempts" in line
     assert "rpd serve-teacher" in line
-    assert 0.7 - 0.05 < time.monotonic() - start < 10  # backoff 0.1 + 0.2 + 0.4 waited
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert [m.split("; ")[-1] for m in retries] == [  # backoff 0.1, 0.2, 0.4 s
+        "retry 1/3 in 0.1 s", "retry 2/3 in 0.2 s", "retry 3/3 in 0.4 s"]
     bad = CliRunner().invoke(main, ["connect-teacher", "--url", "http://x:1", "--out",
                                     str(tmp_path / "t")])
     assert bad.exit_code == 2 and "ws://HOST:PORT" in bad.stderr
@@ -265,8 +384,9 @@ def test_unreachable_server_is_one_line_after_the_retries(tmp_path: Path) -> Non
 class ServeProcess:
     """`rpd serve-teacher DIR` in a subprocess; `url` once it listens."""
 
-    def __init__(self, teacher_dir: Path, port: int = 0) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    def __init__(self, teacher_dir: Path, port: int = 0, env: dict[str, str] | None = None,
+                 ) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rpd.cli", "serve-teacher", str(teacher_dir), "--port",
              str(port), "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -312,12 +432,11 @@ def test_serve_connect_and_a_server_killed_mid_run(teacher: Teacher, teacher_dir
         np.testing.assert_array_equal(remote.act_chunk(batch()), teacher.act_chunk(batch()))
 
         served.kill()
-        start = time.monotonic()
         with pytest.raises(RemoteTeacherError) as err:
             remote.act(batch())
         message = str(err.value)
         assert served.url in message and "gave up after 3 attempts" in message
-        assert "\n" not in message and time.monotonic() - start < 10
+        assert "\n" not in message
 
     remote.close()
 
@@ -327,6 +446,52 @@ def test_serve_connect_and_a_server_killed_mid_run(teacher: Teacher, teacher_dir
     taken.close()
     assert refused.exit_code == 2 and "pick another --port" in refused.stderr
     assert CliRunner().invoke(main, ["serve-teacher", str(out)]).exit_code == 2  # a remote dir
+
+
+@pytest.mark.timeout(60)
+def test_an_api_key_guards_the_server_and_stays_out_of_teacher_json(
+        teacher: Teacher, teacher_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    key = "k3y-0f-th1s-serv3r"
+    monkeypatch.delenv("RPD_API_KEY", raising=False)
+    caplog.set_level(logging.WARNING, logger="rpd.teachers.remote")
+    with ServeProcess(teacher_dir, env={"RPD_API_KEY": key}) as served:
+        for wrong in (None, "wrong-key", key + "x"):
+            with pytest.raises(RemoteTeacherError, match=r"API key.*RPD_API_KEY") as err:
+                RemoteTeacher.from_server(served.url, api_key=wrong, **FAST)
+            assert "\n" not in str(err.value)
+        assert not [r for r in caplog.records if "retry" in r.getMessage()]  # not retried
+        with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/healthz", timeout=10) as r:
+            assert r.status == 200
+
+        client = WebsocketClientPolicy(served.url, api_key=key)  # openpi's header works
+        b = batch(n=2)
+        out = client.infer(dict(images=b.images, instructions=b.instructions,
+                                proprio=b.proprio))
+        np.testing.assert_array_equal(out["actions"], teacher.act_chunk(b))
+
+        out_dir = tmp_path / "remote"
+        result = CliRunner().invoke(main, ["connect-teacher", "--url", served.url, "--out",
+                                           str(out_dir)], env={"RPD_API_KEY": key})
+        assert result.exit_code == 0, result.output
+        assert key not in (out_dir / TEACHER_JSON).read_text()
+        monkeypatch.setenv("RPD_API_KEY", key)
+        remote = load_teacher(out_dir)
+        np.testing.assert_array_equal(remote.act_chunk(batch()), teacher.act_chunk(batch()))
+        remote.close()
+        monkeypatch.delenv("RPD_API_KEY")
+        with pytest.raises(InputError, match=r"needs an API key.*RPD_API_KEY"):
+            load_teacher(out_dir)
+
+        again = CliRunner().invoke(main, ["connect-teacher", "--url", served.url, "--out",
+                                          str(out_dir), "--force", "--api-key", key])
+        assert again.exit_code == 0, again.output
+        refused = CliRunner().invoke(main, ["connect-teacher", "--url", served.url, "--out",
+                                            str(tmp_path / "none")])
+        assert refused.exit_code == 2 and "API key" in refused.stderr
+        assert not (tmp_path / "none" / TEACHER_JSON).exists()
 
 
 def socket_listening() -> Any:
