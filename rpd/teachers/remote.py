@@ -109,11 +109,12 @@ class RemoteTeacherError(InputError):
     """The teacher server is unreachable, failed a request, or serves another teacher."""
 
 
-def check_api_key(key: str, option: str = "--api-key") -> str:
-    """`key` if it can travel in an HTTP header (printable ASCII, no spaces); else InputError."""
+def check_api_key(key: str, option: str = f"--api-key (or {API_KEY_ENV})") -> str:
+    """`key` if it can travel in an HTTP header (printable ASCII, no spaces); else InputError
+    naming `option`."""
     if not key or not key.isascii() or not key.isprintable() or " " in key:
-        raise InputError(f"{option} (or {API_KEY_ENV}): the key must be printable ASCII "
-                         "without spaces, e.g. from `openssl rand -hex 24`")
+        raise InputError(f"{option}: the API key must be printable ASCII without spaces, "
+                         "e.g. from `openssl rand -hex 24`")
     return key
 
 
@@ -357,9 +358,11 @@ class RemoteTeacher(Teacher):
             raise InputError(f"{weights.parent / 'teacher.json'}: malformed remote teacher "
                              f"({type(e).__name__}: {e}); re-create it with "
                              "`rpd connect-teacher`") from None
-        if teacher.config.get("needs_api_key") and teacher._api_key is None:
-            raise InputError(f"{weights.parent / 'teacher.json'}: the teacher server "
-                             f"{teacher.url} needs an API key; set {API_KEY_ENV} to it")
+        if teacher.config.get("needs_api_key"):
+            if teacher._api_key is None:
+                raise InputError(f"{weights.parent / 'teacher.json'}: the teacher server "
+                                 f"{teacher.url} needs an API key; set {API_KEY_ENV} to it")
+            check_api_key(teacher._api_key, API_KEY_ENV)
         # Connect now, so a server that is down or serves another teacher fails at load time.
         return teacher.connect()
 
@@ -665,9 +668,7 @@ class TeacherServer:
                  max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         from websockets.sync.server import serve
 
-        for name, value in (("--max-batch", max_batch), ("--max-connections", max_connections)):
-            if type(value) is not int or value < 1:
-                raise InputError(f"{name} {value!r}: must be a whole number >= 1")
+        _check_limits(max_batch, max_connections)
         self.teacher = teacher
         self.metadata = metadata_for(teacher)
         self._packed_metadata = packb(self.metadata)
@@ -833,6 +834,12 @@ class TeacherServer:
                             proprio=proprio)
 
 
+def _check_limits(max_batch: int, max_connections: int) -> None:
+    for name, value in (("--max-batch", max_batch), ("--max-connections", max_connections)):
+        if type(value) is not int or value < 1:
+            raise InputError(f"{name} {value!r}: must be a whole number >= 1")
+
+
 def _refuse_busy(sock: Any) -> None:
     """Answer a connection the server has no slot for with HTTP 503, then close it."""
     body = b"all connections of this teacher server are taken; retry later\n"
@@ -861,6 +868,7 @@ def open_server(ckpt_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAU
 
     if api_key is not None:
         check_api_key(api_key)
+    _check_limits(max_batch, max_connections)  # before a slow load
     teacher = load_teacher(ckpt_dir, option="DIR")
     if isinstance(teacher, RemoteTeacher):
         raise InputError(f"DIR {ckpt_dir}: is itself a remote teacher (of {teacher.url}); "
