@@ -157,3 +157,54 @@ class LambdaSchedule:
 
     def to_dict(self) -> dict[str, object]:
         return dict(kind=self.kind, value=self.value, decay_steps=self.decay_steps)
+
+
+@dataclass(frozen=True)
+class AdaptiveLambda:
+    """The adaptive λ schedule's state between evaluations (see `adaptive_lambda_step`).
+
+    Attributes:
+        lam: λ now.
+        ahead: Consecutive evaluations at which the student reached the target.
+    """
+
+    lam: float
+    ahead: int = 0
+
+
+def adaptive_lambda_step(state: AdaptiveLambda, student_success: float, teacher_success: float,
+                         margin: float = 0.05, patience: int = 2, factor: float = 0.5,
+                         floor: float = 0.01) -> tuple[AdaptiveLambda, str | None]:
+    """λ after one evaluation: held while the student is below its teacher, decayed once it has
+    passed the teacher and stays ahead.
+
+    The paper keeps λ = 1 for the whole run; a cosine decay to 0 by a fixed step turned RPD into
+    plain PPO from a weak policy on PickCube before the student had passed its teacher. Here λ
+    only falls when the evaluations say the teacher has nothing left to teach: the student's
+    success reached min(teacher + margin, 1) at `patience` evaluations in a row. Then λ is
+    multiplied by `factor` at each further evaluation that stays there; below `floor` it is 0.
+    A student that falls back below the target resets the count and keeps its current λ.
+
+    Args:
+        state: λ and the count of evaluations ahead so far.
+        student_success: This evaluation's success rate, in [0, 1].
+        teacher_success: The teacher's measured success rate at the student's horizon.
+        margin: How far above the teacher the student must be.
+        patience: Evaluations in a row at the target before λ falls.
+        factor: λ's multiplier per evaluation once it falls, in (0, 1).
+        floor: λ below this becomes 0 (the trainer then stops consulting the teacher).
+
+    Returns:
+        (the new state, a one-line reason when λ changed, else None).
+    """
+    target = min(teacher_success + margin, 1.0)
+    if student_success < target or state.lam == 0.0:
+        return AdaptiveLambda(state.lam, 0 if student_success < target else state.ahead), None
+    ahead = state.ahead + 1
+    if ahead < patience:
+        return AdaptiveLambda(state.lam, ahead), None
+    lam = state.lam * factor
+    lam = 0.0 if lam < floor else lam
+    reason = (f"success {student_success:.2f} ≥ {target:.2f} (teacher {teacher_success:.2f} + "
+              f"{margin:g}) at {ahead} evaluations in a row: λ {state.lam:.3g} → {lam:.3g}")
+    return AdaptiveLambda(lam, ahead), reason

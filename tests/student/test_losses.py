@@ -94,3 +94,34 @@ def test_sign_agreement_counts_labelled_rows_only() -> None:
     # dim 0: (1 vs 0) disagrees (a zero label agrees with nothing), (3 vs 1) agrees
     assert sign_agreement(MEAN[:, 0], TEACHER[:, 0], MASK) == 0.5
     assert math.isnan(sign_agreement(MEAN[:, 0], TEACHER[:, 0], torch.zeros(3, dtype=bool)))
+
+
+def test_adaptive_lambda_holds_below_the_teacher_and_halves_once_ahead() -> None:
+    from rpd.student.losses import AdaptiveLambda, adaptive_lambda_step
+
+    s = AdaptiveLambda(1.0)
+    s, why = adaptive_lambda_step(s, 0.10, teacher_success=0.20)  # below: held
+    assert s == AdaptiveLambda(1.0, 0) and why is None
+    s, why = adaptive_lambda_step(s, 0.30, teacher_success=0.20)  # ahead once: patience 2
+    assert s == AdaptiveLambda(1.0, 1) and why is None
+    s, why = adaptive_lambda_step(s, 0.25, teacher_success=0.20)  # exactly teacher + margin
+    assert s == AdaptiveLambda(0.5, 2) and why is not None and "λ 1 → 0.5" in why
+    s, _ = adaptive_lambda_step(s, 0.40, teacher_success=0.20)
+    assert s == AdaptiveLambda(0.25, 3)
+    s, why = adaptive_lambda_step(s, 0.15, teacher_success=0.20)  # fell back: count reset
+    assert s == AdaptiveLambda(0.25, 0) and why is None
+    for _ in range(2):
+        s, _ = adaptive_lambda_step(s, 0.9, teacher_success=0.20)
+    assert s.lam == 0.125
+    s = AdaptiveLambda(0.015, 5)
+    s, why = adaptive_lambda_step(s, 0.9, teacher_success=0.2)  # 0.0075 < floor 0.01
+    assert s.lam == 0.0 and "→ 0" in why
+    assert adaptive_lambda_step(s, 0.9, teacher_success=0.2) == (AdaptiveLambda(0.0, 6), None)
+
+
+def test_adaptive_lambda_target_never_exceeds_full_success() -> None:
+    from rpd.student.losses import AdaptiveLambda, adaptive_lambda_step
+
+    s = AdaptiveLambda(1.0, 1)  # a 98 % teacher: the target is 1.0, not 1.03
+    s, why = adaptive_lambda_step(s, 1.0, teacher_success=0.98)
+    assert s.lam == 0.5 and "≥ 1.00" in why
