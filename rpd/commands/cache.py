@@ -105,6 +105,10 @@ def cache_info_cmd(store: Path, as_json: bool) -> None:
         ("size on disk", _size(info.size_bytes)), ("created", info.created),
         ("updated", info.updated),
     ]
+    others = info.extra.get("other_teachers", {})
+    if others:  # labelled with --allow-mismatch; never served to this teacher's runs
+        rows.append(("other teachers", ", ".join(f"{fp} ({n} entries)"
+                                                 for fp, n in others.items())))
     if info.staging:
         rows.append(("unfinished writes", f"{info.staging} (ignored; `compact` cleans old ones)"))
     for k, v in rows:

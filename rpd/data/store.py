@@ -26,6 +26,12 @@ of work (e.g. one demo episode) exists at most once: the rename refuses an exist
 which makes re-running a build exactly-once per unit. `compact_store` merges parts into one
 part that lists the parts it supersedes, then deletes them; readers ignore superseded parts,
 so a compaction killed half way never shows a row twice.
+
+Teachers: the root names the teacher the store was made for, and every part names the teacher
+that labelled it. A store opened for another teacher (`--allow-mismatch`) reads and writes only
+that teacher's parts: readers never serve one teacher's action to a run of another, units are
+done per teacher (another teacher's part of a unit is named `<unit>--teacher-<fingerprint>`),
+and a compaction merges each teacher's parts apart.
 """
 
 from __future__ import annotations
@@ -315,7 +321,7 @@ class StoreSummary:
 
 
 READ_ATTEMPTS = 20
-"""Reads retried when a concurrent compaction moves parts away mid-read."""
+"""Reads (and listings) retried when a concurrent compaction moves parts away meanwhile."""
 
 
 def _empty_files(root: Path) -> list[Path]:
@@ -350,9 +356,12 @@ class TeacherStore:
     Use `create_or_open` (writers) or `open` (readers); both check the identity.
     """
 
-    def __init__(self, path: Path, attrs: dict[str, Any]) -> None:
+    def __init__(self, path: Path, attrs: dict[str, Any],
+                 teacher_fingerprint: str | None = None) -> None:
         self.path = path
         self.attrs = attrs
+        self.teacher_fingerprint: str = teacher_fingerprint or attrs["teacher_fingerprint"]
+        """The teacher whose parts this handle reads and writes (default: the store's own)."""
         self.identity = StoreIdentity(
             teacher_fingerprint=attrs["teacher_fingerprint"], env_id=attrs["env_id"],
             control_mode=attrs["control_mode"], key_spec=KeySpec.from_dict(attrs["key_spec"]),
@@ -368,12 +377,16 @@ class TeacherStore:
         """Open an existing store; with `expect`, refuse one made for something else
         (`mismatch_fix` ends the message: what the calling command offers).
 
+        The handle reads and writes the parts of `expect`'s teacher (of the store's own
+        teacher without `expect`): with `allow_mismatch`, another teacher's labels are kept
+        apart from the store's, never served in their place.
+
         Raises:
             InputError: not a store, newer schema, or identity mismatch (unless allowed).
         """
         path = Path(path)
         attrs = read_root_attrs(path, option)
-        store = cls(path, attrs)
+        store = cls(path, attrs, None if expect is None else expect.teacher_fingerprint)
         if expect is not None:
             problem = identity_mismatch(store.identity, expect)
             if problem and not allow_mismatch:
@@ -419,45 +432,96 @@ class TeacherStore:
     # ---- reading ----------------------------------------------------------------------------
 
     def parts(self) -> list[PartInfo]:
-        """Finished, not superseded parts (sorted by name)."""
+        """Finished, not superseded parts of this handle's teacher (sorted by name)."""
+        return [p for p in self._visible_parts()
+                if p.teacher_fingerprint == self.teacher_fingerprint]
+
+    def _visible_parts(self) -> list[PartInfo]:
+        """Finished, not superseded parts of every teacher."""
         found = self._all_parts()
         superseded = {s for part in found for s in part.supersedes}
         return [part for part in found if part.name not in superseded]
 
     def _all_parts(self, prefix: str = "") -> list[PartInfo]:
-        """Every finished part (whose name starts with `prefix`), superseded ones included."""
+        """Every finished part (whose name starts with `prefix`), superseded ones included.
+
+        Raises:
+            InputError: parts kept moving away through `READ_ATTEMPTS` listings.
+        """
+        for _ in range(READ_ATTEMPTS):
+            found = self._list_parts_once(prefix)
+            if found is not None:
+                return found
+        raise self._kept_moving("listed")
+
+    def _list_parts_once(self, prefix: str) -> list[PartInfo] | None:
+        """One listing; None when a listed part moved away and no listed part holds its rows.
+
+        A compaction publishes the merged part, then deletes the parts it merged: a listing
+        taken before the merged part appeared, whose parts then vanish, would miss their rows.
+        A vanished part is harmless only when a listed part supersedes it.
+        """
         parts_dir = self.path / PARTS_DIR
         found: list[PartInfo] = []
+        vanished: set[str] = set()
         for entry in sorted(os.listdir(parts_dir)) if parts_dir.is_dir() else []:
             p = parts_dir / entry
             if entry.startswith(".") or not entry.startswith(prefix):
                 continue
-            try:  # the group's zarr.json, read directly: much faster than zarr.open_group
-                a = json.loads((p / "zarr.json").read_text()).get("attributes", {})
-            except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-                continue  # not a part, or deleted by a compaction since listdir
+            a = _part_attrs(p)
+            if a is None:
+                if not p.exists():
+                    vanished.add(entry)  # moved away since the listing
+                continue  # not a part
             if not a.get("complete"):
                 continue
-            found.append(PartInfo(name=entry, path=p, rows=int(a["rows"]), unit=a.get("unit", ""),
-                                  units=list(a.get("units", [a.get("unit", entry)])),
-                                  supersedes=list(a.get("supersedes", [])),
-                                  rejected_nonfinite=int(a.get("rejected_nonfinite", 0)),
-                                  teacher_fingerprint=a.get("teacher_fingerprint", "")))
+            found.append(self._part_info(p, a))
+        if vanished - {s for part in found for s in part.supersedes}:
+            return None
         return found
 
+    def _part_info(self, path: Path, a: dict[str, Any]) -> PartInfo:
+        return PartInfo(name=path.name, path=path, rows=int(a["rows"]),
+                        unit=a.get("unit", ""),
+                        units=list(a.get("units", [a.get("unit", path.name)])),
+                        supersedes=list(a.get("supersedes", [])),
+                        rejected_nonfinite=int(a.get("rejected_nonfinite", 0)),
+                        teacher_fingerprint=(a.get("teacher_fingerprint")
+                                             or self.attrs["teacher_fingerprint"]))
+
+    def _kept_moving(self, what: str) -> InputError:
+        return InputError(f"STORE {self.path}: parts kept moving while being {what} "
+                          f"({READ_ATTEMPTS} attempts); is a compaction looping? Let it finish "
+                          "(or stop it) and run the same command again")
+
     def finished_units(self) -> set[str]:
-        """Units of work whose rows are in the store (what a resumed build skips)."""
+        """Units of work whose rows this handle's teacher has in the store (what a resumed
+        build skips)."""
         return {u for part in self.parts() for u in part.units}
 
-    def has_unit(self, unit: str) -> bool:
-        """Whether `unit` is finished: its own part exists or a compaction merged it (cheaper
-        than `finished_units` on stores with many parts)."""
-        if (self.path / PARTS_DIR / _part_name(unit) / "zarr.json").is_file():
+    def has_unit(self, unit: str, teacher_fingerprint: str | None = None) -> bool:
+        """Whether `unit` is finished for a teacher (default: this handle's): its own part
+        exists or a compaction merged it (cheaper than `finished_units` on stores with many
+        parts)."""
+        fingerprint = teacher_fingerprint or self.teacher_fingerprint
+        own = self.path / PARTS_DIR / self._unit_part_name(unit, fingerprint)
+        a = _part_attrs(own)
+        if a is not None and a.get("complete") and \
+                self._part_info(own, a).teacher_fingerprint == fingerprint:
             return True
-        return any(unit in p.units for p in self._all_parts(prefix=COMPACT_PREFIX))
+        return any(unit in p.units and p.teacher_fingerprint == fingerprint
+                   for p in self._all_parts(prefix=COMPACT_PREFIX))
+
+    def _unit_part_name(self, unit: str, teacher_fingerprint: str) -> str:
+        """The part name of a unit: the unit for the store's own teacher, the unit and the
+        teacher for another one (so both can label the same unit)."""
+        name = _part_name(unit)
+        if teacher_fingerprint == self.attrs["teacher_fingerprint"]:
+            return name
+        return f"{name}--teacher-{_part_name(teacher_fingerprint)}"
 
     def read(self, arrays: Iterable[str] | None = None) -> Rows:
-        """Every row of every finished part, concatenated in part-name order.
+        """Every row of this handle's teacher's finished parts, in part-name order.
 
         Args:
             arrays: Only these arrays (others come back empty-shaped [N, 0] / zeros); all if None.
@@ -467,8 +531,7 @@ class TeacherStore:
             rows = self._read_once(set(ARRAYS if arrays is None else arrays))
             if rows is not None:
                 return rows
-        raise RuntimeError(f"{self.path}: parts kept moving while being read "
-                           f"({READ_ATTEMPTS} attempts); is a compaction looping?")
+        raise self._kept_moving("read")
 
     def _read_once(self, wanted: set[str]) -> Rows | None:
         """One pass over the parts; None when a compaction moved a part away meanwhile (its
@@ -521,14 +584,17 @@ class TeacherStore:
         Args:
             rows: The rows (keys must be computed with this store's key spec).
             unit: Unit-of-work id; None for live labels (a fresh unique name).
-            teacher_fingerprint: Recorded in the part; defaults to the store's.
+            teacher_fingerprint: The labelling teacher, recorded in the part (its units are
+                its own); defaults to this handle's.
         """
         import zarr
 
         self._check_rows(rows)
-        name = _part_name(unit) if unit is not None else f"live-{_stamp()}"
+        fingerprint = teacher_fingerprint or self.teacher_fingerprint
+        name = (self._unit_part_name(unit, fingerprint) if unit is not None
+                else f"live-{_stamp()}")
         final = self.path / PARTS_DIR / name
-        if final.exists() or (unit is not None and self.has_unit(unit)):
+        if final.exists() or (unit is not None and self.has_unit(unit, fingerprint)):
             return WriteResult(name, 0, 0, existed=True)  # also when merged by a compaction
         finite = np.isfinite(rows.teacher_action).all(axis=1)
         rejected = int((~finite).sum())
@@ -538,8 +604,7 @@ class TeacherStore:
         staging = self.path / STAGING_DIR / f"{name}.{socket.gethostname()}.{os.getpid()}." \
                                             f"{uuid.uuid4().hex[:6]}"
         attrs = dict(complete=True, unit=unit or name, units=[unit or name], rows=len(rows),
-                     rejected_nonfinite=rejected, supersedes=[],
-                     teacher_fingerprint=teacher_fingerprint or self.identity.teacher_fingerprint,
+                     rejected_nonfinite=rejected, supersedes=[], teacher_fingerprint=fingerprint,
                      writer=f"{socket.gethostname()}:{os.getpid()}", created=_now())
         with disk_writes(f"writing store part {name} in {self.path}",
                          "every part published before is intact"):
@@ -561,7 +626,7 @@ class TeacherStore:
                 return WriteResult(name, 0, rejected, existed=True)
             raise
         fsync_dir(final.parent)  # ... and so does its new name
-        if unit is not None and self._held_elsewhere(unit, final):
+        if unit is not None and self._held_elsewhere(unit, final, fingerprint):
             # A compaction merged this unit (and removed its part) after our check above, and
             # our duplicate landed beside the merged copy: take ours back. Another part holding
             # the unit is visible at every moment of a compaction (the merged part appears
@@ -570,9 +635,10 @@ class TeacherStore:
             return WriteResult(name, 0, rejected, existed=True)
         return WriteResult(name, len(rows), rejected)
 
-    def _held_elsewhere(self, unit: str, part_path: Path) -> bool:
-        """Whether a part other than `part_path` holds `unit`'s rows."""
-        return any(unit in p.units for p in self.parts() if p.path != part_path)
+    def _held_elsewhere(self, unit: str, part_path: Path, teacher_fingerprint: str) -> bool:
+        """Whether a part of the teacher other than `part_path` holds `unit`'s rows."""
+        return any(unit in p.units and p.teacher_fingerprint == teacher_fingerprint
+                   for p in self._visible_parts() if p.path != part_path)
 
     def _check_rows(self, rows: Rows) -> None:
         ident = self.identity
@@ -584,20 +650,31 @@ class TeacherStore:
                 raise ValueError(f"rows.{name} has {got} columns; the store {self.path} has {dim}")
 
     def refresh_counts(self) -> dict[str, int]:
-        """Recount rows by source into the root attributes (and `updated`)."""
+        """This handle's teacher's rows by source; recorded in the root attributes (with
+        `updated`) when that is the teacher the store was made for, whose rows they count."""
         import zarr
 
         source = self.read(["source"]).source
         counts = {s: int((source == i).sum()) for i, s in enumerate(SOURCES)}
         root = zarr.open_group(str(self.path), mode="r+")
-        root.attrs.update(counts=counts, updated=_now())
+        if self.teacher_fingerprint == root.attrs["teacher_fingerprint"]:
+            root.attrs.update(counts=counts, updated=_now())
+        else:
+            root.attrs.update(updated=_now())
         self.attrs = dict(root.attrs)
         return counts
 
     # ---- summary ----------------------------------------------------------------------------
 
     def summary(self) -> StoreSummary:
-        parts = self.parts()
+        """This handle's teacher's rows; `extra["other_teachers"]` counts the rows other
+        teachers labelled into the store (with --allow-mismatch), by fingerprint."""
+        visible = self._visible_parts()
+        parts = [p for p in visible if p.teacher_fingerprint == self.teacher_fingerprint]
+        others: dict[str, int] = {}
+        for p in visible:
+            if p.teacher_fingerprint != self.teacher_fingerprint:
+                others[p.teacher_fingerprint] = others.get(p.teacher_fingerprint, 0) + p.rows
         source = self.read(["source"]).source
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         a = self.attrs
@@ -612,7 +689,8 @@ class TeacherStore:
             parts=len(parts), units=len({u for p in parts for u in p.units}),
             rejected_nonfinite=sum(p.rejected_nonfinite for p in parts),
             staging=len(self.staging_dirs()), size_bytes=size, created=a.get("created", ""),
-            updated=a.get("updated", ""))
+            updated=a.get("updated", ""),
+            extra={"other_teachers": dict(sorted(others.items()))} if others else {})
 
 
 def _write_array(g: Any, name: str, data: np.ndarray, dtype: str) -> None:
@@ -628,6 +706,16 @@ def _write_array(g: Any, name: str, data: np.ndarray, dtype: str) -> None:
 
 def _stamp() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:10]}"
+
+
+def _part_attrs(path: Path) -> dict[str, Any] | None:
+    """A part's attributes, from its group's zarr.json read directly (much faster than
+    zarr.open_group); None if there is none (not a part, or moved away)."""
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    return meta.get("attributes", {}) if isinstance(meta, dict) else None
 
 
 def _part_name(unit: str) -> str:
@@ -662,6 +750,12 @@ def read_root_attrs(path: Path, option: str = "STORE") -> dict[str, Any]:
     if not isinstance(version, int) or version > STORE_SCHEMA_VERSION:
         raise InputError(f"{option} {path}: store schema version {version} is newer than this "
                          f"rpd understands ({STORE_SCHEMA_VERSION}); upgrade rpd")
+    try:
+        KeySpec.from_dict(attrs["key_spec"])
+    except (KeyError, TypeError, ValueError, AttributeError, InputError) as e:
+        raise InputError(f"{option} {path}: the key_spec in {meta_path} is not a valid key spec "
+                         f"({type(e).__name__}: {str(e)[:80]}); rebuild the store with "
+                         "`rpd cache`") from None
     return attrs
 
 
@@ -703,13 +797,14 @@ def _discard(staging: Path) -> None:
 
 
 def compact_store(path: str | Path, *, stale_staging_s: float = 3600.0) -> tuple[int, int]:
-    """Merge every finished part into one; delete merged parts and stale staging dirs.
+    """Merge every teacher's finished parts into one part per teacher; delete merged parts
+    and stale staging dirs. Parts of different teachers are never merged.
 
     Safe beside running writers (their new parts are left alone) and readers (superseded
     parts are ignored before they are deleted). One compaction at a time (a lock file).
 
     Returns:
-        (parts merged, rows in the merged part).
+        (parts merged, rows of every teacher in the store).
     """
     store = TeacherStore.open(path)
     lock = store.path / COMPACT_LOCK
@@ -729,36 +824,42 @@ def compact_store(path: str | Path, *, stale_staging_s: float = 3600.0) -> tuple
         found = store._all_parts()
         superseded = {s for part in found for s in part.supersedes}
         parts = [p for p in found if p.name not in superseded]
-        visible = {p.name for p in parts}
+        by_teacher: dict[str, list[PartInfo]] = {}
+        for p in parts:
+            by_teacher.setdefault(p.teacher_fingerprint, []).append(p)
         # Only parts known now are ever deleted: writers may add new ones meanwhile.
         old = [p.path for p in found if p.name in superseded]
-        if len(parts) <= 1:
-            _remove(old)
-            store.refresh_counts()
-            return 0, sum(p.rows for p in parts)
-        rows = Rows.concat([_read_part(p.path) for p in parts], store.identity)
-        name = f"{COMPACT_PREFIX}{_stamp()}"
-        staging = store.path / STAGING_DIR / name
-        import zarr
-
-        g = zarr.open_group(str(staging), mode="w", zarr_format=3)
-        for arr_name, dtype in ARRAYS.items():
-            _write_array(g, arr_name, getattr(rows, arr_name), dtype)
-        g.attrs.update(dict(complete=True, unit=name, units=sorted({u for p in parts
-                                                                    for u in p.units}),
-                            rows=len(rows),
-                            rejected_nonfinite=sum(p.rejected_nonfinite for p in parts),
-                            supersedes=sorted(visible),
-                            teacher_fingerprint=store.identity.teacher_fingerprint,
-                            writer=f"{socket.gethostname()}:{os.getpid()}", created=_now()))
-        fsync_tree(staging)
-        os.rename(staging, store.path / PARTS_DIR / name)
-        fsync_dir(store.path / PARTS_DIR)  # the merged part is on disk before the old go
-        _remove(old + [p.path for p in parts])
+        merged = [group for group in by_teacher.values() if len(group) > 1]
+        for group in merged:
+            _merge(store, group)
+        _remove(old + [p.path for group in merged for p in group])
         store.refresh_counts()
-        return len(parts), len(rows)
+        return sum(len(group) for group in merged), sum(p.rows for p in parts)
     finally:
         lock.unlink(missing_ok=True)
+
+
+def _merge(store: TeacherStore, parts: list[PartInfo]) -> None:
+    """Publish one part holding the rows of `parts` (all of one teacher) and superseding them.
+    The old parts stay until the caller removes them."""
+    import zarr
+
+    rows = Rows.concat([_read_part(p.path) for p in parts], store.identity)
+    name = f"{COMPACT_PREFIX}{_stamp()}"
+    staging = store.path / STAGING_DIR / name
+    g = zarr.open_group(str(staging), mode="w", zarr_format=3)
+    for arr_name, dtype in ARRAYS.items():
+        _write_array(g, arr_name, getattr(rows, arr_name), dtype)
+    g.attrs.update(dict(complete=True, unit=name, units=sorted({u for p in parts
+                                                                for u in p.units}),
+                        rows=len(rows),
+                        rejected_nonfinite=sum(p.rejected_nonfinite for p in parts),
+                        supersedes=sorted(p.name for p in parts),
+                        teacher_fingerprint=parts[0].teacher_fingerprint,
+                        writer=f"{socket.gethostname()}:{os.getpid()}", created=_now()))
+    fsync_tree(staging)
+    os.rename(staging, store.path / PARTS_DIR / name)
+    fsync_dir(store.path / PARTS_DIR)  # the merged part is on disk before the old go
 
 
 def _remove(dirs: list[Path]) -> None:

@@ -231,7 +231,7 @@ def label_unit(unit: Unit, ckpt: str, store_path: str, env_id: str, horizon: int
         Small stats: unit, rows, rejected_nonfinite, existed, success (rollouts).
     """
     store = TeacherStore.open(store_path)
-    if store.has_unit(unit.id):
+    if store.has_unit(unit.id, fingerprint):  # units are done per teacher
         return dict(unit=unit.id, rows=0, rejected_nonfinite=0, existed=True, success=None)
     labeler, lock = _labeler(ckpt, env_id, horizon, batch_size, fingerprint, sim_backend,
                              device)

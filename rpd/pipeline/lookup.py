@@ -183,8 +183,10 @@ class TeacherCache:
             radius: Hit radius (RMS key distance per dim, in key-scale units).
             create: Create the store if missing (needs env_id and key_spec).
             key_spec: The key spec the caller computes keys with; None accepts the store's.
-            allow_mismatch: Use a mismatched store anyway (logged as a warning); None = the
-                caller offers no such option (`rpd train`): the error says what to do instead.
+            allow_mismatch: Use a mismatched store anyway (logged as a warning; only the
+                labels of `teacher` are served, and its live labels are recorded as its own);
+                None = the caller offers no such option (`rpd train`): the error says what to
+                do instead.
         """
         from rpd.data.store import read_root_attrs
 

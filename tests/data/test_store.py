@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import zarr
+from click.testing import CliRunner
 
+from rpd.cli import main
 from rpd.data import store as store_mod
 from rpd.data.store import (
     PARTS_DIR,
@@ -170,41 +174,56 @@ def test_two_processes_write_at_once_every_row_exactly_once(tmp_path: Path) -> N
     assert int(live.sum()) == 2 * 3 * 3  # live parts never collide
 
 
-def _slow_writer(path: str) -> None:
-    """Writes big parts forever (until killed)."""
+def _writer_killed_in_a_part(path: str, inside: Any) -> None:
+    """Writes parts until killed; holds inside its third part (written in staging, not yet
+    published) and sets `inside` there, so the kill lands mid-part every time."""
+    import threading
+
     store = TeacherStore.open(path)
     spec = store.identity.key_spec
+    flush = store_mod.fsync_tree
+
+    def hold_in_third_part(root: Path) -> None:
+        if len(store.parts()) >= 2:
+            inside.set()
+            threading.Event().wait()  # until killed
+        flush(root)
+
+    store_mod.fsync_tree = hold_in_third_part
     ep = 0
     while True:
-        store.write_part(make_rows(20_000, ep, spec), f"ep-{ep}")
+        store.write_part(make_rows(2_000, ep, spec), f"ep-{ep}")
         ep += 1
 
 
 def test_killed_writer_leaves_a_readable_store_and_resume_completes(tmp_path: Path) -> None:
     ident = identity()
     store = TeacherStore.create_or_open(tmp_path / "s", ident)
-    proc = mp.get_context("spawn").Process(target=_slow_writer, args=(str(tmp_path / "s"),))
+    ctx = mp.get_context("spawn")
+    inside = ctx.Event()
+    proc = ctx.Process(target=_writer_killed_in_a_part, args=(str(tmp_path / "s"), inside))
     proc.start()
-    deadline = time.monotonic() + 120
-    while (len(store.parts()) < 2 or not store.staging_dirs()) and time.monotonic() < deadline:
-        time.sleep(0.01)  # until it is inside writing its third part or later
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.join()
+    try:
+        assert inside.wait(timeout=300), "the writer never reached its third part"
+        assert store.staging_dirs()  # killed with a written, unpublished part
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
     done = store.finished_units()
-    assert len(done) >= 2
+    assert done == {"ep-0", "ep-1"}
     rows = store.read()
     check_consistent(rows, ident.key_spec)  # no half-written part is visible
-    assert len(rows) == 20_000 * len(done)
+    assert len(rows) == 2_000 * len(done)
     # Resume: a new writer skips finished units and completes the rest, each exactly once.
     before = {p.name: p.path.stat().st_ino for p in store.parts()}
     wanted = [f"ep-{i}" for i in range(len(done) + 2)]
     for i, unit in enumerate(wanted):
-        res = store.write_part(make_rows(20_000, i, ident.key_spec), unit)
+        res = store.write_part(make_rows(2_000, i, ident.key_spec), unit)
         assert res.existed == (unit in done)
     after = {p.name: p.path.stat().st_ino for p in store.parts()}
     assert all(after[name] == ino for name, ino in before.items())  # finished parts untouched
     rows = store.read(["episode", "step"])
-    assert len(rows) == 20_000 * len(wanted)
+    assert len(rows) == 2_000 * len(wanted)
     assert sorted(set(rows.episode.tolist())) == list(range(len(wanted)))
 
 
@@ -298,7 +317,7 @@ def test_a_slow_duplicate_writer_after_a_compaction_leaves_no_duplicate(
     store.write_part(make_rows(4, 2, ident.key_spec), "demo-x-2")
     assert compact_store(tmp_path / "s")[0] == 2
     slow = TeacherStore.open(tmp_path / "s")
-    monkeypatch.setattr(slow, "has_unit", lambda unit: False)  # B's check ran before A wrote
+    monkeypatch.setattr(slow, "has_unit", lambda *unit: False)  # B's check ran before A wrote
     res = slow.write_part(make_rows(6, 1, ident.key_spec), "demo-x-1")
     assert res.existed and res.written == 0
     rows = TeacherStore.open(tmp_path / "s").read()
@@ -333,3 +352,152 @@ def test_a_full_disk_while_writing_a_part_is_one_error_and_loses_nothing(tiny_di
     rows = TeacherStore.open(tiny_disk / "s").read()
     check_consistent(rows, ident.key_spec)  # every published part whole, nothing half-written
     assert len(rows) >= 10 and not any((tiny_disk / "s" / ".staging").iterdir())
+
+
+# ---- readers beside a compaction -----------------------------------------------------------
+
+
+def _four_parts_of_three_rows(path: Path) -> StoreIdentity:
+    ident = identity()
+    store = TeacherStore.create_or_open(path, ident)
+    for ep in range(4):
+        store.write_part(make_rows(3, ep, ident.key_spec), f"u-{ep}")
+    return ident
+
+
+@pytest.mark.parametrize("removed", [2, 4], ids=["compaction-half-way", "compaction-done"])
+def test_a_reader_that_listed_before_a_compaction_reads_every_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, removed: int) -> None:
+    """The reader lists the parts; then a compaction publishes the merged part and deletes
+    `removed` of the 4 old ones; then the reader reads what it listed. Every row comes back."""
+    path = tmp_path / "s"
+    ident = _four_parts_of_three_rows(path)
+    reader = TeacherStore.open(path)
+    real_listdir, real_remove = os.listdir, store_mod._remove
+    compacted: list[tuple[int, int]] = []
+
+    def listdir_then_compact(d: str | Path = ".") -> list[str]:
+        names = real_listdir(d)
+        if Path(d) == path / PARTS_DIR and not compacted:
+            compacted.append((0, 0))
+            monkeypatch.setattr(store_mod, "_remove", lambda dirs: real_remove(dirs[:removed]))
+            compacted[0] = compact_store(path)
+            monkeypatch.setattr(store_mod, "_remove", real_remove)
+        return names
+
+    monkeypatch.setattr(os, "listdir", listdir_then_compact)
+    rows = reader.read()
+    assert compacted == [(4, 12)]  # the compaction did run between listing and reading
+    assert len(rows) == 12
+    check_consistent(rows, ident.key_spec)
+    assert sorted(zip(rows.episode.tolist(), rows.step.tolist(), strict=True)) == [
+        (ep, step) for ep in range(4) for step in range(3)]
+
+
+def test_parts_that_keep_moving_are_one_clear_error(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing that is stale every time (a part gone before its metadata is read) is
+    retried a bounded number of times, then named in one error, never read as fewer rows."""
+    path = tmp_path / "s"
+    _four_parts_of_three_rows(path)
+    reader = TeacherStore.open(path)
+    real_listdir = os.listdir
+
+    def listdir_with_a_vanished_part(d: str | Path = ".") -> list[str]:
+        names = real_listdir(d)
+        return [*names, "u-gone"] if Path(d) == path / PARTS_DIR else names
+
+    monkeypatch.setattr(os, "listdir", listdir_with_a_vanished_part)
+    with pytest.raises(InputError, match=r"parts kept moving.*compaction") as err:
+        reader.read()
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+# ---- several teachers in one store ---------------------------------------------------------
+
+TEACHER_B = "b" * 16
+
+
+def _store_of_two_teachers(path: Path) -> tuple[StoreIdentity, StoreIdentity]:
+    """A store made for teacher A holding A's units 0-2 and, written with --allow-mismatch,
+    teacher B's units 3 and 4 (B's actions are the negated ones, so a mix shows)."""
+    ident_a = identity()
+    ident_b = identity(teacher_fingerprint=TEACHER_B)
+    store_a = TeacherStore.create_or_open(path, ident_a)
+    for ep in range(3):
+        assert store_a.write_part(make_rows(3, ep, ident_a.key_spec), f"u-{ep}").written == 3
+    store_b = TeacherStore.create_or_open(path, ident_b, allow_mismatch=True)
+    for ep in (3, 4):
+        assert store_b.write_part(_rows_of_b(ep, ident_b), f"u-{ep}",
+                                  teacher_fingerprint=TEACHER_B).written == 2
+    return ident_a, ident_b
+
+
+def _rows_of_b(episode: int, ident_b: StoreIdentity) -> Rows:
+    rows = make_rows(2, episode, ident_b.key_spec)
+    rows.teacher_action = -rows.teacher_action
+    return rows
+
+
+def _check_b(rows: Rows, episodes: list[int]) -> None:
+    assert len(rows) == 2 * len(episodes) and sorted(set(rows.episode.tolist())) == episodes
+    np.testing.assert_allclose(rows.teacher_action, -rows.obs[:, :A] * 2, rtol=1e-6)
+
+
+def test_readers_get_only_the_rows_of_their_teacher(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    ident_a, ident_b = _store_of_two_teachers(path)
+    rows_a = TeacherStore.open(path, ident_a).read()
+    assert len(rows_a) == 9 and sorted(set(rows_a.episode.tolist())) == [0, 1, 2]
+    check_consistent(rows_a, ident_a.key_spec)  # B's (negated) actions would fail this
+    assert len(TeacherStore.open(path).read()) == 9  # a plain open reads the store's teacher
+    info = CliRunner().invoke(main, ["cache", "info", "--json", str(path)])
+    summary = json.loads(info.stdout)
+    assert summary["entries"] == 9 and summary["extra"]["other_teachers"] == {TEACHER_B: 4}
+    text = CliRunner().invoke(main, ["cache", "info", str(path)]).stdout
+    assert f"{TEACHER_B} (4 entries)" in text and "entries                9\n" in text
+    store_b = TeacherStore.open(path, ident_b, allow_mismatch=True)
+    _check_b(store_b.read(), [3, 4])
+    # Units are done per teacher: B labels a unit A has labelled, and each reads its own.
+    assert not store_b.has_unit("u-1")
+    res = store_b.write_part(_rows_of_b(1, ident_b), "u-1", teacher_fingerprint=TEACHER_B)
+    assert res.written == 2 and store_b.has_unit("u-1")
+    _check_b(store_b.read(), [1, 3, 4])
+    assert store_b.finished_units() == {"u-1", "u-3", "u-4"}
+    assert TeacherStore.open(path, ident_a).finished_units() == {"u-0", "u-1", "u-2"}
+    check_consistent(TeacherStore.open(path, ident_a).read(), ident_a.key_spec)
+
+
+def test_compaction_never_merges_parts_of_different_teachers(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    ident_a, ident_b = _store_of_two_teachers(path)
+    assert compact_store(path) == (5, 13)  # A's 3 parts and B's 2, each teacher apart
+    merged = {}
+    for d in (path / PARTS_DIR).iterdir():
+        attrs = zarr.open_group(str(d), mode="r").attrs
+        merged[attrs["teacher_fingerprint"]] = (attrs["rows"], sorted(attrs["units"]))
+    assert merged == {ident_a.teacher_fingerprint: (9, ["u-0", "u-1", "u-2"]),
+                      TEACHER_B: (4, ["u-3", "u-4"])}
+    rows_a = TeacherStore.open(path, ident_a).read()
+    assert len(rows_a) == 9
+    check_consistent(rows_a, ident_a.key_spec)
+    store_b = TeacherStore.open(path, ident_b, allow_mismatch=True)
+    _check_b(store_b.read(), [3, 4])
+    # Merged units stay done for their own teacher only.
+    assert store_b.write_part(_rows_of_b(3, ident_b), "u-3", teacher_fingerprint=TEACHER_B
+                              ).existed
+    store_a = TeacherStore.open(path, ident_a)
+    assert store_a.write_part(make_rows(3, 3, ident_a.key_spec), "u-3").written == 3
+
+
+# ---- `rpd cache info` on a damaged root ----------------------------------------------------
+
+
+def test_cache_info_on_a_store_with_an_empty_key_spec_is_one_line(tmp_path: Path) -> None:
+    TeacherStore.create_or_open(tmp_path / "s", identity())
+    root = zarr.open_group(str(tmp_path / "s"), mode="r+")
+    root.attrs["key_spec"] = {}
+    result = CliRunner().invoke(main, ["cache", "info", str(tmp_path / "s")])
+    assert result.exit_code == 2, result.output
+    assert "key_spec" in result.stderr and str(tmp_path / "s") in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output

@@ -84,3 +84,45 @@ def test_teacher_cache_lookup_and_insert_match_brute_force(tmp_path: Path) -> No
     assert reread.by_source["live"] == 2 and reread.rejected_nonfinite == 1
     with pytest.raises(InputError, match="--cache-radius -1"):
         TeacherCache(TeacherStore.open(tmp_path / "s"), radius=-1)
+
+
+def test_teacher_cache_serves_only_its_teachers_labels(tmp_path: Path) -> None:
+    """Teachers A and B labelled the same states (B through --allow-mismatch): a run of A is
+    served A's actions, a run of B B's, and B's live labels are recorded as B's."""
+    from types import SimpleNamespace
+
+    d, a, n = 4, 2, 50
+    obs = clustered(n, d, np.random.default_rng(2))
+    spec = KeySpec.fixed(d)
+    ident = StoreIdentity("a" * 16, "PickCube-v1", "pd_ee_delta_pose", spec, d, a, 3)
+    store = TeacherStore.create_or_open(tmp_path / "s", ident)
+
+    def labels(unit: str, actions: np.ndarray, fingerprint: str) -> None:
+        rows = Rows(spec.keys(obs), obs, actions, np.zeros((n, 3)), np.zeros(n), np.arange(n),
+                    np.full(n, SOURCES.index("demo")))
+        assert store.write_part(rows, unit, teacher_fingerprint=fingerprint).written == n
+
+    labels("demo-0", np.ones((n, a)), "a" * 16)
+    labels("demo-1", -np.ones((n, a)), "b" * 16)
+
+    def teacher(fingerprint: str) -> SimpleNamespace:
+        return SimpleNamespace(fingerprint=fingerprint, kind="cnn-tiny",
+                               spec=SimpleNamespace(control_mode="pd_ee_delta_pose",
+                                                    action_dim=a))
+
+    cache_a = TeacherCache.open(tmp_path / "s", teacher("a" * 16), radius=1e-5)
+    got, hit = cache_a.lookup_obs(obs)
+    assert len(cache_a) == n and hit.all() and (got == 1).all()
+    cache_b = TeacherCache.open(tmp_path / "s", teacher("b" * 16), radius=1e-5,
+                                allow_mismatch=True)
+    got, hit = cache_b.lookup_obs(obs)
+    assert len(cache_b) == n and hit.all() and (got == -1).all()
+
+    new_obs = obs[:3] + 100
+    assert cache_b.insert(None, new_obs, np.zeros((3, 3)), np.full((3, a), -2.0)) == 3
+    again_a = TeacherCache.open(tmp_path / "s", teacher("a" * 16), radius=1e-5)
+    assert len(again_a) == n and not again_a.lookup_obs(new_obs)[1].any()
+    again_b = TeacherCache.open(tmp_path / "s", teacher("b" * 16), radius=1e-5,
+                                allow_mismatch=True)
+    got, hit = again_b.lookup_obs(new_obs)
+    assert len(again_b) == n + 3 and hit.all() and (got == -2).all()
