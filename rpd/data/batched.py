@@ -8,7 +8,8 @@ behaves like rpd's `SubprocVecEnv` path, so the trainer cannot tell them apart:
 - `info["TimeLimit.truncated"]` is set only for envs truncated without terminating;
 - no `episode` entry: `VecMonitor` adds one to the infos of envs whose episode ended;
 - episode seeds come from the same per-env streams (`rpd.data.envs.episode_seeds`) and
-  `VecEnv.seed(s)` restarts the streams of run seed s, as `SeededResets` does;
+  `VecEnv.seed(s)` restarts the streams of run seed s, as `SeededResets` does, as does the
+  reset option `EPISODE_SEED_STEP` (`VecEnv.set_options`) at its step;
 - with `with_env_state`, each step's info carries "env_state" (the terminal state for a finished
   env) and `reset_infos[i]["env_state"]` the state after its reset, as `EnvStateInfo` does.
 
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from rpd.data.envs import TRAIN_SEED_RANGE, episode_seeds, get_env_state
+from rpd.data.envs import EPISODE_SEED_STEP, TRAIN_SEED_RANGE, episode_seeds, get_env_state
 
 
 def _np(x: Any) -> Any:
@@ -62,6 +63,7 @@ class BatchedVecEnv(VecEnv):
         self.with_env_state = with_env_state
         self.resets = 0
         """Sub-env resets so far (a finished env counts once)."""
+        self._seed = seed
         self._streams = self._make_streams(seed)
         self._actions: np.ndarray | None = None
 
@@ -78,10 +80,17 @@ class BatchedVecEnv(VecEnv):
     def seed(self, seed: int | None = None) -> list[int | None]:
         """Restart the episode-seed streams of run seed `seed` (SB3's `set_random_seed`)."""
         if seed is not None:
+            self._seed = seed
             self._streams = self._make_streams(seed)
         return [seed] * self.num_envs
 
     def reset(self) -> Any:
+        step = next((o[EPISODE_SEED_STEP] for o in self._options
+                     if o and EPISODE_SEED_STEP in o), None)
+        self._reset_options()
+        if step is not None:
+            self.start_step = int(step)
+            self._streams = self._make_streams(self._seed)
         seeds = [self._draw(k) for k in range(self.num_envs)]
         obs, _ = self.env.reset(seed=seeds)
         self.resets += self.num_envs

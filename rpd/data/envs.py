@@ -543,6 +543,13 @@ def episode_seeds(seed: int, env_index: int, start_step: int = 0) -> np.random.G
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(env_index, start_step)))
 
 
+EPISODE_SEED_STEP = "episode_seed_step"
+"""Reset option of a training env (`SeededResets`, `rpd.data.batched.BatchedVecEnv`): restart
+its episode-seed stream at `episode_seeds(run seed, k, step)` with step = the option's value,
+as an env built with that `start_step` has it. `RPDPPO.restart_episodes` resets every env so at
+a checkpoint, so a run resumed there starts the same episodes as the run that went on."""
+
+
 class SeededResets:
     """Wrapper factory: every reset of training env `env_index` is seeded from its own
     `episode_seeds` stream, so auto-resets are as repeatable as the first one. The seed used is
@@ -550,20 +557,27 @@ class SeededResets:
 
     A reset given a seed (SB3's `VecEnv.seed(s)` hands env k the seed s + k) restarts the
     stream of run seed s, so a model built with the same seed replays the same episodes on the
-    same env object, and no env takes s + k itself as an episode seed.
+    same env object, and no env takes s + k itself as an episode seed. A reset given the option
+    `EPISODE_SEED_STEP` restarts the stream at that step.
     """
 
     def __new__(cls, env: Any, seed: int, env_index: int, start_step: int = 0) -> Any:
         import gymnasium as gym
 
         class _SeededResets(gym.Wrapper):
+            run_seed = seed
             seeds = episode_seeds(seed, env_index, start_step)
 
             def reset(self, *, seed: int | None = None, options: Any = None) -> Any:
                 if seed is not None:
-                    self.seeds = episode_seeds(max(seed - env_index, 0), env_index, start_step)
+                    self.run_seed = max(seed - env_index, 0)
+                    self.seeds = episode_seeds(self.run_seed, env_index, start_step)
+                if options and EPISODE_SEED_STEP in options:
+                    options = dict(options)
+                    step = int(options.pop(EPISODE_SEED_STEP))
+                    self.seeds = episode_seeds(self.run_seed, env_index, step)
                 episode_seed = int(self.seeds.integers(*TRAIN_SEED_RANGE))
-                obs, info = self.env.reset(seed=episode_seed, options=options)
+                obs, info = self.env.reset(seed=episode_seed, options=options or None)
                 info["episode_seed"] = episode_seed
                 return obs, info
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -105,6 +106,11 @@ class LabelEnsemble:
         obs, act = obs[ok], act[ok]
         if len(obs) < self.cfg.min_rows:
             return float("nan")
+        # a store lists its parts in name order, not the order they were written in: fitting
+        # the rows in one canonical order makes the fit a function of the labels alone, so a
+        # resumed run (which reads them back from the store) fits as the uninterrupted run did
+        order = np.lexsort(np.concatenate([obs, act], 1).T[::-1])
+        obs, act = obs[order], act[order]
         gen = th.Generator().manual_seed(self.seed + 7919 * self._fits)
         if self._net is None or self._net.weights[0].shape[1] != obs.shape[1]:
             self._mean = obs.mean(0)
@@ -132,6 +138,30 @@ class LabelEnsemble:
         logger.debug("label model fit %d on %d rows: MSE %.5f", self._fits, len(obs),
                      float(loss.detach()))
         return float(loss.detach())
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a later fit and every answer depend on (the fit count seeds the next fit), as
+        tensors and plain values (`torch.load(weights_only=True)` reads it back)."""
+        net = self._net
+        return dict(fits=self._fits, fitted_rows=self.fitted_rows,
+                    sizes=None if net is None else [int(net.weights[0].shape[1]), *(
+                        int(w.shape[2]) for w in net.weights)],
+                    net=None if net is None else {k: v.detach().clone()
+                                                  for k, v in net.state_dict().items()},
+                    mean=None if self._mean is None else th.from_numpy(self._mean.copy()),
+                    std=None if self._std is None else th.from_numpy(self._std.copy()))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict`'s state: the same answers, the same next fit."""
+        self._fits, self.fitted_rows = int(state["fits"]), int(state["fitted_rows"])
+        self._net = self._mean = self._std = None
+        if state["net"] is not None:
+            net = _BatchedMLP(int(state["net"]["weights.0"].shape[0]), list(state["sizes"]),
+                              th.Generator())
+            net.load_state_dict(state["net"])
+            self._net = net.eval()
+            self._mean = state["mean"].numpy().astype(np.float32)
+            self._std = state["std"].numpy().astype(np.float32)
 
     @th.no_grad()
     def predict(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

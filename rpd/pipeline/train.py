@@ -9,6 +9,7 @@ Run directory:
     RUN/checkpoints/best.zip (+ best.json)       the policy of the best evaluation so far
                                                  (`rpd eval --student RUN --checkpoint best`)
     RUN/checkpoints/replay.npz   the label replay while λ > 0 (--label-replay), for --resume
+    RUN/checkpoints/train_state.pt   the random states and the label model, for --resume
     RUN/cache/               live teacher labels (the run's own Zarr store) when no --cache is given
     RUN/student.zip          the final SB3 model
     RUN/student.json         env, obs spec, teacher fingerprint, λ schedule, final metrics
@@ -68,6 +69,8 @@ logger = logging.getLogger(__name__)
 CONFIG_JSON = "config.json"
 EVAL_CSV = "eval.csv"
 REPLAY_NPZ = "replay.npz"
+TRAIN_STATE = "train_state.pt"
+TRAIN_STATE_VERSION = 1
 CACHE_DIR = "cache"
 EXACT_RADIUS = 1e-5
 """Hit radius of the run's own store: exact matches only (RMS distance per observation dim)."""
@@ -347,6 +350,10 @@ class TrainConfig:
         sees = teacher is not None and not teacher.uses_env_state
         name = self.student_camera or (teacher.spec.camera.name if sees else "render")
         size = self.student_image_size or (teacher.spec.camera.width if sees else 64)
+        if size < NATURE_CNN_MIN:  # inherited from a teacher fine-tuned on small frames
+            raise InputError(f"--teacher {self.teacher}: its camera is {size} px, below the "
+                             f"pixel student's {NATURE_CNN_MIN} px (NatureCNN); pass "
+                             f"--student-image-size {NATURE_CNN_MIN} or larger")
         return CameraSpec(name, size, size)
 
     def env_config(self, camera: CameraSpec | None = None) -> EnvConfig:
@@ -452,12 +459,13 @@ def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSour
 def _make_callback(cfg: TrainConfig, eval_env: Any, state: RunState,
                    progress: Callable[[int], None] | None,
                    evaluated: Callable[[dict[str, Any]], None] | None) -> Any:
-    from stable_baselines3.common.callbacks import BaseCallback
+    from rpd.student.rpdppo import UpdateEndCallback
 
-    class StudentEvalCallback(BaseCallback):
-        """Every `eval_every` env steps: deterministic eval on fixed seeds -> eval.csv and
-        TensorBoard (eval/), then a checkpoint. Reports progress after each rollout and each
-        evaluation's row (a resumed run's latest first)."""
+    class StudentEvalCallback(UpdateEndCallback):
+        """After the update of every `eval_every` env steps: deterministic eval on fixed seeds
+        -> eval.csv and TensorBoard (eval/), then a checkpoint, then every env restarts its
+        episodes as a run resumed there does (`RPDPPO.restart_episodes`). Reports progress
+        after each rollout and each evaluation's row (a resumed run's latest first)."""
 
         def _on_training_start(self) -> None:
             self._last_steps = self.num_timesteps
@@ -473,13 +481,20 @@ def _make_callback(cfg: TrainConfig, eval_env: Any, state: RunState,
             if progress is not None:
                 progress(self.num_timesteps - self._last_steps)
             self._last_steps = self.num_timesteps
-            if self.num_timesteps - state.last_eval >= cfg.eval_every:
-                row = evaluate_and_checkpoint(self.model, eval_env, cfg, state)
+
+        def _on_update_end(self) -> None:
+            model = self.model
+            if model.num_timesteps - state.last_eval >= cfg.eval_every:
+                row = evaluate_and_checkpoint(model, eval_env, cfg, state)
                 if evaluated is not None:
                     evaluated(row)
             elif (cfg.checkpoint_every is not None
-                  and self.num_timesteps - state.last_checkpoint >= cfg.checkpoint_every):
-                _checkpoint(self.model, cfg, state, state.wall)
+                  and model.num_timesteps - state.last_checkpoint >= cfg.checkpoint_every):
+                _checkpoint(model, cfg, state, state.wall)
+            else:
+                return
+            if model.num_timesteps < model._total_timesteps:
+                model.restart_episodes(model.num_timesteps)
 
     return StudentEvalCallback()
 
@@ -498,6 +513,7 @@ def evaluate_and_checkpoint(model: Any, env: Any, cfg: TrainConfig,
     model.logger.record("eval/success", res["success"])
     model.logger.record("eval/return", res["ret"])
     model.logger.record("eval/live_teacher_calls", model.live_teacher_calls)
+    model.logger.dump(model.num_timesteps)  # at its step, with the update it evaluates
     state.last_eval = model.num_timesteps
     state.last_result = row
     logger.info("step %d: success %.2f return %.2f live teacher calls %d", row["step"],
@@ -580,6 +596,7 @@ def _checkpoint(model: Any, cfg: TrainConfig, state: RunState, wall: float) -> N
             "are intact")
     with disk_writes(f"writing the checkpoint of step {model.num_timesteps} in {ckpt}", kept):
         _save_replay(model, ckpt / REPLAY_NPZ)
+        _save_train_state(model, ckpt / TRAIN_STATE)
         try:
             model.save(ckpt / ".latest.tmp.zip")
         except BaseException:
@@ -608,23 +625,108 @@ def _save_replay(model: Any, path: Path) -> None:
 
 def _load_replay(model: Any, path: Path) -> None:
     """Give a resumed model the replay saved with its checkpoint, if it matches (step and
-    capacity); otherwise it starts empty, as before the replay was saved."""
+    capacity: a changed --label-replay, or a run killed between the two writes, starts it
+    empty). An unreadable file is an InputError: the run would go on without its labels."""
+    import zipfile
+
     from rpd.student.buffer import LabelReplay
 
     if model.label_replay <= 0 or not path.is_file():
         return
     try:
         replay = LabelReplay.load(path, model.num_timesteps, model.label_replay)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        logger.warning("%s is unreadable (%s); the label replay starts empty", path,
-                       type(e).__name__)
-        return
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise InputError(f"--resume: {path} is unreadable ({type(e).__name__}: {str(e)[:80]}); "
+                         "delete it to resume with an empty label replay") from None
     if replay is None:
         logger.warning("%s belongs to another step or --label-replay; the label replay starts "
                        "empty", path)
         return
     model.replay = replay
     logger.info("label replay restored: %d labelled transitions", len(replay))
+
+
+def _save_train_state(model: Any, path: Path) -> None:
+    """What the checkpoint's .zip leaves out and the rest of the run depends on: the random
+    states of torch (action noise), numpy (minibatch order) and Python, and the label model
+    (its weights and fit count), as tensors and plain values (read with weights_only=True)."""
+    import random
+
+    import torch as th
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    version, py_state, gauss_next = random.getstate()
+    ensemble = getattr(model.label_source, "model", None)
+    state = dict(version=TRAIN_STATE_VERSION, num_timesteps=int(model.num_timesteps),
+                 torch=th.get_rng_state(),
+                 cuda=th.cuda.get_rng_state_all() if th.cuda.is_initialized() else [],
+                 numpy=dict(kind=str(kind), keys=th.from_numpy(np.asarray(keys, np.int64)),
+                            pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)),
+                 python=dict(version=int(version), state=th.tensor(py_state, dtype=th.int64),
+                             gauss_next=gauss_next),
+                 label_model=None if ensemble is None else ensemble.state_dict())
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        th.save(state, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_train_state(path: Path, step: int) -> dict[str, Any] | None:
+    """The random states and label model saved with the checkpoint of `step`, ready for
+    `_apply_train_state`; None (a warning: the run goes on, though not exactly as one never
+    stopped) for a checkpoint without one (an older rpd) or with another step's (a run killed
+    between the writes). An unreadable file is an InputError."""
+    import pickle
+    import zipfile
+
+    import torch as th
+
+    fix = ("delete it to resume with fresh random states (the resumed run then differs from "
+           "one never stopped)")
+    if not path.is_file():
+        logger.warning("%s is missing (a checkpoint of an older rpd): the run resumes with fresh "
+                       "random states and label model", path)
+        return None
+    try:
+        state = th.load(path, weights_only=True)
+        if not isinstance(state, dict) or state.get("version") != TRAIN_STATE_VERSION:
+            raise ValueError(f"not a version {TRAIN_STATE_VERSION} train state")
+        n, p = state["numpy"], state["python"]
+        ready = dict(
+            step=int(state["num_timesteps"]), torch=state["torch"], cuda=list(state["cuda"]),
+            numpy=(n["kind"], n["keys"].numpy().astype(np.uint32), int(n["pos"]),
+                   int(n["has_gauss"]), float(n["gauss"])),
+            python=(int(p["version"]), tuple(int(x) for x in p["state"].tolist()),
+                    p["gauss_next"]),
+            label_model=state["label_model"])
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError,
+            TypeError, AttributeError, zipfile.BadZipFile) as e:
+        raise InputError(f"--resume: {path} is unreadable ({type(e).__name__}: "
+                         f"{str(e)[:80]}); {fix}") from None
+    if ready["step"] != step:
+        logger.warning("%s belongs to step %d, the checkpoint to %d: the run resumes with fresh "
+                       "random states and label model", path, ready["step"], step)
+        return None
+    return ready
+
+
+def _apply_train_state(model: Any, state: dict[str, Any]) -> None:
+    """Restore what `_save_train_state` saved (`_read_train_state`'s form); last before
+    learning, after everything that seeds or draws (loading the model reseeds all three)."""
+    import random
+
+    import torch as th
+
+    th.set_rng_state(state["torch"])
+    if state["cuda"] and th.cuda.is_available() and len(state["cuda"]) == th.cuda.device_count():
+        th.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    ensemble = getattr(model.label_source, "model", None)
+    if ensemble is not None and state["label_model"] is not None:
+        ensemble.load_state_dict(state["label_model"])
 
 
 def _read_json(path: Path, fix: str) -> dict[str, Any]:
@@ -738,14 +840,16 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
         if source is not None and hasattr(source, "close"):
             source.close()
         raise
-    # a resumed run's envs continue with episode seeds its first part did not draw
+    # a resumed run's envs start their episodes as the uninterrupted run's did after the
+    # checkpoint (RPDPPO.restart_episodes)
     start_step = int(resume_info["num_timesteps"]) if resume_info is not None else 0
     venv = VecMonitor(make_vec_env(env_cfg, cfg.envs, seed=cfg.seed,
                                    with_env_state=not cfg.no_teacher, start_step=start_step,
                                    workers=cfg.env_workers))
     try:
-        model, state = (_resume_model(cfg, venv, source, resume_info) if resume_info is not None
-                        else _new_model(cfg, venv, source))
+        model, state, train_state = (
+            _resume_model(cfg, venv, source, resume_info) if resume_info is not None
+            else (*_new_model(cfg, venv, source), None))
         _attach_labellers(model, cfg, teacher, view)
         state.env = dict(env_id=env_cfg.env_id, obs_mode=env_cfg.obs_mode,
                          control_mode=env_cfg.control_mode, reward_mode=env_cfg.reward_mode,
@@ -758,6 +862,8 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
         steps_before, t_learn = model.num_timesteps, time.perf_counter()
         update_before = model.update_seconds
         if remaining > 0:
+            if train_state is not None:
+                _apply_train_state(model, train_state)
             model.learn(remaining, callback=callback, tb_log_name="rpd",
                         reset_num_timesteps=False)
         # env steps/s of this invocation's training (rollouts, labels, updates; not evals)
@@ -779,6 +885,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
             env=state.env,
             obs_spec=_obs_spec(model, cfg, view),
             action_dim=int(model.action_space.shape[0]),
+            device=next(model.policy.parameters()).device.type,  # where it trained
             teacher=None if teacher is None else dict(path=str(cfg.teacher), kind=teacher.kind,
                                                       fingerprint=teacher.fingerprint),
             distill=None if cfg.no_teacher else cfg.distill,
@@ -830,26 +937,29 @@ def _new_model(cfg: TrainConfig, venv: Any, source: LabelSource | None) -> tuple
 
 
 def _resume_model(cfg: TrainConfig, venv: Any, source: LabelSource | None,
-                  info: dict[str, Any]) -> tuple[Any, RunState]:
+                  info: dict[str, Any]) -> tuple[Any, RunState, dict[str, Any] | None]:
     """The student of a resumed run, from its last checkpoint (`info`: latest.json), with the
-    options a resume may change applied and config.json rewritten only once it has loaded.
-    (`_prepare_run_dir` has checked the options that must not change.)"""
+    options a resume may change applied, and the checkpoint's train state (`_read_train_state`)
+    to apply last. Every checkpoint file is read before eval.csv is trimmed or config.json
+    rewritten. (`_prepare_run_dir` has checked the options that must not change.)"""
     from rpd.data.schema import write_json_atomic
 
-    model = load_model(cfg.out / "checkpoints" / "latest.zip", "--resume",
-                       f"delete {cfg.out / 'checkpoints'} to start the run again",
+    ckpt = cfg.out / "checkpoints"
+    model = load_model(ckpt / "latest.zip", "--resume",
+                       f"delete {ckpt} to start the run again",
                        env=venv, device=resolve_device(cfg.device), label_source=source,
                        tensorboard_log=str(cfg.out / "tb"))
-    state = RunState(wall_offset=info["wall_time_s"], last_eval=info["last_eval"],
-                     last_checkpoint=info["num_timesteps"],
-                     last_result=_trim_eval_rows(cfg.out, info))
     model.live_budget = cfg.live_budget  # a changed budget applies from here on
     model.answer_audit = cfg.answer_audit
     model.label_replay = cfg.label_replay
-    _load_replay(model, cfg.out / "checkpoints" / REPLAY_NPZ)
+    _load_replay(model, ckpt / REPLAY_NPZ)
+    train_state = _read_train_state(ckpt / TRAIN_STATE, model.num_timesteps)
+    state = RunState(wall_offset=info["wall_time_s"], last_eval=info["last_eval"],
+                     last_checkpoint=info["num_timesteps"],
+                     last_result=_trim_eval_rows(cfg.out, info))
     write_json_atomic(cfg.out / CONFIG_JSON, cfg.to_dict())
     logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
-    return model, state
+    return model, state, train_state
 
 
 def _attach_labellers(model: Any, cfg: TrainConfig, teacher: Any,

@@ -20,7 +20,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
@@ -64,6 +64,26 @@ def random_shift(images: th.Tensor, pad: int, generator: th.Generator) -> th.Ten
     out = th.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx,
                                                                                    strict=True))])
     return out.to(images.dtype)
+
+
+class UpdateEndCallback(BaseCallback):
+    """A callback that `RPDPPO` also calls after each update (`on_update_end`), where the
+    model is a consistent whole: weights, optimiser, `num_timesteps` and buffers all describe
+    the same point. SB3's `on_rollout_end` comes before the rollout's update."""
+
+    def on_update_end(self) -> None:
+        self._on_update_end()
+
+    def _on_update_end(self) -> None:
+        pass
+
+
+def _update_end(callback: BaseCallback | None) -> None:
+    if isinstance(callback, CallbackList):
+        for c in callback.callbacks:
+            _update_end(c)
+    elif isinstance(callback, UpdateEndCallback):
+        callback.on_update_end()
 
 
 def env_states_after_reset(env: VecEnv) -> np.ndarray:
@@ -162,11 +182,12 @@ class RPDPPO(PPO):
         self.label_replay = int(label_replay)
         self.replay: LabelReplay | None = None
         """Made on first use (`label_replay_buffer`), with capacity `label_replay`."""
+        self._learn_callback: BaseCallback | None = None
         super().__init__(policy, env, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "label_source", "frame_labeller",
-                "_last_env_states", "update_seconds", "replay"]
+                "_last_env_states", "update_seconds", "replay", "_learn_callback"]
 
     # ---- rollout --------------------------------------------------------------------------
 
@@ -174,7 +195,23 @@ class RPDPPO(PPO):
         reset = kwargs.get("reset_num_timesteps", args[2] if len(args) > 2 else True)
         if reset or self._last_obs is None:
             self._last_env_states = None  # the env is about to be reset
-        return super()._setup_learn(*args, **kwargs)
+        total, callback = super()._setup_learn(*args, **kwargs)
+        self._learn_callback = callback  # for `on_update_end`, which SB3 does not call
+        return total, callback
+
+    def restart_episodes(self, step: int) -> None:
+        """Reset every env, each restarting its episode-seed stream at `step`
+        (`rpd.data.envs.EPISODE_SEED_STEP`). An episode in progress cannot be saved, so a run
+        resumed at a checkpoint starts fresh ones (its envs built with start_step = the
+        checkpoint's step); a run that restarts its episodes at each checkpoint goes on exactly
+        as a run resumed there."""
+        from rpd.data.envs import EPISODE_SEED_STEP
+
+        assert self.env is not None
+        self.env.set_options({EPISODE_SEED_STEP: int(step)})
+        self._last_obs = self.env.reset()  # type: ignore[assignment]
+        self._last_episode_starts = np.ones((self.env.num_envs,), dtype=bool)
+        self._last_env_states = None
 
     def _labels_wanted(self, steps_after_rollout: int) -> bool:
         """Whether the update after this rollout uses labels (λ at that step > 0)."""
@@ -393,12 +430,14 @@ class RPDPPO(PPO):
                                  th.ones(n, dtype=th.bool, device=self.device))
 
     def train(self) -> None:
-        """One PPO update on the rollout (`_update`), timed in `update_seconds`."""
+        """One PPO update on the rollout (`_update`), timed in `update_seconds`, then the
+        learn callback's `UpdateEndCallback.on_update_end`."""
         t0 = time.perf_counter()
         try:
             self._update()
         finally:
             self.update_seconds += time.perf_counter() - t0
+        _update_end(self._learn_callback)
 
     def _update(self) -> None:
         """SB3's PPO.train with `+ λ · distill` in the loss (marked `# --- RPD`)."""
