@@ -788,7 +788,7 @@ def _describe(spec: KeySpec) -> str:
 def _discard(staging: Path) -> None:
     """Remove an unpublished part. zarr writes chunks concurrently on its own event-loop
     thread, and a failed write (a full disk) does not cancel its siblings, so files can still
-    appear for a moment after the first removal (seen once in CI, under load)."""
+    appear for a moment after the first removal."""
     for _ in range(20):
         shutil.rmtree(staging, ignore_errors=True)
         time.sleep(0.05)
