@@ -60,6 +60,11 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path: Path,
     _rpd("train", *RUN, "--teacher", teacher, "--steps", "128", "--out", str(split))
     _rpd("train", *RUN, "--teacher", teacher, "--steps", "256", "--out", str(split),
          "--resume")
+    # the final evaluation, and the checkpoint taken with it, describe the final student
+    final, _ = _policy(whole)
+    latest = RPDPPO.load(whole / "checkpoints" / "latest.zip", device="cpu")
+    for x, y in zip(final, latest.policy.parameters(), strict=True):
+        np.testing.assert_array_equal(x, y.detach().numpy())
     rows = _eval_rows(whole)
     assert [r[0] for r in rows] == ["128", "256"]
     assert _eval_rows(split) == rows
