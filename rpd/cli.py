@@ -65,7 +65,7 @@ def tasks_cmd(as_json: bool) -> None:
 
 
 def _register() -> None:
-    from rpd.commands import cache, demos, remote, report, run, teacher, train
+    from rpd.commands import cache, demos, export, remote, report, run, teacher, train
 
     # `rpd eval` (teacher.eval_cmd) serves teachers and students alike.
     for command in (demos.demos, teacher.finetune_teacher_cmd, teacher.eval_cmd, cache.cache,
@@ -74,6 +74,7 @@ def _register() -> None:
     main.add_command(teacher.scripted_teacher_cmd)
     main.add_command(remote.serve_teacher_cmd)
     main.add_command(remote.connect_teacher_cmd)
+    main.add_command(export.export_cmd)
 
 
 _register()

@@ -81,6 +81,9 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
               help="Teacher checkpoint directory.")
 @click.option("--student", type=click.Path(path_type=Path), default=None,
               help="Student run directory (from `rpd train`).")
+@click.option("--policy", type=click.Path(path_type=Path), default=None,
+              help="Exported student (FILE.onnx or FILE.pt from `rpd export`), run on the CPU "
+                   "in the episodes --student runs.")
 @click.option("--env", "env_id", required=True, help="Task id.")
 @click.option("--episodes", type=int, default=50, show_default=True)
 @click.option("--seed", type=int, default=None,
@@ -119,7 +122,8 @@ def finetune_teacher_cmd(demos: tuple[Path, ...], out: Path, kind: str, size: st
               help="Where to write the results [default: DIR/eval/ENV-hH.json, named apart "
                    "(-shiftD, -COLOR, -stochastic, -best, -seedS ...) when such an option is "
                    "given].")
-def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: int,
+def eval_cmd(teacher: Path | None, student: Path | None, policy: Path | None, env_id: str,
+             episodes: int,
              seed: int | None, held_out: bool, horizon: int | None, workers: int,
              camera_shift: float,
              object_color: str | None, stochastic: bool, checkpoint: str, chunk_mode: str,
@@ -133,9 +137,12 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
 
     check_sim_backend(sim_backend)
     resolve_device(device)
-    if (teacher is None) == (student is None):
-        raise InputError("give exactly one of --teacher DIR or --student RUN")
-    if student is not None and (camera_shift or object_color):
+    if sum(x is not None for x in (teacher, student, policy)) != 1:
+        raise InputError("give exactly one of --teacher DIR, --student RUN or --policy FILE")
+    if policy is not None and (stochastic or checkpoint != "final"):
+        raise InputError(f"--policy {policy}: an exported policy is one checkpoint's mean "
+                         "action; drop --stochastic/--checkpoint (see `rpd export --checkpoint`)")
+    if teacher is None and (camera_shift or object_color):
         raise InputError("--camera-shift/--object-color change what a teacher sees; a state "
                          "student sees no camera: use them with --teacher")
     if teacher is not None and stochastic:
@@ -159,6 +166,11 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
                                   chunk_mode=chunk_mode, video_dir=video,
                                   sim_backend=sim_backend, device=device),
                 progress=bar.update)
+        elif policy is not None:
+            from rpd.pipeline.export import evaluate_policy
+
+            result = evaluate_policy(policy, env_id, episodes, seed, horizon, video_dir=video,
+                                     sim_backend=sim_backend, workers=workers)
         else:
             from rpd.pipeline.evaluate import evaluate_student
 
@@ -174,6 +186,8 @@ def eval_cmd(teacher: Path | None, student: Path | None, env_id: str, episodes: 
         else f"-seed{seed}")  # held-out runs apart
     if teacher is not None and chunk_mode != "label":
         suffix += f"-{chunk_mode}"  # beside the labelling figure, not over it
+    if policy is not None:  # beside the exported file, named after it
+        base, suffix = policy.parent, f"{suffix}-{policy.name}"
     horizon = result.get("horizon", horizon)
     path = json_out or base / "eval" / f"{env_id}-h{horizon}{suffix}.json"  # type: ignore[operator]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -218,13 +218,37 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         success, return, length, workers, checkpoint, step (the env steps the policy was
         trained for), wall_time_s, per_episode [{seed, success, return, length}].
     """
+    _check_episodes(episodes, seed, workers)
+    zip_path, meta = resolve_student(run_dir, checkpoint=checkpoint)
+    with tempfile.TemporaryDirectory(prefix="rpd-eval-") as tmp:
+        # every worker reads this copy: a run still training may replace its checkpoint
+        frozen = Path(tmp) / zip_path.name
+        shutil.copyfile(zip_path, frozen)
+        step = int(load_model(frozen, "--student", REMAKE_STUDENT,
+                              device=resolve_device(device)).num_timesteps)
+        return run_evaluation(frozen, meta["env"], step, checkpoint, env_id=env_id,
+                              episodes=episodes, seed=seed, horizon=horizon,
+                              stochastic=stochastic, video_dir=video_dir,
+                              sim_backend=sim_backend, device=device, workers=workers)
+
+
+def _check_episodes(episodes: int, seed: int, workers: int) -> None:
     if episodes <= 0:
         raise InputError(f"--episodes {episodes}: must be a positive number")
     if workers <= 0:
         raise InputError(f"--workers {workers}: must be a positive number")
     EVALUATION.check(seed, episodes, "--seed", allowed=(HELD_OUT,))
-    zip_path, meta = resolve_student(run_dir, checkpoint=checkpoint)
-    env_cfg_d = dict(meta["env"])
+
+
+def run_evaluation(model_path: Path, env: dict[str, Any], step: int, checkpoint: str, *,
+                   env_id: str | None, episodes: int, seed: int, horizon: int | None,
+                   stochastic: bool, video_dir: Path | None, sim_backend: str, device: str,
+                   workers: int) -> dict[str, Any]:
+    """The episodes of `evaluate_student` (see there for the arguments and the result) for a
+    policy file: a student's .zip, or an exported .onnx/.pt (`rpd.pipeline.export`), acting
+    in `env` (student.json's "env"); `step` and `checkpoint` are reported as they are."""
+    _check_episodes(episodes, seed, workers)
+    env_cfg_d = dict(env)
     if env_id is not None:
         env_cfg_d["env_id"] = env_id
     if horizon is not None:
@@ -232,29 +256,23 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
     env_cfg_d["sim_backend"] = sim_backend
     seeds = list(range(seed, seed + episodes))
     workers = min(workers, episodes)
-    with tempfile.TemporaryDirectory(prefix="rpd-eval-") as tmp:
-        # every worker reads this copy: a run still training may replace its checkpoint
-        frozen = Path(tmp) / zip_path.name
-        shutil.copyfile(zip_path, frozen)
-        step = int(load_model(frozen, "--student", REMAKE_STUDENT,
-                              device=resolve_device(device)).num_timesteps)
-        t0 = time.perf_counter()
-        job = dict(model_path=str(frozen), trained_on=meta["env"]["env_id"], env_cfg=env_cfg_d,
-                   deterministic=not stochastic, video_dir=video_dir, device=device)
-        if workers == 1:
-            results, time_limit = _student_episodes(seeds=seeds, **job)  # type: ignore[arg-type]
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+    t0 = time.perf_counter()
+    job = dict(model_path=str(model_path), trained_on=env["env_id"], env_cfg=env_cfg_d,
+               deterministic=not stochastic, video_dir=video_dir, device=device)
+    if workers == 1:
+        results, time_limit = _student_episodes(seeds=seeds, **job)  # type: ignore[arg-type]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-            chunks = [seeds[i::workers] for i in range(workers)]
-            with ProcessPoolExecutor(workers,
-                                     mp_context=multiprocessing.get_context("spawn")) as pool:
-                parts = list(pool.map(_student_episodes_job,
-                                      [dict(job, seeds=c) for c in chunks]))
-            by_seed = {s: r for (rs, _), c in zip(parts, chunks, strict=True)
-                       for s, r in zip(c, rs, strict=True)}
-            results, time_limit = [by_seed[s] for s in seeds], parts[0][1]
+        chunks = [seeds[i::workers] for i in range(workers)]
+        with ProcessPoolExecutor(workers,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_student_episodes_job,
+                                  [dict(job, seeds=c) for c in chunks]))
+        by_seed = {s: r for (rs, _), c in zip(parts, chunks, strict=True)
+                   for s, r in zip(c, rs, strict=True)}
+        results, time_limit = [by_seed[s] for s in seeds], parts[0][1]
     successes, returns, lengths = zip(*results, strict=True)
     return {"env": env_cfg_d["env_id"], "episodes": episodes, "seed": seed,
             "seed_range": range_of(seed).name,  # type: ignore[union-attr]
@@ -281,8 +299,13 @@ def _student_episodes(model_path: str, trained_on: str, env_cfg: dict[str, Any],
 
     limit_cpu_threads()
     logging.getLogger("mani_skill").setLevel(logging.ERROR)
-    model = load_model(Path(model_path), "--student", REMAKE_STUDENT,
-                       device=resolve_device(device))
+    if Path(model_path).suffix == ".zip":
+        model = load_model(Path(model_path), "--student", REMAKE_STUDENT,
+                           device=resolve_device(device))
+    else:  # an exported policy: runs on the CPU
+        from rpd.pipeline.export import ExportedPolicy
+
+        model = ExportedPolicy.load(model_path)
     env_cfg = dict(env_cfg)
     if env_cfg.get("camera") is not None:  # a pixel student's view
         env_cfg["camera"] = CameraSpec(**env_cfg["camera"])
