@@ -377,10 +377,13 @@ def stages(cfg: RunConfig) -> list[Stage]:
     return [s for plan in STAGES for s in plan(cfg)]
 
 
-def _made_by(stage: Stage) -> list[str]:
+def _made_by(stage: Stage, cfg: RunConfig) -> list[str]:
     """The part of a stage's command that decides what it makes: without --resume and --force,
-    and for a student run without --steps (a finished run may be continued to more steps)."""
-    args = [a for a in stage.args if a not in ("--resume", "--force")]
+    for a student run without --steps (a finished run may be continued to more steps), and
+    with paths inside the chain directory relative to it (a moved chain is the same chain)."""
+    inside = str(cfg.out) + os.sep
+    args = [a.replace(inside, "OUT" + os.sep) for a in stage.args
+            if a not in ("--resume", "--force")]
     if stage.name.startswith("train-") and "--steps" in args:
         i = args.index("--steps")
         del args[i:i + 2]
@@ -396,7 +399,7 @@ def check_made_by(stage: Stage, cfg: RunConfig) -> None:
     if stage.output is None or not stage.output.exists():
         return
     made = _read_json(cfg.out / STAGE_RECORD).get(stage.name)
-    now = _made_by(stage)
+    now = _made_by(stage, cfg)
     if made is None or made == now:
         return
     changed = sorted(set(_options(made).items()) ^ set(_options(now).items()))
@@ -423,7 +426,7 @@ def _record(stage: Stage, cfg: RunConfig) -> None:
         return
     path = cfg.out / STAGE_RECORD
     record = _read_json(path)
-    record[stage.name] = _made_by(stage)
+    record[stage.name] = _made_by(stage, cfg)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)

@@ -12,6 +12,7 @@ import pytest
 
 TINY = ["--steps", "256", "--envs", "2", "--demos-num", "2", "--teacher-steps", "10",
         "--teacher-episodes", "2", "--eval-every", "128", "--eval-episodes", "1",
+        "--heldout-episodes", "2", "--cache", "--cache-rollouts", "1",
         "--live-budget", "8", "--workers", "1"]
 
 
@@ -31,13 +32,15 @@ def test_a_tiny_run_writes_the_report_and_a_summary(chain: tuple[Path, subproces
                                                     ) -> None:
     out, result = chain
     assert result.returncode == 0, result.stderr[-2000:]
-    for stage in ("demos", "fast-demos", "teacher", "teacher-eval", "train-rpd-s0",
-                  "train-ppo-s0", "report"):
+    for stage in ("demos", "fast-demos", "teacher", "teacher-eval", "cache", "train-rpd-s0",
+                  "train-ppo-s0", "heldout-rpd-s0", "heldout-ppo-s0", "report"):
         assert f"[{stage}] done in" in result.stdout
     report = json.loads((out / "report" / "report.json").read_text())
     assert report  # one task group at least
     assert (out / "report" / "PushCube-v1.png").is_file()
     assert "rpd run finished" in result.stdout and "student rpd-s0" in result.stdout
+    assert "held-out success" in result.stdout and "(2 episodes)" in result.stdout
+    assert "held-out success" in (out / "report" / "report.md").read_text()
     rpd = json.loads((out / "runs" / "PushCube-v1-sparse-rpd-s0" / "student.json").read_text())
     assert 0 < rpd["metrics"]["live_teacher_calls"] <= 8 * 2  # the budget per rollout holds
     log = [json.loads(line) for line in (out / "run.log").read_text().splitlines()]
@@ -52,7 +55,7 @@ def test_a_second_invocation_skips_every_finished_stage(
     result = _run("--out", out, *TINY)
     assert result.returncode == 0, result.stderr[-2000:]
     for stage in ("demos", "fast-demos", "teacher", "teacher-eval", "train-rpd-s0",
-                  "train-ppo-s0"):
+                  "train-ppo-s0", "heldout-rpd-s0", "heldout-ppo-s0"):
         assert f"[{stage}] skipped" in result.stdout
     assert "[report] done in" in result.stdout  # the report is always redrawn
 
@@ -61,11 +64,11 @@ def test_a_failing_stage_is_one_line_exit_2_and_keeps_finished_work(
         chain: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
     out = tmp_path / "quick"
     shutil.copytree(chain[0], out)
-    # more steps -> the student runs resume, with an option rpd train refuses
-    result = _run("--out", out, *TINY[:1], "512", *TINY[2:], "--train-args", "--n-epochs 0")
+    # a new seed's student run, with an option rpd train refuses
+    result = _run("--out", out, *TINY, "--seeds", "1", "--train-args", "--n-epochs 0")
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("rpd: error: stage train-rpd-s0 failed (exit code 2)")
+    assert last.startswith("rpd: error: stage train-rpd-s1 failed (exit code 2)")
     assert "--n-epochs 0" in last and "to resume" in last
     for kept in ("demos/PushCube-v1", "teacher/teacher.json",
                  "runs/PushCube-v1-sparse-rpd-s0/student.json",
@@ -94,3 +97,75 @@ def test_fast_demos_stage_feeds_the_teacher(tmp_path: Path) -> None:
     assert "rpd demos speedup" in lines["fast-demos"] and "--factor 4" in lines["fast-demos"]
     assert f"--demos {tmp_path / 'out' / fast}" in lines["teacher"]
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def _episode_seeds(out: Path) -> dict[str, set[int]]:
+    """Every episode seed a finished chain started an episode from, by stage, read from the
+    files each stage wrote."""
+    import numpy as np
+
+    from rpd.data.envs import episode_seeds
+    from rpd.data.seeds import TRAINING
+    from rpd.data.store import TeacherStore
+
+    demos = set()
+    for js in (out / "demos" / "PushCube-v1").glob("*.json"):
+        demos |= {int(e["episode_seed"]) for e in json.loads(js.read_text())["episodes"]}
+    rows = TeacherStore.open(out / "store").read(["episode", "source"])
+    rollout = np.isin(rows.source, [1, 2])  # teacher and noisy rollouts: reset seeds
+    cache = set(rows.episode[rollout].tolist())
+    teacher = json.loads((out / "eval" / "teacher-PushCube-v1-h50.json").read_text())
+    runs = sorted((out / "runs").glob("PushCube-v1-sparse-*-s0"))
+    evaluation, held_out, training = set(), set(), set()
+    for run in runs:
+        cfg = json.loads((run / "config.json").read_text())
+        evaluation |= set(range(cfg["eval_seed"], cfg["eval_seed"] + cfg["eval_episodes"]))
+        held = json.loads((run / "eval" / "PushCube-v1-h50-heldout.json").read_text())
+        held_out |= {e["seed"] for e in held["per_episode"]}
+        # the first episodes of each training env, drawn as the run's envs draw them
+        training |= {int(episode_seeds(cfg["seed"], k).integers(TRAINING.start, TRAINING.stop))
+                     for k in range(cfg["envs"])}
+    return dict(demos=demos, cache=cache, evaluation=evaluation, held_out=held_out,
+                teacher_evaluation={e["seed"] for e in teacher["per_episode"]},
+                training=training)
+
+
+def test_the_stages_of_a_chain_never_share_an_episode_seed(
+        chain: tuple[Path, subprocess.CompletedProcess]) -> None:
+    import itertools
+
+    out, result = chain
+    assert result.returncode == 0, result.stderr[-2000:]
+    used = _episode_seeds(out)
+    assert all(used.values()), {k: len(v) for k, v in used.items()}  # every stage drew seeds
+    for (a, sa), (b, sb) in itertools.combinations(used.items(), 2):
+        assert not sa & sb, f"{a} and {b} share seeds {sorted(sa & sb)[:5]}"
+
+
+def test_a_stage_made_by_other_options_is_refused_in_one_line(
+        chain: tuple[Path, subprocess.CompletedProcess]) -> None:
+    out, _ = chain
+    before = (out / "stages.json").read_text()
+    result = _run("--out", out, *TINY, "--teacher-steps", "20")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "differs in --steps" in result.stderr and str(out / "teacher") in result.stderr
+    result = _run("--out", out, *TINY, "--train-args", "--n-epochs 3", "--dry-run")
+    assert result.returncode == 2 and "differs in --n-epochs" in result.stderr
+    assert (out / "stages.json").read_text() == before  # nothing recorded, nothing re-made
+
+
+def test_more_steps_continue_every_finished_student(
+        chain: tuple[Path, subprocess.CompletedProcess]) -> None:
+    """Last in this file: it grows the shared chain (a run keeps its teacher's absolute path,
+    so a copy of the chain elsewhere could not be resumed)."""
+    out = chain[0]
+    result = _run("--out", out, *TINY[:1], "384", *TINY[2:])
+    assert result.returncode == 0, result.stderr[-2000:]
+    for method in ("rpd", "ppo"):
+        run = out / "runs" / f"PushCube-v1-sparse-{method}-s0"
+        assert json.loads((run / "student.json").read_text())["metrics"]["steps"] >= 384
+        held = json.loads((run / "eval" / "PushCube-v1-h50-heldout.json").read_text())
+        assert held["step"] >= 384 and held["seed_range"] == "held-out"
+    config = json.loads((out / "runs" / "PushCube-v1-sparse-rpd-s0" / "config.json").read_text())
+    assert config["lambda_decay_steps"] == int(0.6 * 256)  # the schedule it started with
