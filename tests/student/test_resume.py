@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from proprio_teacher import ENV_ID
 
 from rpd.cli import main
+from rpd.data.envs import EPISODE_SEED_STEP, EnvConfig, make_vec_env
 from rpd.pipeline import label_model
 from rpd.student.rpdppo import RPDPPO
 
@@ -93,3 +94,30 @@ def test_the_label_model_fits_alike_in_any_row_order_and_continues_from_its_stat
     a.fit(obs, act)  # a warm refit, seeded by the fit count
     c.fit(obs, act)
     np.testing.assert_array_equal(a.predict(obs)[0], c.predict(obs)[0])
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["worker-process", "batched"])
+def test_restarting_the_episodes_at_a_step_starts_those_of_a_run_resumed_there(
+        batched: bool) -> None:
+    """What a run does at each checkpoint (`RPDPPO.restart_episodes`) gives every env the
+    episode a run resumed at that checkpoint starts with, on both VecEnv paths."""
+    n = 1 if batched else 2
+
+    def episode_seeds(env: object) -> list[int]:
+        return [info["episode_seed"] for info in env.reset_infos]  # type: ignore[attr-defined]
+
+    going = make_vec_env(EnvConfig(ENV_ID), n, seed=3, batched=batched, workers=1)
+    resumed = make_vec_env(EnvConfig(ENV_ID), n, seed=3, start_step=128, batched=batched,
+                           workers=1)
+    try:
+        going.seed(3)  # as SB3 seeds a model's env
+        going.reset()
+        first = episode_seeds(going)
+        going.set_options({EPISODE_SEED_STEP: 128})
+        going.reset()
+        resumed.seed(3)
+        resumed.reset()
+        assert episode_seeds(going) == episode_seeds(resumed) != first
+    finally:
+        going.close()
+        resumed.close()
