@@ -157,8 +157,9 @@ class TrainConfig:
         normalize_obs: Standardise observations inside the policy with running statistics
             (`rpd.student.policies.NormalizedFlatten`); off = SB3's raw flatten.
         eval_every: Evaluate (and checkpoint) every this many env steps.
-        checkpoint_every: Also checkpoint, without evaluating, every this many env steps (at
-            the end of a rollout), so a killed run loses less; None = with evaluations only.
+        checkpoint_every: Also checkpoint, without evaluating, every this many env steps (after
+            a rollout's update), so a killed run loses less; None = with evaluations only. At
+            every checkpoint each env starts a fresh episode, as a run resumed there does.
         eval_episodes: Episodes per evaluation (fixed seeds `eval_seed`...).
         eval_seed: First evaluation seed, in the seed plan's evaluation range
             (`rpd.data.seeds.EVALUATION`), which no demo, cache or training episode uses.
