@@ -48,7 +48,6 @@ def _eval_rows(run: Path) -> list[tuple[str, ...]]:
         return [tuple(r[c] for c in POLICY_COLUMNS) for r in csv.DictReader(f)]
 
 
-@pytest.mark.slow
 def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from rpd.teachers.scripted import ScriptedTeacher
