@@ -131,13 +131,13 @@ def test_eval_runs_the_checkpoints_of_an_unfinished_run(rpd_run: Path, tmp_path:
     res = json.loads(out.read_text())
     assert (res["checkpoint"], res["step"], res["horizon"]) == ("latest", 128, 50)
     code, output = _rpd("eval", "--student", str(run), "--env", ENV_ID, "--episodes", "1",
-                        "--checkpoint", "best", "--workers", "1", "--seed", "20000")
+                        "--checkpoint", "best", "--workers", "1", "--held-out")
     assert code == 0, output
     best = json.loads((run / "checkpoints" / "best.json").read_text())
-    # a held-out seed is named apart: it does not overwrite the default seed's file
+    # a held-out evaluation is named apart: it does not overwrite the default seeds' file
     assert not (run / "eval" / f"{ENV_ID}-h50-best.json").exists()
-    assert json.loads((run / "eval" / f"{ENV_ID}-h50-best-seed20000.json").read_text())[
-        "step"] == best["step"]
+    held = json.loads((run / "eval" / f"{ENV_ID}-h50-best-heldout.json").read_text())
+    assert held["step"] == best["step"] and held["seed_range"] == "held-out"
     code, output = _rpd("eval", "--student", str(run), "--env", ENV_ID, "--episodes", "1")
     assert code == 2 and "--checkpoint latest|best" in output.strip().splitlines()[-1], output
     # checkpoints of an older rpd do not say which env (camera, horizon) the student saw
