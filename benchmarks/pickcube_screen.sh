@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The PickCube recipe screen: which lever lets RPD build on a weak teacher on dense PickCube-v1
+# (the paper's headline task)? One seed each, a state student, the scripted 18 % teacher
+# (`--offset 0.0275 0 0`), up to STEPS env steps (default 300000), against the published runs
+# whose λ fell to 0 by 60k (docs/results/PickCube-v1-dense-evals/).
+#
+#     [STEPS=N] [RESULTS=DIR] nice -n 10 bash benchmarks/pickcube_screen.sh WORK [RUN ...]
+#
+# RUNs (default: all, in this order):
+#   const     today's defaults with λ = 1 constant (the paper's λ)
+#   ref       the reference code's recipe: λ = 1 constant, 50-step rollouts, target KL 0.2,
+#             log std -0.5, 32 envs x 50 = 1,600 samples per update in 4 minibatches
+#   envs32    today's defaults, λ = 1 constant, 32 envs (2,048 samples per update)
+#   replay    today's defaults, λ = 1 constant, --label-replay 20000
+#   adaptive  today's defaults, --lambda-schedule adaptive (λ held until the student passes
+#             the teacher's measured success, then halved per evaluation while it stays ahead)
+#
+# Resumable: a finished run is skipped, an interrupted one resumes from its last checkpoint
+# (every 10k steps). Two chains side by side, each with its own RUNs, use both cores. When a
+# run finishes it is evaluated on 50 held-out episodes (`rpd eval --held-out`), and its
+# config.json, eval.csv, student.json and held-out JSON are copied to RESULTS/RUN/ (default
+# docs/results/PickCube-v1-dense-screen), the files the published table is made from.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: $0 WORK [RUN ...]" >&2; exit 2; }
+work=$1; shift
+rpd=("${PYTHON:-.venv/bin/python}" -m rpd.cli)
+results=${RESULTS:-docs/results/PickCube-v1-dense-screen}
+steps=${STEPS:-300000}
+teacher=$work/teachers/pick-x275
+
+need_teacher() {
+  if [ ! -f "$teacher/teacher.json" ]; then
+    "${rpd[@]}" scripted-teacher --env PickCube-v1 --offset 0.0275 0 0 --out "$teacher"
+  fi
+  if [ ! -f "$teacher/eval/PickCube-v1-h50.json" ]; then
+    "${rpd[@]}" eval --teacher "$teacher" --env PickCube-v1 --episodes 50 --horizon 50 \
+      --workers 1
+  fi
+  mkdir -p "$results"
+  cp "$teacher/eval/PickCube-v1-h50.json" "$results/teacher-h50.json"
+}
+
+common=(--env PickCube-v1 --reward dense --steps "$steps" --eval-every 10000 --eval-episodes 20
+        --checkpoint-every 10000 --seed 0)
+
+run() {  # run NAME ARGS...
+  local name=$1; shift
+  local out=$work/runs/PickCube-v1-dense-$name
+  local done_steps=0
+  [ -f "$out/student.json" ] && done_steps=$("${rpd[0]}" -c \
+    "import json, sys; print(json.load(open(sys.argv[1]))['metrics']['steps'])" \
+    "$out/student.json")
+  if [ "$done_steps" -lt "$steps" ]; then
+    local resume=()
+    [ -f "$out/config.json" ] && resume=(--resume)
+    echo "$name: training (log $work/$name.log)"
+    "${rpd[@]}" train "${common[@]}" --teacher "$teacher" "$@" "${resume[@]}" --out "$out" \
+      >>"$work/$name.log" 2>&1
+  fi
+  local held=$out/eval/PickCube-v1-h50-heldout.json
+  if [ ! -f "$held" ]; then
+    echo "$name: held-out evaluation"
+    "${rpd[@]}" eval --student "$out" --env PickCube-v1 --episodes 50 --held-out \
+      --workers 1 >>"$work/$name.log" 2>&1
+  fi
+  mkdir -p "$results/$name"
+  cp "$out/config.json" "$out/eval.csv" "$out/student.json" "$held" "$results/$name/"
+  echo "$name: done, files in $results/$name"
+}
+
+do_run() {
+  case $1 in
+    const)    run const --lambda 1 ;;
+    ref)      run ref --lambda 1 --n-steps 50 --target-kl 0.2 --log-std-init -0.5 --envs 32 \
+                --batch-size 400 ;;
+    envs32)   run envs32 --lambda 1 --envs 32 --batch-size 512 ;;
+    replay)   run replay --lambda 1 --label-replay 20000 ;;
+    adaptive) run adaptive --lambda 1 --lambda-schedule adaptive ;;
+  esac
+}
+
+runs=(const ref envs32 replay adaptive)
+[ $# -gt 0 ] || set -- "${runs[@]}"
+for r in "$@"; do
+  [[ " ${runs[*]} " == *" $r "* ]] || { echo "unknown run '$r': pick from ${runs[*]}" >&2; exit 2; }
+done
+mkdir -p "$work/runs"
+need_teacher
+for r in "$@"; do do_run "$r"; done
