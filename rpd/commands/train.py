@@ -44,10 +44,18 @@ from rpd.data.seeds import EVALUATION
               help="Supervised steps on the cached labels first [default: 2000 with --cache].")
 @click.option("--lambda", "lam", type=float, default=1.0, show_default=True,
               help="Weight λ of the distill term.")
-@click.option("--lambda-schedule", type=click.Choice(["constant", "linear", "cosine"]),
-              default="constant", show_default=True)
+@click.option("--lambda-schedule",
+              type=click.Choice(["constant", "linear", "cosine", "adaptive"]),
+              default="constant", show_default=True,
+              help="adaptive: λ held while the student's evaluations are below its teacher's "
+                   "success (+ --lambda-margin), halved once they stay ahead.")
 @click.option("--lambda-decay-steps", type=int, default=None,
               help="Env step where a decaying λ reaches 0.")
+@click.option("--teacher-success", type=float, default=None,
+              help="The adaptive schedule's reference success [default: the teacher's "
+                   "TEACHER/eval/ENV-hH.json at the student's horizon].")
+@click.option("--lambda-margin", type=float, default=0.05, show_default=True,
+              help="How far above its teacher the student must be before adaptive λ falls.")
 @click.option("--distill", type=click.Choice(["mse", "l1", "bc"]), default="mse",
               show_default=True)
 @click.option("--live-budget", type=int, default=None, help="Max live teacher calls per rollout.")
@@ -100,6 +108,7 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
           student_image_size: int | None, critic_state: bool, envs: int,
           env_workers: int | None, horizon: int | None,
           offline_steps: int | None, lam: float, lambda_schedule: str,
+          teacher_success: float | None, lambda_margin: float,
           lambda_decay_steps: int | None, distill: str, live_budget: int | None,
           cache_radius: float | None, label_model: bool, label_model_spread: float,
           answer_audit: int, label_replay: int,
@@ -125,6 +134,7 @@ def train(env_id: str, teacher: Path | None, cache: Path | None, steps: int, out
                       critic_state=critic_state, envs=envs, env_workers=env_workers,
                       horizon=horizon,
                       offline_steps=offline_steps, lam=lam, lambda_schedule=lambda_schedule,
+                      teacher_success=teacher_success, lambda_margin=lambda_margin,
                       lambda_decay_steps=lambda_decay_steps, distill=distill,
                       live_budget=live_budget, cache_radius=cache_radius,
                       label_model=label_model, label_model_spread=label_model_spread,

@@ -61,7 +61,13 @@ from rpd.pipeline.evaluate import (
     run_episodes_student,
 )
 from rpd.student.labels import InMemoryLabelSource, LabelSource
-from rpd.student.losses import DISTILL_KINDS, SCHEDULE_KINDS, LambdaSchedule
+from rpd.student.losses import (
+    DISTILL_KINDS,
+    LAMBDA_SCHEDULES,
+    SCHEDULE_KINDS,
+    AdaptiveSchedule,
+    LambdaSchedule,
+)
 from rpd.student.policies import NATURE_CNN_MIN_SIZE as NATURE_CNN_MIN
 
 logger = logging.getLogger(__name__)
@@ -111,8 +117,15 @@ class TrainConfig:
             online RPD; None = 2000 when `cache` is given, else 0.
         lam: λ, the weight of the distill term at the start (paper: 1.0).
         lambda_schedule: "constant" (paper), "linear" or "cosine" decay to 0 by
-            `lambda_decay_steps`; the teacher is not consulted once λ is 0.
+            `lambda_decay_steps`, or "adaptive": λ held while the student's evaluations are
+            below its teacher's success and halved once they stay ahead; the teacher is not
+            consulted once λ is 0.
         lambda_decay_steps: K for a decaying schedule (env steps).
+        teacher_success: The adaptive schedule's reference: the teacher's success rate at
+            the student's horizon; None = read from the teacher's evaluation JSON
+            (TEACHER/eval/ENV-hH.json, `rpd eval --teacher`).
+        lambda_margin: The adaptive schedule halves λ once the student's evaluations reach
+            teacher success + this margin twice in a row (`rpd.student.losses.AdaptiveSchedule`).
         distill: "mse" on the Gaussian mean (paper), "l1", or "bc" (-log π(a_T|s)).
         live_budget: Max live teacher calls per rollout; None = unlimited. Transitions left
             unlabelled are masked out of the distill term.
@@ -192,6 +205,8 @@ class TrainConfig:
     lam: float = 1.0
     lambda_schedule: str = "constant"
     lambda_decay_steps: int | None = None
+    teacher_success: float | None = None
+    lambda_margin: float = 0.05
     distill: str = "mse"
     live_budget: int | None = None
     cache_radius: float | None = None
@@ -278,10 +293,16 @@ class TrainConfig:
             raise InputError(f"--offline-steps {self.offline_steps}: must be ≥ 0")
         if self.lam < 0:
             raise InputError(f"--lambda {self.lam}: must be ≥ 0")
-        if self.lambda_schedule not in SCHEDULE_KINDS:
+        if self.lambda_schedule not in LAMBDA_SCHEDULES:
             raise InputError(f"--lambda-schedule {self.lambda_schedule!r}: use one of "
-                             f"{', '.join(SCHEDULE_KINDS)}")
-        if self.lambda_schedule != "constant" and not (self.lambda_decay_steps or 0) > 0:
+                             f"{', '.join(LAMBDA_SCHEDULES)}")
+        if self.lambda_schedule == "adaptive" and self.no_teacher:
+            raise InputError("--lambda-schedule adaptive follows a teacher's success; plain PPO "
+                             "(--no-teacher) has none")
+        if self.teacher_success is not None and not 0.0 <= self.teacher_success <= 1.0:
+            raise InputError(f"--teacher-success {self.teacher_success}: a success rate in "
+                             "[0, 1]")
+        if self.lambda_schedule in SCHEDULE_KINDS[1:] and not (self.lambda_decay_steps or 0) > 0:
             raise InputError(f"--lambda-schedule {self.lambda_schedule}: needs "
                              "--lambda-decay-steps K > 0 (the step where λ reaches 0)")
         if self.distill not in DISTILL_KINDS:
@@ -341,8 +362,32 @@ class TrainConfig:
         return kwargs
 
     @property
-    def schedule(self) -> LambdaSchedule:
+    def schedule(self) -> LambdaSchedule | AdaptiveSchedule:
+        """A new λ schedule for this run (the adaptive one reads the teacher's success)."""
+        if self.lambda_schedule == "adaptive":
+            return AdaptiveSchedule(self.lam, self.resolved_teacher_success(),
+                                    margin=self.lambda_margin)
         return LambdaSchedule(self.lambda_schedule, self.lam, self.lambda_decay_steps)
+
+    def resolved_teacher_success(self) -> float:
+        """`teacher_success`, else the success in the teacher's own evaluation at the
+        student's horizon (`rpd eval --teacher T --env ENV --horizon H` writes
+        T/eval/ENV-hH.json)."""
+        if self.teacher_success is not None:
+            return self.teacher_success
+        horizon = self.horizon or 50
+        path = Path(str(self.teacher)) / "eval" / f"{self.env_id}-h{horizon}.json"
+        fix = (f"run `rpd eval --teacher {self.teacher} --env {self.env_id} --horizon "
+               f"{horizon}` first, or pass --teacher-success")
+        if not path.is_file():
+            raise InputError(f"--lambda-schedule adaptive: no {path}; {fix}")
+        try:
+            success = float(json.loads(path.read_text())["success_rate"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(f"--lambda-schedule adaptive: {path} holds no success_rate; "
+                             f"{fix}") from None
+        logger.info("adaptive λ: the teacher's success is %.2f (%s)", success, path)
+        return success
 
     def student_view(self, teacher: Any = None) -> CameraSpec | None:
         """A pixel student's camera (None for a state student): see `student_camera`."""
@@ -380,7 +425,8 @@ class TrainConfig:
 # The options a resumed run must share with the original (everything but the length).
 _RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "student_camera",
                  "student_image_size", "critic_state", "envs", "horizon",
-                 "lam", "lambda_schedule", "lambda_decay_steps", "distill", "seed", "n_steps",
+                 "lam", "lambda_schedule", "lambda_decay_steps", "teacher_success",
+                 "lambda_margin", "distill", "seed", "n_steps",
                  "batch_size", "n_epochs", "net_arch", "log_std_init", "normalize_obs",
                  "target_kl", "max_grad_norm", "teacher_camera_shift",
                  "teacher_object_color", "learning_rate", "gamma", "gae_lambda", "clip_range",
@@ -505,6 +551,11 @@ def evaluate_and_checkpoint(model: Any, env: Any, cfg: TrainConfig,
     """Evaluate deterministically, append a row to eval.csv, log eval/, save a checkpoint."""
     t_eval = time.perf_counter()
     res = run_episodes_student(model, env, cfg.eval_episodes, cfg.eval_seed)
+    observe = getattr(model.lambda_schedule, "observe", None)
+    if observe is not None and model.label_source is not None:  # adaptive λ, before the save
+        reason = observe(model.num_timesteps, res["success"])
+        if reason is not None:
+            logger.info("step %d: adaptive λ: %s", model.num_timesteps, reason)
     wall = state.wall
     row = dict(step=model.num_timesteps, success=res["success"], ret=res["ret"],
                wall_time_s=round(wall, 2), live_teacher_calls=model.live_teacher_calls)
@@ -761,6 +812,7 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
         # runs from before pixel students
         saved.update({k: saved.get(k) for k in ("student_camera", "student_image_size")})
         saved.setdefault("critic_state", False)
+        saved.setdefault("lambda_margin", 0.05)  # runs from before the adaptive schedule
         for k in _RESUME_FIXED:
             if saved.get(k) != new.get(k):
                 raise InputError(f"--resume: {cfg.out} was trained with {k}={saved.get(k)!r}, "
@@ -890,7 +942,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
             teacher=None if teacher is None else dict(path=str(cfg.teacher), kind=teacher.kind,
                                                       fingerprint=teacher.fingerprint),
             distill=None if cfg.no_teacher else cfg.distill,
-            lambda_schedule=None if cfg.no_teacher else cfg.schedule.to_dict(),
+            lambda_schedule=None if cfg.no_teacher else model.lambda_schedule.to_dict(),
             metrics=dict(steps=int(model.num_timesteps), eval_success=final["success"],
                          eval_return=final["ret"], eval_episodes=cfg.eval_episodes,
                          eval_seed=cfg.eval_seed, wall_time_s=round(wall, 2),

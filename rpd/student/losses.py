@@ -208,3 +208,46 @@ def adaptive_lambda_step(state: AdaptiveLambda, student_success: float, teacher_
     reason = (f"success {student_success:.2f} ≥ {target:.2f} (teacher {teacher_success:.2f} + "
               f"{margin:g}) at {ahead} evaluations in a row: λ {state.lam:.3g} → {lam:.3g}")
     return AdaptiveLambda(lam, ahead), reason
+
+
+LAMBDA_SCHEDULES: tuple[str, ...] = (*SCHEDULE_KINDS, "adaptive")
+"""Every `--lambda-schedule`: the step-driven kinds of `LambdaSchedule`, and "adaptive"
+(`AdaptiveSchedule`), which the evaluations drive."""
+
+
+class AdaptiveSchedule:
+    """λ driven by the student's evaluations (`adaptive_lambda_step`): held while the student is
+    below its teacher's measured success plus `margin`, then halved at each evaluation it stays
+    ahead. Called with a step like `LambdaSchedule` (the step does not matter); `observe` is
+    called with each evaluation. Its state travels in the model's checkpoint, so a resumed run
+    continues with the λ it had."""
+
+    kind = "adaptive"
+
+    def __init__(self, value: float, teacher_success: float, margin: float = 0.05,
+                 patience: int = 2, factor: float = 0.5) -> None:
+        if value < 0:
+            raise ValueError(f"λ {value}: must be ≥ 0")
+        if not 0.0 <= teacher_success <= 1.0:
+            raise ValueError(f"teacher success {teacher_success}: must be in [0, 1]")
+        self.value, self.teacher_success, self.margin = value, teacher_success, margin
+        self.patience, self.factor = patience, factor
+        self.state = AdaptiveLambda(value)
+        self.changes: list[dict[str, object]] = []
+
+    def __call__(self, step: int) -> float:
+        return self.state.lam
+
+    def observe(self, step: int, success: float) -> str | None:
+        """Take one evaluation's success; returns the reason when λ changed (also kept in
+        `changes` with its step)."""
+        self.state, reason = adaptive_lambda_step(self.state, success, self.teacher_success,
+                                                  self.margin, self.patience, self.factor)
+        if reason is not None:
+            self.changes.append(dict(step=int(step), lam=self.state.lam, reason=reason))
+        return reason
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(kind=self.kind, value=self.value, teacher_success=self.teacher_success,
+                    margin=self.margin, patience=self.patience, factor=self.factor,
+                    lam=self.state.lam, changes=list(self.changes))
