@@ -14,14 +14,8 @@ Run directory:
     RUN/student.zip          the final SB3 model
     RUN/student.json         env, obs spec, teacher fingerprint, λ schedule, final metrics
 
-Hyperparameter sources (PPO defaults): ManiSkill's PPO baseline (examples/baselines/ppo/ppo.py:
-gamma 0.8, GAE λ 0.9, lr 3e-4, clip 0.2, max_grad_norm 0.5, vf_coef 0.5, ent_coef 0, 4 epochs,
-no reward normalisation; its target_kl is 0.1, the paper's RPD code uses 0.2) and the RPD paper
-(arXiv 2503.05833: MSE on the mean, λ = 1 constant, gamma 0.99 for sparse reward). The rollout
-size is scaled down from ManiSkill's 512 GPU envs x 50 steps to 8 CPU envs x 64 steps.
-Three defaults depart from both, measured on PickCube with an exact teacher (issue 14):
-observations standardised inside the policy, initial log std -1.5 instead of -0.5, and no
-KL early stop; with ManiSkill's settings the student never copied the teacher in 100k steps.
+The config (every option, its default and whether a resume may change it) is
+`rpd.pipeline.train_config.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -29,28 +23,22 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rpd.data.envs import (
-    PIXEL_OBS_MODES,
     CameraSpec,
-    EnvConfig,
-    check_sim_backend,
-    get_task,
     limit_cpu_threads,
     make_env,
     make_vec_env,
     resolve_device,
 )
-from rpd.data.seeds import EVALUATION
 from rpd.errors import InputError, disk_writes
 from rpd.pipeline.evaluate import (
     BEST_JSON,
@@ -60,15 +48,8 @@ from rpd.pipeline.evaluate import (
     load_model,
     run_episodes_student,
 )
+from rpd.pipeline.train_config import ABSENT_MEANS, RESUME_FIXED, TrainConfig
 from rpd.student.labels import InMemoryLabelSource, LabelSource
-from rpd.student.losses import (
-    DISTILL_KINDS,
-    LAMBDA_SCHEDULES,
-    SCHEDULE_KINDS,
-    AdaptiveSchedule,
-    LambdaSchedule,
-)
-from rpd.student.policies import NATURE_CNN_MIN_SIZE as NATURE_CNN_MIN
 
 logger = logging.getLogger(__name__)
 
@@ -81,359 +62,6 @@ CACHE_DIR = "cache"
 EXACT_RADIUS = 1e-5
 """Hit radius of the run's own store: exact matches only (RMS distance per observation dim)."""
 EVAL_COLUMNS = ("step", "success", "return", "wall_time_s", "live_teacher_calls")
-
-
-@dataclass
-class TrainConfig:
-    """Everything `rpd train` needs. Defaults run on a laptop CPU.
-
-    Attributes:
-        env_id: Task (see `rpd tasks`).
-        out: Run directory (created; must not exist unless `resume`).
-        teacher: Teacher checkpoint directory; may be None only with `no_teacher`.
-        steps: Total env steps (all envs together).
-        cache: Teacher-action store to look labels up in and write live labels back to: a
-            `rpd cache` Zarr store (or an in-memory labels.npz). None = an empty store in the
-            run dir (RUN/cache), filled live.
-        no_teacher: Plain PPO with otherwise identical settings (the baseline).
-        reward: "dense" (ManiSkill's normalized dense reward) or "sparse" (success only).
-        obs: Student observation: "state" (flat state vector, MLP), "rgb" (the camera frame
-            alone, NatureCNN: the paper's pixel student) or "rgb+proprio" (frame + joint
-            positions and velocities).
-        student_camera: A pixel student's camera ("render" or a sensor camera of the task);
-            None = the teacher's camera (the paper's shared view), or "render" when the
-            teacher sees no camera (scripted teachers, plain PPO).
-        student_image_size: A pixel student's image side in pixels (≥ 36, NatureCNN's
-            minimum); None = the teacher camera's width, or 64 when it sees no camera.
-        critic_state: Asymmetric critic: a pixel student's critic also reads the flat state
-            observation (known in simulation only; the actor, all that is deployed, never does).
-        envs: Parallel envs.
-        env_workers: CPU backend: processes stepping the envs, each a contiguous block of them
-            (None = one per CPU core, at most one per env). Fewer processes than envs means
-            fewer pipe round trips and process switches; results do not depend on it (every
-            env keeps its own episode seeds), so a resumed run may change it.
-        horizon: Episode length for training and evaluation; None = the task default (50).
-        offline_steps: Supervised steps fitting the policy mean to the cached labels before
-            online RPD; None = 2000 when `cache` is given, else 0.
-        lam: λ, the weight of the distill term at the start (paper: 1.0).
-        lambda_schedule: "constant" (paper), "linear" or "cosine" decay to 0 by
-            `lambda_decay_steps`, or "adaptive": λ held while the student's evaluations are
-            below its teacher's success and halved once they stay ahead; the teacher is not
-            consulted once λ is 0.
-        lambda_decay_steps: K for a decaying schedule (env steps).
-        teacher_success: The adaptive schedule's reference: the teacher's success rate at
-            the student's horizon; None = read from the teacher's evaluation JSON
-            (TEACHER/eval/ENV-hH.json, `rpd eval --teacher`).
-        lambda_margin: The adaptive schedule halves λ once the student's evaluations reach
-            teacher success + this margin twice in a row (`rpd.student.losses.AdaptiveSchedule`).
-        distill: "mse" on the Gaussian mean (paper), "l1", or "bc" (-log π(a_T|s)).
-        live_budget: Max live teacher calls per rollout; None = unlimited. Transitions left
-            unlabelled are masked out of the distill term.
-        cache_radius: A lookup hits when the nearest cached key is this close (0 = exact).
-            For a Zarr store: RMS key distance per dim in key-scale units (None = exact
-            match with the label model, else rpd.pipeline.lookup.DEFAULT_RADIUS, 0.05); for
-            the run's own store and .npz caches: distance in observation units (None = exact
-            match).
-        label_model: Fit a small ensemble (`rpd.pipeline.label_model`) to the store's labels
-            and let it answer the states no stored key is near, where its members agree; the
-            rest go to the live teacher. Its answers never enter the store. Zarr stores only
-            (the run's own, or --cache).
-        answer_audit: Per rollout, ask the live teacher about this many states answered
-            without it (store or model) and log the answers' error by kind
-            (`distill/answer_error_<kind>`, `answer_error` in student.json); audit calls are
-            counted apart (`audit_calls`). 0 = no audit.
-        label_replay: Keep this many labelled transitions of earlier rollouts and average
-            each minibatch's distill term with that of as many replayed ones
-            (`rpd.student.buffer.LabelReplay`); 0 = the current rollout only (the paper's).
-        label_model_spread: The ensemble answers a state when the RMS over action dims of
-            its members' standard deviation is at most this.
-        seed: Seed of the policy, the sampling and every training episode (env k draws its
-            episode seeds from `rpd.data.envs.episode_seeds(seed, k)`, above 2^31).
-        resume: Continue the run in `out` from its last checkpoint.
-        n_steps: Steps per env per rollout (rollout = n_steps x envs transitions).
-        batch_size: PPO minibatch size.
-        n_epochs: Passes over each rollout (ManiSkill's baseline: 4; SB3 default: 10).
-        learning_rate: Adam learning rate (ManiSkill / SB3: 3e-4).
-        gamma: Discount; None = 0.8 for dense (ManiSkill baseline), 0.99 for sparse (paper).
-        gae_lambda: GAE λ (ManiSkill baseline: 0.9).
-        clip_range: PPO clip (0.2).
-        target_kl: Early-stop an update when the KL exceeds 1.5x this (RPD code: 0.2); None =
-            never. With a distill term the early stop cut the very updates that copy the
-            teacher (issue 14: on PickCube the gripper dim's error stayed ~5x higher).
-        max_grad_norm: Gradient-norm clip of the whole loss, PPO + λ·distill (SB3/ManiSkill 0.5).
-        ent_coef: Entropy bonus (ManiSkill baseline: 0).
-        net_arch: Hidden layers of the actor and of the critic MLP.
-        log_std_init: Initial log std of the Gaussian policy: -1.5 (std 0.22). ManiSkill's PPO
-            baseline uses -0.5 (std 0.61): on PickCube that noise kept rollouts from the
-            precise states a grasp needs, and the student's mean hovered where its noisy
-            rollouts never got labels (issue 14). SB3's default 0 is std 1.
-        normalize_obs: Standardise observations inside the policy with running statistics
-            (`rpd.student.policies.NormalizedFlatten`); off = SB3's raw flatten.
-        eval_every: Evaluate (and checkpoint) every this many env steps.
-        checkpoint_every: Also checkpoint, without evaluating, every this many env steps (after
-            a rollout's update), so a killed run loses less; None = with evaluations only. At
-            every checkpoint each env starts a fresh episode, as a run resumed there does.
-        eval_episodes: Episodes per evaluation (fixed seeds `eval_seed`...).
-        eval_seed: First evaluation seed, in the seed plan's evaluation range
-            (`rpd.data.seeds.EVALUATION`), which no demo, cache or training episode uses.
-        teacher_batch: States per live teacher forward pass.
-        teacher_camera_shift: The teacher sees its camera rotated by this many degrees about
-            the scene's vertical axis (the paper's changed-perspective robustness test).
-        teacher_object_color: The teacher sees the task's object in this colour
-            (`rpd.data.envs.OBJECT_COLORS`): a task variation it was not fine-tuned on.
-        device: Torch device of the student and the teacher: "auto" (CUDA when present),
-            "cpu" or "cuda[:N]".
-        sim_backend: "auto" (ManiSkill's GPU simulation when CUDA is present: all envs in one
-            batched env), "cpu" (one subprocess per env) or "gpu".
-    """
-
-    env_id: str
-    out: Path
-    teacher: Path | None = None
-    steps: int = 100_000
-    cache: Path | None = None
-    no_teacher: bool = False
-    reward: str = "dense"
-    obs: str = "state"
-    student_camera: str | None = None
-    student_image_size: int | None = None
-    critic_state: bool = False
-    envs: int = 8
-    env_workers: int | None = None
-    horizon: int | None = None
-    offline_steps: int | None = None
-    lam: float = 1.0
-    lambda_schedule: str = "constant"
-    lambda_decay_steps: int | None = None
-    teacher_success: float | None = None
-    lambda_margin: float = 0.05
-    distill: str = "mse"
-    live_budget: int | None = None
-    cache_radius: float | None = None
-    label_model: bool = True
-    label_model_spread: float = 0.05
-    answer_audit: int = 0
-    label_replay: int = 0
-    seed: int = 0
-    resume: bool = False
-    n_steps: int = 64
-    batch_size: int = 128
-    n_epochs: int = 8
-    learning_rate: float = 3e-4
-    gamma: float | None = None
-    gae_lambda: float = 0.9
-    clip_range: float = 0.2
-    target_kl: float | None = None
-    max_grad_norm: float = 0.5
-    ent_coef: float = 0.0
-    net_arch: tuple[int, ...] = (256, 256)
-    log_std_init: float = -1.5
-    normalize_obs: bool = True
-    eval_every: int = 10_000
-    eval_episodes: int = 10
-    eval_seed: int = EVALUATION.start
-    checkpoint_every: int | None = None
-    teacher_batch: int = 64
-    teacher_camera_shift: float = 0.0
-    teacher_object_color: str | None = None
-    device: str = "auto"
-    sim_backend: str = "auto"
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        self.teacher = Path(self.teacher) if self.teacher is not None else None
-        self.cache = Path(self.cache) if self.cache is not None else None
-        self.net_arch = tuple(self.net_arch)
-        get_task(self.env_id)
-        check_sim_backend(self.sim_backend)
-        resolve_device(self.device)
-        if self.teacher is None and not self.no_teacher:
-            raise InputError("--teacher is required (or pass --no-teacher for plain PPO)")
-        if self.no_teacher and self.cache is not None:
-            raise InputError(f"--cache {self.cache}: plain PPO (--no-teacher) uses no teacher "
-                             "labels; drop --cache or --no-teacher")
-        if self.no_teacher and (self.teacher_camera_shift or self.teacher_object_color):
-            raise InputError("--teacher-camera-shift/--teacher-object-color: plain PPO "
-                             "(--no-teacher) has no teacher; drop one of them")
-        if self.teacher_object_color is not None:
-            CameraSpec(object_color=self.teacher_object_color)  # checks the name
-        if self.reward not in ("dense", "sparse"):
-            raise InputError(f"--reward {self.reward!r}: use 'dense' or 'sparse'")
-        if self.obs not in ("state", *PIXEL_OBS_MODES):
-            raise InputError(f"--obs {self.obs!r}: use 'state', 'rgb' or 'rgb+proprio'")
-        if self.obs == "state":
-            for name in ("student_camera", "student_image_size", "critic_state"):
-                if getattr(self, name):
-                    raise InputError(f"--{name.replace('_', '-')}: only pixel students have it "
-                                     "(a state student sees the whole state); pass --obs rgb")
-        if self.student_image_size is not None and self.student_image_size < NATURE_CNN_MIN:
-            raise InputError(f"--student-image-size {self.student_image_size}: must be ≥ "
-                             f"{NATURE_CNN_MIN} (NatureCNN's 8/4, 4/2, 3/1 convolutions)")
-        for name in ("steps", "envs", "n_steps", "batch_size", "n_epochs", "eval_every",
-                     "eval_episodes", "teacher_batch"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: "
-                                 "must be a positive number")
-        if self.checkpoint_every is not None and self.checkpoint_every <= 0:
-            raise InputError(f"--checkpoint-every {self.checkpoint_every}: must be a positive "
-                             "number of env steps (leave it out to checkpoint with evaluations)")
-        if self.seed < 0:
-            raise InputError(f"--seed {self.seed}: must be ≥ 0")
-        if self.env_workers is not None and self.env_workers <= 0:
-            raise InputError(f"--env-workers {self.env_workers}: must be a positive number "
-                             "(processes stepping the envs; default one per CPU core)")
-        if not self.net_arch or any(w <= 0 for w in self.net_arch):
-            raise InputError(f"--net-arch {','.join(map(str, self.net_arch))}: every layer "
-                             "width must be a positive number, e.g. 256,256")
-        if self.n_steps * self.envs < 2:
-            raise InputError(f"--n-steps {self.n_steps} x --envs {self.envs}: a rollout needs "
-                             "at least 2 transitions (PPO normalises advantages over it)")
-        EVALUATION.check(self.eval_seed, self.eval_episodes, "--eval-seed")
-        if self.offline_steps is not None and self.offline_steps < 0:
-            raise InputError(f"--offline-steps {self.offline_steps}: must be ≥ 0")
-        if self.lam < 0:
-            raise InputError(f"--lambda {self.lam}: must be ≥ 0")
-        if self.lambda_schedule not in LAMBDA_SCHEDULES:
-            raise InputError(f"--lambda-schedule {self.lambda_schedule!r}: use one of "
-                             f"{', '.join(LAMBDA_SCHEDULES)}")
-        if self.lambda_schedule == "adaptive" and self.no_teacher:
-            raise InputError("--lambda-schedule adaptive follows a teacher's success; plain PPO "
-                             "(--no-teacher) has none")
-        if self.teacher_success is not None and not 0.0 <= self.teacher_success <= 1.0:
-            raise InputError(f"--teacher-success {self.teacher_success}: a success rate in "
-                             "[0, 1]")
-        if self.lambda_schedule in SCHEDULE_KINDS[1:] and not (self.lambda_decay_steps or 0) > 0:
-            raise InputError(f"--lambda-schedule {self.lambda_schedule}: needs "
-                             "--lambda-decay-steps K > 0 (the step where λ reaches 0)")
-        if self.distill not in DISTILL_KINDS:
-            raise InputError(f"--distill {self.distill!r}: use one of {', '.join(DISTILL_KINDS)}")
-        if self.target_kl is not None and self.target_kl < 0:
-            raise InputError(f"--target-kl {self.target_kl}: must be ≥ 0 (0 = no early stop)")
-        if self.answer_audit < 0:
-            raise InputError(f"--answer-audit {self.answer_audit}: must be ≥ 0")
-        if self.label_replay < 0:
-            raise InputError(f"--label-replay {self.label_replay}: must be ≥ 0 (0 = none)")
-        if self.live_budget is not None and self.live_budget < 0:
-            raise InputError(f"--live-budget {self.live_budget}: must be ≥ 0")
-        if not (self.label_model_spread > 0 and math.isfinite(self.label_model_spread)):
-            raise InputError(f"--label-model-spread {self.label_model_spread}: must be a "
-                             "positive number (the members' RMS standard deviation)")
-        if self.cache is not None and not self.cache.exists():
-            raise InputError(f"--cache {self.cache}: no such store; build one with `rpd cache` "
-                             "or pass the labels.npz of an earlier run")
-
-    @property
-    def resolved_gamma(self) -> float:
-        """gamma: 0.8 dense (ManiSkill PPO baseline), 0.99 sparse (paper), unless set."""
-        if self.gamma is not None:
-            return self.gamma
-        return 0.8 if self.reward == "dense" else 0.99
-
-    @property
-    def resolved_offline_steps(self) -> int:
-        if self.offline_steps is not None:
-            return self.offline_steps
-        return 2000 if self.cache is not None and not self.no_teacher else 0
-
-    @property
-    def policy(self) -> Any:
-        """The SB3 policy (class or name) of the student."""
-        if self.obs == "state":
-            return "MlpPolicy"
-        from rpd.student.policies import PixelActorCriticPolicy
-
-        return PixelActorCriticPolicy
-
-    @property
-    def policy_kwargs(self) -> dict[str, Any]:
-        """SB3 policy_kwargs of the student (the MLP heads, its initial std, normalisation;
-        for pixel students what actor and critic read)."""
-        kwargs: dict[str, Any] = dict(
-            net_arch=dict(pi=list(self.net_arch), vf=list(self.net_arch)),
-            log_std_init=self.log_std_init)
-        if self.obs != "state":
-            actor = ("rgb", "proprio") if self.obs == "rgb+proprio" else ("rgb",)
-            kwargs.update(actor_keys=actor, normalize=self.normalize_obs,
-                          critic_keys=(*actor, "state") if self.critic_state else actor)
-        elif self.normalize_obs:
-            from rpd.student.policies import NormalizedFlatten
-
-            kwargs["features_extractor_class"] = NormalizedFlatten
-        return kwargs
-
-    @property
-    def schedule(self) -> LambdaSchedule | AdaptiveSchedule:
-        """A new λ schedule for this run (the adaptive one reads the teacher's success)."""
-        if self.lambda_schedule == "adaptive":
-            return AdaptiveSchedule(self.lam, self.resolved_teacher_success(),
-                                    margin=self.lambda_margin)
-        return LambdaSchedule(self.lambda_schedule, self.lam, self.lambda_decay_steps)
-
-    def resolved_teacher_success(self) -> float:
-        """`teacher_success`, else the success in the teacher's own evaluation at the
-        student's horizon (`rpd eval --teacher T --env ENV --horizon H` writes
-        T/eval/ENV-hH.json)."""
-        if self.teacher_success is not None:
-            return self.teacher_success
-        horizon = self.horizon or 50
-        path = Path(str(self.teacher)) / "eval" / f"{self.env_id}-h{horizon}.json"
-        fix = (f"run `rpd eval --teacher {self.teacher} --env {self.env_id} --horizon "
-               f"{horizon}` first, or pass --teacher-success")
-        if not path.is_file():
-            raise InputError(f"--lambda-schedule adaptive: no {path}; {fix}")
-        try:
-            success = float(json.loads(path.read_text())["success_rate"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise InputError(f"--lambda-schedule adaptive: {path} holds no success_rate; "
-                             f"{fix}") from None
-        logger.info("adaptive λ: the teacher's success is %.2f (%s)", success, path)
-        return success
-
-    def student_view(self, teacher: Any = None) -> CameraSpec | None:
-        """A pixel student's camera (None for a state student): see `student_camera`."""
-        if self.obs == "state":
-            return None
-        sees = teacher is not None and not teacher.uses_env_state
-        name = self.student_camera or (teacher.spec.camera.name if sees else "render")
-        size = self.student_image_size or (teacher.spec.camera.width if sees else 64)
-        if size < NATURE_CNN_MIN:  # inherited from a teacher fine-tuned on small frames
-            raise InputError(f"--teacher {self.teacher}: its camera is {size} px, below the "
-                             f"pixel student's {NATURE_CNN_MIN} px (NatureCNN); pass "
-                             f"--student-image-size {NATURE_CNN_MIN} or larger")
-        return CameraSpec(name, size, size)
-
-    def env_config(self, camera: CameraSpec | None = None) -> EnvConfig:
-        """The training env: `camera` from `student_view` for a pixel student."""
-        return EnvConfig(self.env_id, obs_mode=self.obs,  # type: ignore[arg-type]
-                         reward_mode="normalized_dense" if self.reward == "dense" else "sparse",
-                         max_episode_steps=self.horizon, camera=camera,
-                         sim_backend=self.sim_backend)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("out", "teacher", "cache"):
-            d[k] = str(d[k]) if d[k] is not None else None
-        d["net_arch"] = list(self.net_arch)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-# The options a resumed run must share with the original (everything but the length).
-_RESUME_FIXED = ("env_id", "teacher", "cache", "no_teacher", "reward", "obs", "student_camera",
-                 "student_image_size", "critic_state", "envs", "horizon",
-                 "lam", "lambda_schedule", "lambda_decay_steps", "teacher_success",
-                 "lambda_margin", "distill", "seed", "n_steps",
-                 "batch_size", "n_epochs", "net_arch", "log_std_init", "normalize_obs",
-                 "target_kl", "max_grad_norm", "teacher_camera_shift",
-                 "teacher_object_color", "learning_rate", "gamma", "gae_lambda", "clip_range",
-                 "ent_coef")
-"""SB3 restores these from the checkpoint, so a changed value would not be applied: refused
-(`live_budget`, `cache_radius`, the label model, `answer_audit`, `label_replay` (a changed
-capacity starts an empty replay), `teacher_batch` and evaluation options are applied)."""
 
 
 @dataclass
@@ -804,16 +432,9 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
                              "started by `rpd train`")
         saved = _read_json(cfg_path, "start a new run with another --out")
         new = cfg.to_dict()
-        saved.setdefault("log_std_init", 0.0)  # runs from before the option used SB3's 0
-        saved.setdefault("normalize_obs", False)  # runs from before it fed raw observations
-        # runs from before these options saw the teacher's own view
-        saved.setdefault("teacher_camera_shift", 0.0)
-        saved.setdefault("teacher_object_color", None)
-        # runs from before pixel students
-        saved.update({k: saved.get(k) for k in ("student_camera", "student_image_size")})
-        saved.setdefault("critic_state", False)
-        saved.setdefault("lambda_margin", 0.05)  # runs from before the adaptive schedule
-        for k in _RESUME_FIXED:
+        for k, v in ABSENT_MEANS.items():  # a run from before the option trained with v
+            saved.setdefault(k, v)
+        for k in RESUME_FIXED:
             if saved.get(k) != new.get(k):
                 raise InputError(f"--resume: {cfg.out} was trained with {k}={saved.get(k)!r}, "
                                  f"now {new.get(k)!r}; pass the same options (only --steps and "
@@ -983,6 +604,7 @@ def _new_model(cfg: TrainConfig, venv: Any, source: LabelSource | None) -> tuple
         n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
         learning_rate=cfg.learning_rate, gamma=cfg.resolved_gamma,
         gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, target_kl=cfg.target_kl,
+        vf_coef=cfg.vf_coef,
         max_grad_norm=cfg.max_grad_norm, ent_coef=cfg.ent_coef, policy_kwargs=cfg.policy_kwargs,
         tensorboard_log=str(cfg.out / "tb"), seed=cfg.seed, device=resolve_device(cfg.device),
         verbose=0)
