@@ -43,6 +43,7 @@ import numpy as np
 
 from rpd.errors import InputError
 from rpd.pipeline.evaluate import heldout_path
+from rpd.pipeline.train_config import ABSENT_MEANS, TEACHER_ONLY_FIELDS, VARIANT_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -54,23 +55,6 @@ BANDS = ("minmax", "std")
 DEFAULT_TASK_HORIZON = 50
 """ManiSkill's episode limit for the tabletop tasks, used when a run's config says None."""
 
-# Options that make runs of one (task, method, teacher, reward) differ beyond the seed; runs
-# that differ in any of these are not repeats of each other. Length, evaluation and bookkeeping
-# options (steps, out, resume, seed, eval_*, device, teacher_batch) are not among them.
-_VARIANT_FIELDS = ("obs", "envs", "horizon", "offline_steps", "lam", "lambda_schedule",
-                   "lambda_decay_steps", "distill", "live_budget", "cache", "cache_radius",
-                   "n_steps", "batch_size", "n_epochs", "learning_rate", "gamma", "gae_lambda",
-                   "clip_range", "target_kl", "max_grad_norm", "ent_coef", "net_arch",
-                   "teacher_camera_shift", "teacher_object_color", "label_replay",
-                   "critic_state", "student_camera", "student_image_size")
-# Options newer than some run configs, with the value an older run (no key) trained with.
-_ABSENT_MEANS = {"label_replay": 0, "critic_state": False}
-_TEACHER_VIEW_FIELDS = ("teacher_camera_shift", "teacher_object_color")
-# Of those, the ones that only act through the teacher: a plain PPO run ignores them, so they
-# do not split PPO runs (`rpd train --no-teacher --lambda 0.143` repeats a PPO run without it).
-_TEACHER_ONLY_FIELDS = ("offline_steps", "lam", "lambda_schedule", "lambda_decay_steps",
-                        "distill", "live_budget", "cache", "cache_radius", "label_replay",
-                        *_TEACHER_VIEW_FIELDS)
 _EVAL_COLUMNS = ("step", "success", "return", "wall_time_s", "live_teacher_calls")
 
 
@@ -370,18 +354,17 @@ def _fmt_value(v: Any) -> str:
 
 def _variant_value(run: RunRecord, field: str) -> Any:
     """`field` of the run's config as far as it makes the run different: None for an option a
-    PPO run ignores, and None for an unchanged teacher view (absent from older configs)."""
-    if field in _TEACHER_ONLY_FIELDS and run.method == "ppo":
+    PPO run ignores; for an option its config.json lacks (an older run), what it trained with
+    (`rpd.pipeline.train_config.ABSENT_MEANS`)."""
+    if field in TEACHER_ONLY_FIELDS and run.method == "ppo":
         return None
-    value = run.config.get(field, _ABSENT_MEANS.get(field))
-    if field in _TEACHER_VIEW_FIELDS and not value:
-        return None
-    return value
+    return run.config.get(field, ABSENT_MEANS.get(field))
 
 
 def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     """Group runs by (env, method, teacher, reward), split further by any other training option
-    that differs inside a group (see `_VARIANT_FIELDS`). Order: env, then ppo before rpd."""
+    that differs inside a group (the variant fields of `TrainConfig`). Order: env, then ppo
+    before rpd."""
     base: dict[tuple[Any, ...], list[RunRecord]] = {}
     for r in runs:
         key = (r.env_id, r.method, r.teacher, str(r.config.get("reward", "dense")))
@@ -389,7 +372,7 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     groups = []
     for key in sorted(base, key=lambda k: (k[0], k[1], k[2] or "", k[3])):
         members = base[key]
-        varying = [f for f in _VARIANT_FIELDS
+        varying = [f for f in VARIANT_FIELDS
                    if len({json.dumps(_variant_value(m, f)) for m in members}) > 1]
         sub: dict[str, list[RunRecord]] = {}
         for m in members:
