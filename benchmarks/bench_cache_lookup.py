@@ -5,7 +5,7 @@ episodes of 100 steps that are smooth random walks in an 8-D latent space mapped
 into 42-D plus a little per-dim noise, standardised per dim (as the "std" key spec does).
 Half the queries are stored keys moved by 0.2 radius (hits), half are states of new
 episodes (mostly misses): what the trainer asks after a rollout. The radius is the RMS key
-distance per dim (rpd.pipeline.lookup.DEFAULT_RADIUS = 0.05); larger radii cost more.
+distance per dim (rpd.labels.lookup.DEFAULT_RADIUS = 0.05); larger radii cost more.
 
     python benchmarks/bench_cache_lookup.py [--sizes 100000 1000000] [--radii 0.05 0.2]
 
@@ -63,7 +63,7 @@ def main() -> None:
     except ImportError:
         faiss = None
 
-    from rpd.pipeline.lookup import NearestKeyIndex, brute_force_nearest
+    from rpd.labels.lookup import NearestKeyIndex, brute_force_nearest
 
     print(f"K={K}, batch={args.batch}; radius = RMS key distance per dim")
     print(f"{'entries':>9} {'method':<40} {'build s':>8} {'lookups/s':>11} {'hit rate':>8}")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# test helpers shared by several test folders (`from proprio_teacher import make_teacher`)
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 SLOW_FILES_FIRST = ("student/test_train_pipeline.py", "student/test_pixel_students.py",
                     "pipeline/test_run.py", "pipeline/test_cache.py", "test_benchmarks.py",

@@ -1,6 +1,6 @@
 """`rpd cache`: precompute teacher actions into a Zarr store, in parallel with dask.
 
-(The lookup the student trainer uses, `TeacherCache`, lives in `rpd.pipeline.lookup`.)
+(The lookup the student trainer uses, `TeacherCache`, lives in `rpd.labels.lookup`.)
 
 The coordinator decides the units of work — one per demo episode, teacher rollout and
 noisy rollout — skips units already in the store (resume), and hands the rest to dask
@@ -204,7 +204,7 @@ def _labeler(ckpt: str, env_id: str, horizon: int, batch_size: int,
              fingerprint: str, sim_backend: str = "auto",
              device: str = "auto") -> tuple[Any, threading.Lock]:
     """This process's labeler for a teacher: the teacher is loaded once per process."""
-    from rpd.pipeline.labeling import TeacherLabeler
+    from rpd.labels.live import TeacherLabeler
     from rpd.teachers.base import load_teacher, place_teacher
 
     key = (ckpt, env_id, horizon, batch_size, fingerprint, sim_backend, device)
@@ -261,7 +261,7 @@ def _demo_states(env: Any, h5_path: str, episode_id: int) -> tuple[np.ndarray, n
     """Flat env states [T+1, S] of a demo episode (restored in `env` to flatten them) and
     their step indices [T+1]."""
     from rpd.data.trajectories import open_trajectory
-    from rpd.pipeline.labeling import flat_states
+    from rpd.labels.live import flat_states
 
     traj = open_trajectory(h5_path, option="--demos")
     ep = next(e for e in traj.episodes if int(e["episode_id"]) == episode_id)

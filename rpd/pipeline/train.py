@@ -40,6 +40,7 @@ from rpd.data.envs import (
     resolve_device,
 )
 from rpd.errors import InputError, disk_writes
+from rpd.labels.protocol import LabelSource
 from rpd.pipeline.evaluate import (
     BEST_JSON,
     BEST_ZIP,
@@ -49,7 +50,6 @@ from rpd.pipeline.evaluate import (
     run_episodes_student,
 )
 from rpd.pipeline.train_config import ABSENT_MEANS, RESUME_FIXED, TrainConfig
-from rpd.student.labels import InMemoryLabelSource, LabelSource
 
 logger = logging.getLogger(__name__)
 
@@ -99,24 +99,17 @@ class RunState:
 def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSource:
     """The run's label source.
 
-    A `rpd cache` Zarr store given with --cache, a labels.npz given with --cache, or (no
-    --cache) an empty Zarr store created in RUN/cache and filled live.
+    A `rpd cache` Zarr store given with --cache, or (no --cache) an empty Zarr store created
+    in RUN/cache and filled live.
     """
     from rpd.data.store import KeySpec
-    from rpd.pipeline.lookup import DEFAULT_RADIUS, TeacherCache
+    from rpd.labels.lookup import DEFAULT_RADIUS, TeacherCache
 
     if cfg.cache is None:
         # exact match (up to float rounding in the index) unless a radius is given
         cache = TeacherCache.open(cfg.out / CACHE_DIR, teacher, env_id=cfg.env_id,
                                   radius=cfg.cache_radius or EXACT_RADIUS, create=True,
                                   key_spec=KeySpec.fixed(obs_dim))
-    elif cfg.cache.is_file() and cfg.cache.suffix == ".npz":
-        from rpd.pipeline.labeling import TeacherLabeler
-
-        labeler = TeacherLabeler(teacher, cfg.env_id, batch_size=cfg.teacher_batch,
-                                 sim_backend=cfg.sim_backend)
-        return InMemoryLabelSource(labeler.label_env_states, radius=cfg.cache_radius or 0.0,
-                                   path=cfg.cache, on_close=labeler.close)
     else:
         # the label model answers more states, better, than neighbours (README, issue 19)
         default = EXACT_RADIUS if cfg.label_model else DEFAULT_RADIUS
@@ -124,7 +117,7 @@ def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSour
         cache = TeacherCache.open(cfg.cache, teacher, env_id=cfg.env_id, radius=radius)
     cache.sim_backend = cfg.sim_backend
     if cfg.label_model:
-        from rpd.pipeline.label_model import EnsembleConfig, LabelEnsemble
+        from rpd.labels.model import EnsembleConfig, LabelEnsemble
 
         cache.model = LabelEnsemble(EnsembleConfig(max_spread=cfg.label_model_spread),
                                     seed=cfg.seed)
@@ -287,9 +280,8 @@ def _checkpoint(model: Any, cfg: TrainConfig, state: RunState, wall: float) -> N
                                                      wall_time_s=wall,
                                                      last_eval=state.last_eval, env=state.env))
         state.last_checkpoint = model.num_timesteps
-        flush = getattr(model.label_source, "flush", None)
-        if flush is not None:
-            flush()
+        if model.label_source is not None:
+            model.label_source.flush()
 
 
 def _save_replay(model: Any, path: Path) -> None:
@@ -309,7 +301,7 @@ def _load_replay(model: Any, path: Path) -> None:
     empty). An unreadable file is an InputError: the run would go on without its labels."""
     import zipfile
 
-    from rpd.student.buffer import LabelReplay
+    from rpd.labels.replay import LabelReplay
 
     if model.label_replay <= 0 or not path.is_file():
         return
@@ -336,7 +328,7 @@ def _save_train_state(model: Any, path: Path) -> None:
 
     kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
     version, py_state, gauss_next = random.getstate()
-    ensemble = getattr(model.label_source, "model", None)
+    ensemble = model.label_source.model if model.label_source is not None else None
     state = dict(version=TRAIN_STATE_VERSION, num_timesteps=int(model.num_timesteps),
                  torch=th.get_rng_state(),
                  cuda=th.cuda.get_rng_state_all() if th.cuda.is_initialized() else [],
@@ -404,7 +396,7 @@ def _apply_train_state(model: Any, state: dict[str, Any]) -> None:
         th.cuda.set_rng_state_all(state["cuda"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    ensemble = getattr(model.label_source, "model", None)
+    ensemble = model.label_source.model if model.label_source is not None else None
     if ensemble is not None and state["label_model"] is not None:
         ensemble.load_state_dict(state["label_model"])
 
@@ -511,7 +503,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
             source = open_label_source(cfg, teacher, obs_dim)
     except BaseException:
         eval_env.close()
-        if source is not None and hasattr(source, "close"):
+        if source is not None:
             source.close()
         raise
     # a resumed run's envs start their episodes as the uninterrupted run's did after the
@@ -588,9 +580,8 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
     finally:
         venv.close()
         eval_env.close()
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        if source is not None:
+            source.close()
 
 
 def _new_model(cfg: TrainConfig, venv: Any, source: LabelSource | None) -> tuple[Any, RunState]:
@@ -646,7 +637,7 @@ def _attach_labellers(model: Any, cfg: TrainConfig, teacher: Any,
         return
     model.label_renders = not teacher.uses_env_state
     if view is not None and model.label_renders and teacher.spec.camera == view:
-        from rpd.pipeline.labeling import TeacherLabeler
+        from rpd.labels.live import TeacherLabeler
 
         labeler = TeacherLabeler(teacher, cfg.env_id, batch_size=cfg.teacher_batch)
         model.frame_labeller = labeler.label_frames
@@ -682,14 +673,13 @@ def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
     when they outnumber its capacity), so the online updates keep fitting them.
     """
     steps = cfg.resolved_offline_steps
-    if steps <= 0 or getattr(source, "entries", None) is None:
+    if steps <= 0 or source is None:
         return None
-    assert source is not None
     if view is None:
-        obs, actions = source.entries()  # type: ignore[attr-defined]
+        obs, actions = source.entries()
         states = None
     else:
-        obs, states, actions = source.entries_with_states()  # type: ignore[attr-defined]
+        obs, states, actions = source.entries_with_states()
     if len(obs) == 0:
         logger.info("offline phase skipped: the cache is empty")
         return None

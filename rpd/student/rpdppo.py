@@ -25,8 +25,7 @@ from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from rpd.student.buffer import LabelReplay, RPDDictRolloutBuffer, RPDRolloutBuffer
-from rpd.student.labels import (
+from rpd.labels.protocol import (
     ANSWER_KINDS,
     EXACT,
     NEIGHBOUR,
@@ -34,6 +33,8 @@ from rpd.student.labels import (
     FrameLabeller,
     LabelSource,
 )
+from rpd.labels.replay import LabelReplay
+from rpd.student.buffer import RPDDictRolloutBuffer, RPDRolloutBuffer
 from rpd.student.losses import (
     DISTILL_KINDS,
     LambdaSchedule,
@@ -377,9 +378,10 @@ class RPDPPO(PPO):
             images = np.ascontiguousarray(rgb.transpose(0, 2, 3, 1))  # CHW -> HWC
             proprio = obs["proprio"].reshape(-1, obs["proprio"].shape[-1])[rows]
             return self.frame_labeller(images, proprio, states)
+        assert self.label_source is not None
         if self.label_renders:
             self.teacher_renders += len(rows)
-        return self.label_source.label_live(states)  # type: ignore[union-attr]
+        return self.label_source.label_live(states)
 
     # ---- update ---------------------------------------------------------------------------
 

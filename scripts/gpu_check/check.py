@@ -112,7 +112,7 @@ def label_row(env_id: str, backend: str, device: str, states: int, batch: int = 
     import numpy as np
 
     from rpd.data.envs import CameraSpec, EnvConfig, get_env_state, make_env
-    from rpd.pipeline.labeling import TeacherLabeler
+    from rpd.labels.live import TeacherLabeler
     from rpd.teachers.base import TeacherSpec
     from rpd.teachers.simple import TinyCNNTeacher
 

@@ -19,8 +19,8 @@ from rpd.cli import main
 from rpd.data.envs import CameraSpec
 from rpd.data.seeds import CACHE
 from rpd.data.store import TeacherStore
-from rpd.pipeline.labeling import TeacherLabeler, label_env_states
-from rpd.pipeline.lookup import TeacherCache
+from rpd.labels.live import TeacherLabeler, label_env_states
+from rpd.labels.lookup import TeacherCache
 from rpd.teachers.base import TeacherBatch, TeacherSpec, load_teacher
 
 ENV = "PickCube-v1"

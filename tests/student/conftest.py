@@ -1,4 +1,5 @@
-"""Fixtures for the student tests (the test teacher lives in proprio_teacher.py)."""
+"""Fixtures for the student tests (the test teacher lives in
+tests/helpers/proprio_teacher.py)."""
 
 from __future__ import annotations
 

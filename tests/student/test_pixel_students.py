@@ -23,7 +23,7 @@ from rpd.data.envs import (
     render_states,
 )
 from rpd.data.store import TeacherStore
-from rpd.pipeline.labeling import TeacherLabeler
+from rpd.labels.live import TeacherLabeler
 from rpd.student.policies import PixelActorCriticPolicy
 from rpd.student.rpdppo import RPDPPO
 from rpd.teachers.base import TeacherSpec, load_teacher

@@ -14,7 +14,7 @@ from proprio_teacher import ENV_ID
 
 from rpd.cli import main
 from rpd.data.envs import EPISODE_SEED_STEP, EnvConfig, make_vec_env
-from rpd.pipeline import label_model
+from rpd.labels import model as label_model
 from rpd.student.rpdppo import RPDPPO
 
 # PUSH_RUN: 2 envs in one worker process, 20-step episodes (each checkpoint at 128 steps

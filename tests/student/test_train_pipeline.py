@@ -237,7 +237,7 @@ def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Pa
 
 def test_a_resumed_run_continues_with_its_label_replay(rpd_run: Path, teacher_dir: Path,
                                                       tmp_path: Path) -> None:
-    from rpd.student.buffer import LabelReplay
+    from rpd.labels.replay import LabelReplay
 
     run, replay = tmp_path / "run", tmp_path / "run" / "checkpoints" / "replay.npz"
     shutil.copytree(rpd_run, run)
@@ -351,7 +351,7 @@ def test_teacher_view_changes_reach_the_labeller_and_the_labels_identity(
         teacher_dir: Path, tmp_path: Path) -> None:
     """The robustness runs: the live teacher renders a rotated camera and a repainted object,
     and its labels are stored under a fingerprint of their own (never mixed with others)."""
-    from rpd.pipeline.labeling import TeacherLabeler
+    from rpd.labels.live import TeacherLabeler
 
     plain = load_teacher(teacher_dir)
     shifted = load_teacher(teacher_dir).with_view(shift_deg=20, object_color="green")

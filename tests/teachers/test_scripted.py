@@ -13,7 +13,7 @@ from rpd.cli import main
 from rpd.data.envs import EnvConfig, get_env_state, make_env
 from rpd.data.schema import TEACHER_JSON, TEACHER_WEIGHTS
 from rpd.errors import InputError
-from rpd.pipeline.labeling import TeacherLabeler
+from rpd.labels.live import TeacherLabeler
 from rpd.teachers.base import TeacherBatch, load_teacher, no_images
 from rpd.teachers.scripted import CONTROLLER_VERSIONS, ScriptedTeacher
 

@@ -13,9 +13,9 @@ from proprio_teacher import ENV_ID, expected_label, make_teacher
 
 from rpd.data.envs import EnvConfig, make_vec_env
 from rpd.data.store import KeySpec
-from rpd.pipeline.label_model import EnsembleConfig, LabelEnsemble
-from rpd.pipeline.lookup import TeacherCache
-from rpd.student.labels import EXACT, MODEL, NEIGHBOUR, NONE, answer_kinds
+from rpd.labels.lookup import TeacherCache
+from rpd.labels.model import EnsembleConfig, LabelEnsemble
+from rpd.labels.protocol import EXACT, MODEL, NEIGHBOUR, NONE, answer_kinds
 from rpd.student.rpdppo import RPDPPO
 
 N_ENVS, N_STEPS = 2, 32

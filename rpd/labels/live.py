@@ -133,7 +133,7 @@ class TeacherLabeler:
     def label_frames(self, images: np.ndarray, proprio: np.ndarray,
                      env_states: np.ndarray) -> np.ndarray:
         """Teacher actions for frames already rendered at the teacher's camera (a pixel
-        student's own frames, `rpd.student.labels.FrameLabeller`): nothing is restored or
+        student's own frames, `rpd.labels.protocol.FrameLabeller`): nothing is restored or
         rendered. images [N, H, W, 3] u8, proprio [N, P'] f32 (`robot_proprio`, P' ≥ the
         teacher's `proprio_dim`), env states [N, S] -> [N, A] f32."""
         p = self.teacher.spec.proprio_dim

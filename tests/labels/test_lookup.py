@@ -10,7 +10,7 @@ import pytest
 
 from rpd.data.store import SOURCES, KeySpec, Rows, StoreIdentity, TeacherStore
 from rpd.errors import InputError
-from rpd.pipeline.lookup import NearestKeyIndex, TeacherCache, brute_force_nearest
+from rpd.labels.lookup import NearestKeyIndex, TeacherCache, brute_force_nearest
 
 
 def clustered(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -126,3 +126,11 @@ def test_teacher_cache_serves_only_its_teachers_labels(tmp_path: Path) -> None:
                                 allow_mismatch=True)
     got, hit = again_b.lookup_obs(new_obs)
     assert len(again_b) == n + 3 and hit.all() and (got == -2).all()
+
+
+def test_a_file_given_as_a_cache_is_one_line_naming_rpd_cache(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.npz"
+    np.savez(labels, key=np.zeros((1, 2)))
+    with pytest.raises(InputError, match=r"^--cache \S+labels.npz: a file; a cache is a Zarr "
+                                         r"store directory built by `rpd cache`$"):
+        TeacherCache.open(labels, teacher=None)

@@ -21,8 +21,8 @@ import numpy as np
 
 from rpd.data.store import KeySpec, Rows, StoreIdentity, TeacherStore, source_code
 from rpd.errors import InputError
-from rpd.pipeline.label_model import LabelEnsemble
-from rpd.student.labels import MODEL, answer_kinds
+from rpd.labels.model import LabelEnsemble
+from rpd.labels.protocol import MODEL, LabelSource, answer_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ def _principal_axes(centered: np.ndarray) -> np.ndarray:
     return vecs[:, ::-1].copy()
 
 
-class TeacherCache:
-    """Teacher labels served from a store, for the trainer (meets rpd.student.labels.LabelSource).
+class TeacherCache(LabelSource):
+    """Teacher labels served from a store, for the trainer (a `rpd.labels.protocol.LabelSource`).
 
     `lookup` answers from the store; `label_live` asks the teacher (env kept open); `insert`
     writes new labels through to the store (one part per call) and into the index.
@@ -191,6 +191,9 @@ class TeacherCache:
         from rpd.data.store import read_root_attrs
 
         path = Path(store)
+        if path.is_file():  # e.g. a labels .npz: only Zarr stores are label caches
+            raise InputError(f"--cache {path}: a file; a cache is a Zarr store directory "
+                             "built by `rpd cache`")
         if not (path / "zarr.json").is_file() and create:
             if env_id is None or key_spec is None:
                 raise InputError(f"--cache {path}: creating a store needs env_id and key_spec")
@@ -300,7 +303,7 @@ class TeacherCache:
         if self.teacher is None:
             raise RuntimeError("this cache was opened without a teacher")
         if self._labeler is None:
-            from rpd.pipeline.labeling import TeacherLabeler
+            from rpd.labels.live import TeacherLabeler
 
             self._labeler = TeacherLabeler(self.teacher, self.store.identity.env_id,
                                            sim_backend=self.sim_backend)
@@ -349,9 +352,6 @@ class TeacherCache:
         states are not kept in memory: only a pixel student's offline phase needs them)."""
         rows = self.store.read(["obs", "env_state", "teacher_action"])
         return rows.obs, rows.env_state, rows.teacher_action
-
-    def flush(self) -> None:
-        """Nothing to do: inserts are written through (kept for the LabelSource protocol)."""
 
     def close(self) -> None:
         if self._labeler is not None:
