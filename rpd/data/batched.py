@@ -1,13 +1,13 @@
 """ManiSkill's batched simulation (GPU: many envs in one process) as a Stable-Baselines3 VecEnv.
 
-`BatchedVecEnv` wraps one ManiSkill env made with `num_envs = N` (`rpd.data.envs.make_env`) and
+`BatchedVecEnv` wraps one ManiSkill env made with `num_envs = N` (`rpd.data.vec_envs.make_env`) and
 behaves like rpd's `SubprocVecEnv` path, so the trainer cannot tell them apart:
 
 - a finished env is reset once, after its step, and SB3 gets the true terminal observation in
   `info["terminal_observation"]` (its time-limit bootstrap needs V(s_T), not V(s_0));
 - `info["TimeLimit.truncated"]` is set only for envs truncated without terminating;
 - no `episode` entry: `VecMonitor` adds one to the infos of envs whose episode ended;
-- episode seeds come from the same per-env streams (`rpd.data.envs.episode_seeds`) and
+- episode seeds come from the same per-env streams (`rpd.data.seeding.episode_seeds`) and
   `VecEnv.seed(s)` restarts the streams of run seed s, as `SeededResets` does, as does the
   reset option `EPISODE_SEED_STEP` (`VecEnv.set_options`) at its step;
 - with `with_env_state`, each step's info carries "env_state" (the terminal state for a finished
@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from rpd.data.envs import EPISODE_SEED_STEP, TRAIN_SEED_RANGE, episode_seeds, get_env_state
+from rpd.data.env_state import get_env_state
+from rpd.data.seeding import EPISODE_SEED_STEP, TRAIN_SEED_RANGE, episode_seeds
 
 
 def _np(x: Any) -> Any:

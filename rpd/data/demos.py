@@ -27,9 +27,9 @@ from typing import Any
 
 import gymnasium as gym
 
-from rpd.data.envs import DEFAULT_CONTROL_MODE, get_task
 from rpd.data.parallel import run_in_processes
 from rpd.data.seeds import DEMOS
+from rpd.data.tasks import DEFAULT_CONTROL_MODE, get_task
 from rpd.data.trajectories import (
     TrajectoryFile,
     json_path_for,
@@ -132,7 +132,7 @@ class DemoResult:
 
 
 def _tasks_with_planner() -> list[Any]:
-    from rpd.data.envs import TASKS
+    from rpd.data.tasks import TASKS
 
     return [t for t in TASKS.values() if t.motion_planner]
 
@@ -229,7 +229,7 @@ def _generate_block(env_id: str, block: int, first_seed: int, wanted: int, max_a
     from mani_skill.examples.motionplanning.panda.run import MP_SOLUTIONS
     from mani_skill.utils.wrappers.record import RecordEpisode
 
-    from rpd.data.envs import limit_cpu_threads
+    from rpd.data.devices import limit_cpu_threads
 
     limit_cpu_threads()
     final_dir = Path(parts_dir) / f"block_{block}"
@@ -292,7 +292,7 @@ def _convert_file_part(h5_path: str, episode_ids: list[int], target_mode: str, o
     """Convert the given episodes of a trajectory file to `target_mode` (worker side)."""
     import mani_skill.envs  # noqa: F401
 
-    from rpd.data.envs import limit_cpu_threads
+    from rpd.data.devices import limit_cpu_threads
 
     limit_cpu_threads()
     traj = open_trajectory(h5_path)

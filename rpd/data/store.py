@@ -10,7 +10,7 @@ Layout (one directory on a local or shared POSIX filesystem)::
         key             [N_p, K] f32   lookup key: (obs[:, dims] - offset) / scale
         obs             [N_p, D] f32   student state observation (ManiSkill obs_mode="state")
         teacher_action  [N_p, A] f32   the teacher's action in env units
-        env_state       [N_p, S] f32   flat simulator state (`rpd.data.envs.get_env_state`)
+        env_state       [N_p, S] f32   flat simulator state (`rpd.data.env_state.get_env_state`)
         episode         [N_p]    i64   demo episode id / rollout reset seed / -1 for live
         step            [N_p]    i32   step within the episode
         source          [N_p]    u8    index into `SOURCES`

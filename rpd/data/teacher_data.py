@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from rpd.data.envs import CameraSpec
 from rpd.data.trajectories import TrajectoryFile, open_trajectory
+from rpd.data.views import CameraSpec
 from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def _index(states: dict[str, Any], t: int) -> dict[str, Any]:
 def _render_episodes(h5_path: str, episode_ids: list[int], camera: CameraSpec, out_dir: str,
                      progress: Any) -> list[str]:
     """Worker: render each episode's steps to out_dir/ep_{id}.npz (atomic per episode)."""
-    from rpd.data.envs import EnvConfig, make_env, robot_proprio, teacher_image
+    from rpd.data.vec_envs import EnvConfig, make_env
+    from rpd.data.views import robot_proprio, teacher_image
 
     traj = open_trajectory(h5_path)
     env = make_env(EnvConfig(traj.env_id, control_mode=traj.control_mode, camera=camera,

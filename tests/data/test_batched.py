@@ -14,7 +14,9 @@ import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 from rpd.data.batched import BatchedVecEnv
-from rpd.data.envs import CameraSpec, EnvConfig, cuda_available, make_vec_env
+from rpd.data.devices import cuda_available
+from rpd.data.vec_envs import EnvConfig, make_vec_env
+from rpd.data.views import CameraSpec
 from rpd.student.rpdppo import RPDPPO
 
 CFG = EnvConfig("PushCube-v1", max_episode_steps=20)  # several episodes in a short rollout
@@ -120,8 +122,9 @@ def test_gpu_backend_without_cuda_is_one_line_exit_2(args: list[str], tmp_path: 
 def test_rpd_labels_on_the_batched_path_match_the_subprocess_path() -> None:
     """The env states RPD labels from (tracked through auto-resets via the infos) are the same
     on both paths, so the labels are too."""
-    from rpd.pipeline.labeling import TeacherLabeler
-    from rpd.student.labels import InMemoryLabelSource
+    from rpd.labels.live import TeacherLabeler
+    from rpd.labels.memory import InMemoryLabelSource
+
     from rpd.teachers.scripted import ScriptedTeacher
 
     labels = []
@@ -143,7 +146,7 @@ def test_rpd_labels_on_the_batched_path_match_the_subprocess_path() -> None:
 
 
 def test_labels_restore_states_in_padded_batches_of_the_env_size() -> None:
-    from rpd.pipeline.labeling import restore_batches
+    from rpd.labels.live import restore_batches
 
     states = np.arange(10, dtype=np.float32).reshape(5, 2)
     batches = list(restore_batches(states, 3))
@@ -156,8 +159,10 @@ def test_labels_restore_states_in_padded_batches_of_the_env_size() -> None:
 def test_cpu_labels_restore_in_the_single_env_and_match_the_live_state() -> None:
     """On the CPU backend the labelling env is the single env (one sub-env), and a batch of
     states labels as each state does alone."""
-    from rpd.data.envs import get_env_state, make_env
-    from rpd.pipeline.labeling import TeacherLabeler
+    from rpd.labels.live import TeacherLabeler
+
+    from rpd.data.env_state import get_env_state
+    from rpd.data.vec_envs import make_env
     from rpd.teachers.scripted import ScriptedTeacher
 
     env = make_env(CFG)

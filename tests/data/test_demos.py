@@ -41,7 +41,7 @@ def test_generated_demos_are_successful_7d_episodes(pickcube_demos: Path) -> Non
 
 def test_generated_episode_replays_to_success(pickcube_demos: Path) -> None:
     """The converted actions really solve the task when replayed from the episode's seed."""
-    from rpd.data.envs import EnvConfig, make_env
+    from rpd.data.vec_envs import EnvConfig, make_env
 
     traj = open_trajectory(pickcube_demos / converted_name("pd_ee_delta_pose"))
     ep, arrays = next(traj.iter_episodes())

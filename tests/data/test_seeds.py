@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rpd.data import seeds
-from rpd.data.envs import TRAIN_SEED_RANGE, episode_seeds
+from rpd.data.seeding import TRAIN_SEED_RANGE, episode_seeds
 from rpd.errors import InputError
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import SubprocVecEnv as SB3SubprocVecEnv
 
-from rpd.data.envs import EnvConfig, make_vec_env
+from rpd.data.vec_envs import EnvConfig, make_vec_env
 from rpd.data.workers import GroupedVecEnv, SubprocVecEnv
 from rpd.errors import InputError
 
@@ -118,7 +118,7 @@ def test_grouped_workers_reject_bad_counts() -> None:
 
 
 def test_grouped_workers_carry_a_pixel_students_dict_observations() -> None:
-    from rpd.data.envs import CameraSpec
+    from rpd.data.views import CameraSpec
 
     cfg = EnvConfig("PushCube-v1", obs_mode="rgb", camera=CameraSpec("render", 40, 40))
     venv = make_vec_env(cfg, 2, seed=2, workers=1)

@@ -1,16 +1,11 @@
-"""Environment factory: real ManiSkill envs on the CPU backend."""
+"""Environment factories (`make_env`, `make_vec_env`): real ManiSkill envs on the CPU backend."""
 
 import numpy as np
 import pytest
 
-from rpd.data.envs import (
-    CameraSpec,
-    EnvConfig,
-    get_env_state,
-    make_env,
-    make_vec_env,
-    teacher_image,
-)
+from rpd.data.env_state import get_env_state
+from rpd.data.vec_envs import EnvConfig, make_env, make_vec_env
+from rpd.data.views import CameraSpec, teacher_image
 from rpd.errors import InputError
 
 
@@ -26,61 +21,6 @@ def test_state_env_steps_with_7d_ee_actions() -> None:
         assert env.unwrapped.backend.sim_backend == "physx_cpu"
     finally:
         env.close()
-
-
-def test_pixel_student_env_and_teacher_cameras() -> None:
-    cfg = EnvConfig("PushCube-v1", obs_mode="rgb", camera=CameraSpec("render", 64, 48))
-    env = make_env(cfg)
-    try:
-        obs, _ = env.reset(seed=0)
-        assert set(obs) == {"rgb", "proprio", "state"}
-        assert obs["rgb"].shape == (1, 48, 64, 3) and obs["rgb"].dtype == np.uint8
-        assert obs["proprio"].shape == (1, 18) and obs["state"].shape[0] == 1
-        img = teacher_image(env, cfg.camera)
-        assert img.shape == (1, 48, 64, 3) and img.dtype == np.uint8
-        assert img.std() > 5  # a rendered scene, not a blank frame
-        np.testing.assert_array_equal(obs["rgb"], img)  # the frame of the current state
-        sensor = teacher_image(env, CameraSpec("base_camera"))
-        assert sensor.shape == (1, 128, 128, 3)
-        with pytest.raises(InputError, match="no_such_cam"):
-            teacher_image(env, CameraSpec("no_such_cam"))
-    finally:
-        env.close()
-    with pytest.raises(InputError, match="--student-camera 'no_such_cam'"):
-        make_env(EnvConfig("PushCube-v1", obs_mode="rgb", camera=CameraSpec("no_such_cam")))
-
-
-def test_camera_shift_changes_the_teacher_view() -> None:
-    images = []
-    for shift in (0.0, 30.0):
-        cfg = EnvConfig("PickCube-v1", camera=CameraSpec("render", 64, 64, shift_deg=shift))
-        env = make_env(cfg)
-        env.reset(seed=3)
-        images.append(teacher_image(env, cfg.camera).astype(np.int16))
-        env.close()
-    assert np.abs(images[0] - images[1]).mean() > 5
-
-
-def test_object_color_paints_only_the_task_object() -> None:
-    """The variation changes a few pixels (the ~4 px cube), keeps the simulation, and is kept
-    across resets; unknown colours and tasks without an object are refused."""
-    images, states = [], []
-    for color in (None, "green"):
-        cfg = EnvConfig("PushCube-v1", camera=CameraSpec("render", 128, 128, object_color=color))
-        env = make_env(cfg)
-        env.reset(seed=1)
-        env.reset(seed=3)
-        images.append(teacher_image(env, cfg.camera).astype(np.int16))
-        states.append(get_env_state(env))
-        env.close()
-    changed = (np.abs(images[0] - images[1]).sum(-1) > 30).sum()
-    assert 5 <= changed <= 400, changed
-    np.testing.assert_array_equal(states[0], states[1])
-    with pytest.raises(InputError, match="--object-color 'purple'"):
-        CameraSpec(object_color="purple")
-    with pytest.raises(InputError, match="no object to paint"):
-        make_env(EnvConfig("PegInsertionSide-v1", camera=CameraSpec(object_color="red")))
-    assert "object_color" not in CameraSpec().to_dict()  # older fingerprints unchanged
 
 
 def test_horizon_option_sets_truncation() -> None:
@@ -109,7 +49,7 @@ def test_subproc_vec_env_for_sb3() -> None:
 
 
 def test_env_state_round_trip_restores_scene_and_view() -> None:
-    from rpd.data.envs import get_env_state, set_env_state
+    from rpd.data.env_state import set_env_state
 
     cam = CameraSpec("render", 64, 64)
     env = make_env(EnvConfig("PickCube-v1", camera=cam))
@@ -168,7 +108,7 @@ def _initial_states(seed: int, steps: int = 9) -> tuple[list[int], list[np.ndarr
 def test_every_reset_is_seeded_per_env_and_seeds_share_no_episode() -> None:
     """Auto-resets are seeded too (the same seed repeats them), and env 1 of seed 0 no longer
     starts where env 0 of seed 1 does (SB3's seed + k convention)."""
-    from rpd.data.envs import TRAIN_SEED_RANGE
+    from rpd.data.seeding import TRAIN_SEED_RANGE
 
     seeds0, starts0 = _initial_states(0)
     again0, repeat0 = _initial_states(0)
