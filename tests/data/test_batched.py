@@ -124,7 +124,6 @@ def test_rpd_labels_on_the_batched_path_match_the_subprocess_path() -> None:
     on both paths, so the labels are too."""
     from rpd.labels.live import TeacherLabeler
     from rpd.labels.memory import InMemoryLabelSource
-
     from rpd.teachers.scripted import ScriptedTeacher
 
     labels = []
@@ -159,10 +158,9 @@ def test_labels_restore_states_in_padded_batches_of_the_env_size() -> None:
 def test_cpu_labels_restore_in_the_single_env_and_match_the_live_state() -> None:
     """On the CPU backend the labelling env is the single env (one sub-env), and a batch of
     states labels as each state does alone."""
-    from rpd.labels.live import TeacherLabeler
-
     from rpd.data.env_state import get_env_state
     from rpd.data.vec_envs import make_env
+    from rpd.labels.live import TeacherLabeler
     from rpd.teachers.scripted import ScriptedTeacher
 
     env = make_env(CFG)
