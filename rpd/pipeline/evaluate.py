@@ -17,16 +17,24 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rpd.data.envs import CameraSpec, EnvConfig, make_env, resolve_device, teacher_image
+from rpd.data.devices import resolve_device
+from rpd.data.rundir import (  # noqa: F401  (BEST_JSON, heldout_path: until train and run import them from rundir)
+    BEST_JSON,
+    BEST_ZIP,
+    CHECKPOINTS_DIR,
+    LATEST_JSON,
+    LATEST_ZIP,
+    STUDENT_JSON,
+    STUDENT_ZIP,
+    heldout_path,
+)
 from rpd.data.seeds import EVALUATION, HELD_OUT, range_of
+from rpd.data.vec_envs import EnvConfig, make_env
+from rpd.data.views import CameraSpec, teacher_image
 from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-STUDENT_ZIP = "student.zip"
-STUDENT_JSON = "student.json"
-BEST_ZIP, BEST_JSON = "best.zip", "best.json"
-"""In RUN/checkpoints: the policy of a run's best evaluation so far, and that evaluation's row."""
 CHECKPOINTS = ("final", "best", "latest")
 """What `rpd eval --student --checkpoint` can evaluate (see `resolve_student`)."""
 REMAKE_STUDENT = "re-run `rpd train` for it (or resume the run with --resume)"
@@ -125,13 +133,13 @@ def resolve_student(run_dir: str | Path, option: str = "--student",
         raise InputError(f"--checkpoint {checkpoint!r}: use one of {', '.join(CHECKPOINTS)}")
     meta_path, zip_path = run_dir / STUDENT_JSON, run_dir / STUDENT_ZIP
     finished = meta_path.is_file() and zip_path.is_file()
-    latest_json = run_dir / "checkpoints" / "latest.json"
+    latest_json = run_dir / CHECKPOINTS_DIR / LATEST_JSON
     if not finished and (checkpoint == "final" or not latest_json.is_file()):
         raise InputError(f"{option} {run_dir}: no {STUDENT_JSON} and {STUDENT_ZIP}; pass a run "
                          "directory finished by `rpd train` (resume it with --resume), or "
                          "--checkpoint latest|best for a run still training")
     if checkpoint != "final":
-        zip_path = run_dir / "checkpoints" / (BEST_ZIP if checkpoint == "best" else "latest.zip")
+        zip_path = run_dir / CHECKPOINTS_DIR / (BEST_ZIP if checkpoint == "best" else LATEST_ZIP)
         if not zip_path.is_file():
             raise InputError(f"--checkpoint {checkpoint}: {run_dir} has no "
                              f"checkpoints/{zip_path.name} (runs before it existed); "
@@ -181,12 +189,6 @@ def load_model(path: Path, option: str, fix: str, **kwargs: Any) -> Any:
                          f"({type(e).__name__}: {str(e)[:80]}); {fix}") from None
 
 
-def heldout_path(run_dir: str | Path, env_id: str, horizon: int) -> Path:
-    """Where `rpd eval --student RUN --held-out` writes its result by default, and where
-    `rpd run` and `rpd report` read a run's held-out success from."""
-    return Path(run_dir) / "eval" / f"{env_id}-h{horizon}-heldout.json"
-
-
 def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: int = 50,
                      seed: int = EVALUATION.start, horizon: int | None = None,
                      stochastic: bool = False, video_dir: Path | None = None,
@@ -206,7 +208,7 @@ def evaluate_student(run_dir: str | Path, env_id: str | None = None, episodes: i
         stochastic: Sample actions from the policy instead of taking its mean.
         video_dir: Write one mp4 per episode here (see `run_episodes_student`).
         sim_backend: auto, cpu or gpu (`EnvConfig.sim_backend`).
-        device: Torch device of the policy (`rpd.data.envs.resolve_device`).
+        device: Torch device of the policy (`rpd.data.devices.resolve_device`).
         workers: Processes the episodes are split between (each loads the student and one
             env; results do not depend on the split).
         checkpoint: "final" (student.zip), "latest" (checkpoints/latest.zip, also of a run still
@@ -295,7 +297,7 @@ def _student_episodes(model_path: str, trained_on: str, env_cfg: dict[str, Any],
                       ) -> tuple[list[tuple[bool, float, int]], int | None]:
     """Episodes of a student (in this process or a worker): per seed (success, return,
     length), and the env's time limit."""
-    from rpd.data.envs import limit_cpu_threads
+    from rpd.data.devices import limit_cpu_threads
 
     limit_cpu_threads()
     logging.getLogger("mani_skill").setLevel(logging.ERROR)

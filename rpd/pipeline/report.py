@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from rpd.data.rundir import CONFIG_JSON, EVAL_CSV, EVAL_DIR, STUDENT_JSON, heldout_path
 from rpd.errors import InputError
-from rpd.pipeline.evaluate import heldout_path
 from rpd.pipeline.train_config import ABSENT_MEANS, TEACHER_ONLY_FIELDS, VARIANT_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def read_run(path: Path) -> RunRecord:
     if not path.is_dir():
         raise InputError(f"RUN {path}: no such directory; pass run directories written by "
                          "`rpd train --out`")
-    cfg_path = path / "config.json"
+    cfg_path = path / CONFIG_JSON
     if not cfg_path.is_file():
         raise InputError(f"RUN {path}: not an `rpd train` run directory (no config.json)")
     try:
@@ -236,7 +236,7 @@ def read_run(path: Path) -> RunRecord:
         raise InputError(f"RUN {path}: config.json is not valid JSON ({e})") from None
     if not isinstance(config, dict) or "env_id" not in config:
         raise InputError(f"RUN {path}: config.json has no env_id; is this an `rpd train` run?")
-    csv_path = path / "eval.csv"
+    csv_path = path / EVAL_CSV
     if not csv_path.is_file():
         raise InputError(f"RUN {path}: no eval.csv; the run has not been started by `rpd train` "
                          "or its directory is incomplete")
@@ -261,9 +261,9 @@ def read_run(path: Path) -> RunRecord:
     if np.any((a[:, 1] < 0) | (a[:, 1] > 1)):
         raise InputError(f"RUN {path}: eval.csv success values outside [0, 1]")
     student = None
-    if (path / "student.json").is_file():
+    if (path / STUDENT_JSON).is_file():
         try:
-            student = json.loads((path / "student.json").read_text())
+            student = json.loads((path / STUDENT_JSON).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"RUN {path}: student.json is not valid JSON ({e})") from None
     run = RunRecord(path=path, config=config, steps=a[:, 0].astype(np.int64), success=a[:, 1],
@@ -306,7 +306,7 @@ def _discover_teacher_eval(teacher: str, env_id: str, horizon: int) -> dict[str,
     """The teacher dir's own eval JSON for `env_id` (prefer the student's horizon, else the
     longest), or None."""
     found = []
-    for p in sorted((Path(teacher) / "eval").glob(f"{env_id}-h*.json")):
+    for p in sorted((Path(teacher) / EVAL_DIR).glob(f"{env_id}-h*.json")):
         try:
             d = read_teacher_eval(p)
         except InputError as e:
