@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from rpd.data.envs import PIXEL_OBS_MODES, CameraSpec, EnvConfig, make_env
 from rpd.data.seeds import EVALUATION
+from rpd.data.vec_envs import EnvConfig, make_env
+from rpd.data.views import PIXEL_OBS_MODES, CameraSpec
 from rpd.errors import InputError, RpdError
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def export_student(cfg: ExportConfig) -> dict[str, Any]:
     import torch as th
 
     from rpd import __version__
-    from rpd.data.envs import limit_cpu_threads
+    from rpd.data.devices import limit_cpu_threads
     from rpd.data.schema import write_json_atomic
     from rpd.pipeline.evaluate import REMAKE_STUDENT, load_model, resolve_student
 
