@@ -61,7 +61,7 @@ class TeacherEvalConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        from rpd.data.envs import check_sim_backend, resolve_device
+        from rpd.data.devices import check_sim_backend, resolve_device
 
         self.teacher = Path(self.teacher)
         check_sim_backend(self.sim_backend)
@@ -74,7 +74,7 @@ class TeacherEvalConfig:
         if self.workers <= 0:
             raise InputError(f"--workers {self.workers}: must be > 0")
         if self.object_color is not None:
-            from rpd.data.envs import CameraSpec
+            from rpd.data.views import CameraSpec
 
             CameraSpec(object_color=self.object_color)  # checks the name before any work
         if self.chunk_mode not in CHUNK_MODES:
@@ -85,7 +85,9 @@ class TeacherEvalConfig:
 def _eval_worker(cfg: TeacherEvalConfig, seeds: list[int], ticks: Any) -> list[dict[str, Any]]:
     import torch
 
-    from rpd.data.envs import EnvConfig, get_env_state, make_env, robot_proprio, teacher_image
+    from rpd.data.env_state import get_env_state
+    from rpd.data.vec_envs import EnvConfig, make_env
+    from rpd.data.views import robot_proprio, teacher_image
     from rpd.teachers.base import TeacherBatch, load_teacher, no_images, place_teacher
     from rpd.teachers.chunking import ChunkedPolicy
 
