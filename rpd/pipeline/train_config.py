@@ -23,15 +23,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rpd.config import absent_values, fields_where, option, to_plain
-from rpd.data.envs import (
-    PIXEL_OBS_MODES,
-    CameraSpec,
-    EnvConfig,
-    check_sim_backend,
-    get_task,
-    resolve_device,
-)
+from rpd.data.devices import check_sim_backend, resolve_device
 from rpd.data.seeds import EVALUATION
+from rpd.data.tasks import get_task
+from rpd.data.vec_envs import EnvConfig
+from rpd.data.views import PIXEL_OBS_MODES, CameraSpec
 from rpd.errors import InputError
 from rpd.student.losses import (
     DISTILL_KINDS,
