@@ -91,7 +91,7 @@ class CacheConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        from rpd.data.envs import check_sim_backend, resolve_device
+        from rpd.data.devices import check_sim_backend, resolve_device
 
         self.teacher, self.out = Path(self.teacher), Path(self.out)
         check_sim_backend(self.sim_backend)
@@ -283,7 +283,8 @@ def _demo_states(env: Any, h5_path: str, episode_id: int) -> tuple[np.ndarray, n
 
 def _probe_env(cfg: CacheConfig, control_mode: str) -> tuple[int, int, np.ndarray]:
     """(obs dim D, state dim S, observations [N, D] to derive a "std" key spec from)."""
-    from rpd.data.envs import EnvConfig, get_env_state, make_env, set_env_state
+    from rpd.data.env_state import get_env_state, set_env_state
+    from rpd.data.vec_envs import EnvConfig, make_env
 
     env = make_env(EnvConfig(cfg.env_id, control_mode=control_mode,
                              max_episode_steps=cfg.horizon, sim_backend=cfg.sim_backend))
