@@ -64,6 +64,16 @@ def tasks_cmd(as_json: bool) -> None:
         click.echo(f"{t.env_id:<22} {planner}  {t.instruction}")
 
 
+@main.command("recipes")
+def recipes_cmd() -> None:
+    """List the shipped recipes: config files to start from (`--config NAME`)."""
+    from rpd.config import RECIPES_DIR, list_recipes
+
+    for name, command, description in list_recipes():
+        click.echo(f"{name:<24} rpd {command:<6} {description}")
+    click.echo(f"\n(files in {RECIPES_DIR}; `rpd train --config NAME`, `rpd run --config NAME`)")
+
+
 def _register() -> None:
     from rpd.commands import cache, demos, export, remote, report, run, teacher, train
 

@@ -136,7 +136,10 @@ def absent_values(cls: type) -> dict[str, Any]:
 
 def _type_name(info: FieldInfo) -> str:
     base = info.base
-    name = ("comma-separated integers" if typing.get_origin(base) is tuple
+    tup = typing.get_origin(base) is tuple
+    name = ("comma-separated " + ("names" if tup and typing.get_args(base)[0] is str
+                                  else "integers") if tup
+            else "a mapping" if typing.get_origin(base) is dict or base is dict
             else "a path" if base is Path else getattr(base, "__name__", str(base)))
     if info.choices:
         name = "one of " + ", ".join(info.choices)
@@ -183,10 +186,21 @@ def coerce(info: FieldInfo, value: Any, where: str) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
             raise bad()
+        if typing.get_args(base)[0] is str:
+            if not all(isinstance(x, str) for x in items):
+                raise bad()
+            out = tuple(x.strip() for x in items)
+            if info.choices and not set(out) <= set(info.choices):
+                raise bad()
+            return out
         try:
             return tuple(int(x) if isinstance(x, str) else _strict_int(x) for x in items)
         except (TypeError, ValueError):
             raise bad() from None
+    if typing.get_origin(base) is dict or base is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        return dict(value)
     raise TypeError(f"{info.name}: unsupported config type {info.type!r}")
 
 
@@ -326,7 +340,7 @@ def _decls(info: FieldInfo) -> list[str]:
 def _click_kwargs(info: FieldInfo) -> dict[str, Any]:
     import click
 
-    default = info.default
+    default = None if info.default is MISSING else info.default
     kw: dict[str, Any] = dict(help=info.help, show_default=default is not None)
     if info.base is bool:
         kw.update(default=default)
@@ -366,15 +380,15 @@ def from_command_line(cls: type, ctx: Any, params: dict[str, Any], config_file: 
         if info is None or not info.on_cli:
             continue
         given = ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        if value is None and info.default is MISSING:
+            continue  # a required field the command line left out: the file's, or an error
         if given or name not in values:
             values[name] = coerce(info, value, info.cli) if value is not None else None
     values.update(fixed)
-    try:
-        return cls(**values)
-    except TypeError as e:  # a required field nobody gave
-        missing = str(e).split("argument")[-1].strip(": '")
-        raise InputError(f"--{missing.replace('_', '-')} is required (or give it in --config)"
-                         ) from None
+    for info in infos.values():
+        if info.default is MISSING and info.name not in values:
+            raise InputError(f"{info.cli} is required (or give it in --config)")
+    return cls(**values)
 
 
 def as_command_line(cls: type, values: Mapping[str, Any]) -> list[str]:

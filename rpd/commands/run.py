@@ -5,92 +5,32 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from pathlib import Path
+from typing import Any
 
 import click
 
+from rpd.config import click_options
+from rpd.pipeline.run import RunConfig
+
 
 @click.command("run")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Chain directory (re-running with it resumes).")
-@click.option("--env", "env_id", default="PushCube-v1", show_default=True, help="Task id.")
-@click.option("--reward", type=click.Choice(["sparse", "dense"]), default="sparse",
-              show_default=True)
-@click.option("--steps", type=int, default=80_000, show_default=True,
-              help="Env steps per student run.")
-@click.option("--seeds", default="0", show_default=True,
-              help="Comma-separated student seeds (an RPD and a PPO run each).")
-@click.option("--envs", type=int, default=8, show_default=True, help="Parallel envs per run.")
-@click.option("--methods", default="rpd,ppo", show_default=True,
-              help="Student runs per seed: rpd, ppo or both.")
-@click.option("--teacher", type=click.Path(path_type=Path), default=None,
-              help="Use this teacher checkpoint (skips demos and fine-tuning).")
-@click.option("--teacher-kind", default="cnn-tiny", show_default=True,
-              help="Backend of the teacher to fine-tune (octo-small: a small VLA, hours on CPU).")
-@click.option("--teacher-size", default="small", show_default=True)
-@click.option("--teacher-steps", type=int, default=3000, show_default=True,
-              help="Teacher fine-tuning steps.")
-@click.option("--teacher-args", default=None,
-              help="Extra `rpd finetune-teacher` options [default for cnn-tiny: "
-                   "--batch-size 64 --lr 1e-3, the measured recipe].")
-@click.option("--image-size", type=int, default=64, show_default=True,
-              help="Teacher camera resolution.")
-@click.option("--demos-num", type=int, default=100, show_default=True,
-              help="Motion-planned demos to generate.")
-@click.option("--demo-speedup", type=int, default=4, show_default=True,
-              help="Fine-tune the teacher on fast demos: every K planner actions merged into "
-                   "one (`rpd demos speedup`); 1 = the planner's pace.")
-@click.option("--workers", type=int, default=2, show_default=True,
-              help="Processes for demos, rendering, teacher eval and cache.")
-@click.option("--teacher-episodes", type=int, default=50, show_default=True)
-@click.option("--teacher-horizon", type=int, default=50, show_default=True)
-@click.option("--cache", is_flag=True, help="Precompute teacher labels (`rpd cache`) first.")
-@click.option("--cache-rollouts", type=int, default=20, show_default=True)
-@click.option("--live-budget", type=int, default=0, show_default=True,
-              help="Max live teacher calls per RPD rollout; 0 = unlimited.")
-@click.option("--lambda-decay-steps", type=int, default=None,
-              help="λ falls from 1 to 0 (cosine) by this step [default: 60% of --steps].")
-@click.option("--eval-every", type=int, default=10_000, show_default=True)
-@click.option("--eval-episodes", type=int, default=20, show_default=True)
-@click.option("--heldout-episodes", type=int, default=50, show_default=True,
-              help="Held-out episodes per finished student (the published success).")
-@click.option("--obs", default="state", show_default=True,
-              help="Student observation (`rpd train --obs`).")
-@click.option("--train-args", default="", help="Extra `rpd train` options for every run.")
+@click_options(RunConfig)
 @click.option("--dry-run", is_flag=True, help="Print the stage commands, run nothing.")
-def run(out: Path, env_id: str, reward: str, steps: int, seeds: str, envs: int, methods: str,
-        teacher: Path | None, teacher_kind: str, teacher_size: str, teacher_steps: int,
-        teacher_args: str | None, image_size: int, demos_num: int,
-        demo_speedup: int, workers: int,
-        teacher_episodes: int, teacher_horizon: int, cache: bool, cache_rollouts: int,
-        live_budget: int, lambda_decay_steps: int | None, eval_every: int,
-        eval_episodes: int, heldout_episodes: int, obs: str, train_args: str,
-        dry_run: bool) -> None:
+@click.pass_context
+def run(ctx: click.Context, config_file: str | None, dry_run: bool, **options: Any) -> None:
     """The whole job in one command: demos, teacher, RPD and PPO students, report.
 
     With no options beyond --out: sparse PushCube, 100 motion-planned demos made 4x faster, a
     cnn-tiny teacher, RPD (λ 1 -> 0 cosine, every state labelled while λ > 0, most by the label
-    model) and plain PPO on seed 0, 80k env steps each, and the report with its plot.
-    Re-running the same command resumes.
+    model) and plain PPO on seed 0, 80k env steps each, held-out evaluations and the report with
+    its plot. Re-running the same command resumes. A config file (--config FILE or a recipe)
+    may hold a `train:` section of `rpd train` options for the student runs.
     """
+    from rpd.config import from_command_line
     from rpd.errors import InputError
-    from rpd.pipeline.run import STAGES, RunConfig, check_made_by, execute, summary
+    from rpd.pipeline.run import STAGES, check_made_by, execute, summary
 
-    try:
-        seed_list = tuple(int(s) for s in seeds.split(","))
-    except ValueError:
-        raise InputError(f"--seeds {seeds!r}: use comma-separated integers, e.g. 0,1") from None
-    cfg = RunConfig(out=out, env_id=env_id, reward=reward, steps=steps, seeds=seed_list,
-                    envs=envs, methods=tuple(m.strip() for m in methods.split(",")),
-                    teacher=teacher, teacher_kind=teacher_kind, teacher_size=teacher_size,
-                    teacher_steps=teacher_steps, teacher_args=teacher_args,
-                    image_size=image_size, demos_num=demos_num, demo_speedup=demo_speedup,
-                    workers=workers, teacher_episodes=teacher_episodes,
-                    teacher_horizon=teacher_horizon, cache=cache, cache_rollouts=cache_rollouts,
-                    live_budget=live_budget or None, lambda_decay_steps=lambda_decay_steps,
-                    eval_every=eval_every, eval_episodes=eval_episodes,
-                    heldout_episodes=heldout_episodes, obs=obs,
-                    train_args=train_args)
+    cfg = from_command_line(RunConfig, ctx, options, config_file)
     resume = shlex.join(["rpd", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else "the same command"
     t_start = time.time()
     for plan in STAGES:

@@ -40,8 +40,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from rpd.config import option
 from rpd.data.envs import get_task
 from rpd.data.trajectories import is_complete_pair
 from rpd.errors import InputError
@@ -57,75 +58,67 @@ TEACHER_RECIPES: dict[str, list[str]] = {"cnn-tiny": ["--batch-size", "64", "--l
 METHODS = ("rpd", "ppo")
 
 
+CHAIN_SETS = ("env_id", "out", "steps", "seed", "resume", "teacher", "no_teacher", "cache")
+"""`rpd train` options each student run gets from the chain itself, not from `train`."""
+
+
 @dataclass
 class RunConfig:
     """`rpd run`. The defaults are the quickstart: they show the method on sparse PushCube and
-    finish in about 20 minutes on 2 CPU cores (see the README for the measured time).
+    finish in about 20 minutes on 2 CPU cores (see the README for the measured time)."""
 
-    Attributes:
-        out: Chain directory (created; re-running with it resumes).
-        env_id: Task.
-        reward: "sparse" (the paper's setting where PPO struggles) or "dense".
-        steps: Env steps per student run.
-        seeds: Student seeds; each gets an RPD and a PPO run (`methods`).
-        envs: Parallel envs per student run.
-        methods: Which student runs per seed: "rpd", "ppo" or both.
-        teacher: Use this teacher checkpoint (skips demos and fine-tuning); None = make one.
-        teacher_kind: Backend of the teacher to fine-tune ("cnn-tiny": the cheap real one;
-            "octo-small": a small VLA, hours on a CPU).
-        teacher_size: Its size preset.
-        teacher_steps: Its fine-tuning steps.
-        teacher_args: Extra `rpd finetune-teacher` options; None = the measured recipe of the
-            backend (cnn-tiny: `--batch-size 64 --lr 1e-3`, 84 % on PushCube at horizon 100).
-        image_size: Its camera resolution (square).
-        demos_num: Motion-planned demos to generate.
-        demo_speedup: Fine-tune the teacher on fast demos, every K planner actions merged
-            (`rpd demos speedup --factor K`; K = 4 made a 52 % teacher at horizon 50 where
-            the planner's pace made a 0 % one); 1 = the planner's own pace.
-        workers: Processes for demos, rendering, teacher eval and cache.
-        teacher_episodes: Teacher eval episodes.
-        teacher_horizon: Teacher eval horizon (the students' is the task's: 50).
-        cache: Precompute teacher labels (`rpd cache`) and train RPD from the store.
-        cache_rollouts: Teacher rollouts to label for the store (and as many noisy ones).
-        live_budget: Max live teacher calls per rollout of an RPD run (None = unlimited:
-            every state is labelled while λ > 0, most by the label model).
-        lambda_decay_steps: λ decays from 1 to 0 (cosine) by this step; None = 60 % of
-            `steps` (the measured recipe decayed by 60k steps of 100-150k).
-        eval_every: Student evaluation interval (env steps).
-        eval_episodes: Student evaluation episodes.
-        heldout_episodes: Episodes of each finished student's held-out evaluation (the seed
-            plan's held-out range; the success the summary and report publish).
-        obs: Student observation (`rpd train --obs`).
-        train_args: Extra `rpd train` options for every student run.
-    """
+    command: ClassVar[str] = "run"
 
-    out: Path
-    env_id: str = "PushCube-v1"
-    reward: str = "sparse"
-    steps: int = 80_000
-    seeds: tuple[int, ...] = (0,)
-    envs: int = 8
-    methods: tuple[str, ...] = METHODS
-    teacher: Path | None = None
-    teacher_kind: str = "cnn-tiny"
-    teacher_size: str = "small"
-    teacher_steps: int = 3000
-    teacher_args: str | None = None
-    image_size: int = 64
-    demos_num: int = 100
-    demo_speedup: int = 4
-    workers: int = 2
-    teacher_episodes: int = 50
-    teacher_horizon: int = 50
-    cache: bool = False
-    cache_rollouts: int = 20
-    live_budget: int | None = None
-    lambda_decay_steps: int | None = None
-    eval_every: int = 10_000
-    eval_episodes: int = 20
-    heldout_episodes: int = 50
-    obs: str = "state"
-    train_args: str = ""
+    out: Path = option(help="Chain directory (created; re-running with it resumes).")
+    env_id: str = option("PushCube-v1", cli="--env", help="Task id.")
+    reward: str = option("sparse", choices=("sparse", "dense"),
+                         help="sparse (the paper's setting where PPO struggles) or dense.")
+    steps: int = option(80_000, help="Env steps per student run.")
+    seeds: tuple[int, ...] = option((0,), help="Student seeds; each gets an RPD and a PPO run.")
+    envs: int = option(8, help="Parallel envs per student run.")
+    methods: tuple[str, ...] = option(METHODS, choices=METHODS,
+                                      help="Student runs per seed: rpd, ppo or both.")
+    teacher: Path | None = option(
+        None, help="Use this teacher checkpoint (skips demos and fine-tuning) [default: make "
+        "one].")
+    teacher_kind: str = option("cnn-tiny",
+                               help="Backend of the teacher to fine-tune (cnn-tiny: the cheap "
+                               "real one; octo-small: a small VLA, hours on a CPU).")
+    teacher_size: str = option("small", help="Its size preset.")
+    teacher_steps: int = option(3000, help="Teacher fine-tuning steps.")
+    teacher_args: str | None = option(
+        None, help="Extra `rpd finetune-teacher` options [default for cnn-tiny: --batch-size 64 "
+        "--lr 1e-3, the measured recipe].")
+    image_size: int = option(64, help="Teacher camera resolution (square).")
+    demos_num: int = option(100, help="Motion-planned demos to generate.")
+    demo_speedup: int = option(
+        4, help="Fine-tune the teacher on fast demos, every K planner actions merged into one "
+        "(`rpd demos speedup`); 1 = the planner's pace.")
+    workers: int = option(2, help="Processes for demos, rendering, teacher eval and cache.")
+    teacher_episodes: int = option(50, help="Teacher evaluation episodes.")
+    teacher_horizon: int = option(50, help="Teacher evaluation horizon (the students' is the "
+                                  "task's: 50).")
+    cache: bool = option(False, help="Precompute teacher labels (`rpd cache`) and train RPD "
+                         "from the store.")
+    cache_rollouts: int = option(20, help="Teacher rollouts to label for the store (and as "
+                                 "many noisy ones).")
+    live_budget: int | None = option(
+        None, help="Max live teacher calls per rollout of an RPD run [default: unlimited: every "
+        "state is labelled while λ > 0, most by the label model]; 0 = none.")
+    lambda_decay_steps: int | None = option(
+        None, help="λ falls from 1 to 0 (cosine) by this step [default: 60 % of --steps].")
+    eval_every: int = option(10_000, help="Student evaluation interval (env steps).")
+    eval_episodes: int = option(20, help="Student evaluation episodes.")
+    heldout_episodes: int = option(50, help="Held-out episodes per finished student (the "
+                                   "published success).")
+    obs: str = option("state", help="Student observation (`rpd train --obs`).")
+    train_args: str = option("", help="Extra `rpd train` options for every student run, as one "
+                             "string (a config file's `train` section is the structured way).")
+    train: dict[str, Any] | None = option(
+        None, on_cli=False,
+        help="`rpd train` options for the student runs ({option: value}, checked against "
+        "`rpd train`'s own); options that act only through the teacher reach the RPD runs "
+        "only.")
 
     def __post_init__(self) -> None:
         self.out = Path(self.out).resolve()
@@ -156,12 +149,33 @@ class RunConfig:
                              "`rpd scripted-teacher` or `rpd connect-teacher`, or drop --teacher")
         if self.lambda_decay_steps is not None and self.lambda_decay_steps <= 0:
             raise InputError(f"--lambda-decay-steps {self.lambda_decay_steps}: must be > 0")
-        for option, value in (("--train-args", self.train_args),
-                              ("--teacher-args", self.teacher_args or "")):
+        if self.live_budget is not None and self.live_budget < 0:
+            raise InputError(f"--live-budget {self.live_budget}: must be ≥ 0 (0 = no live "
+                             "calls; leave it out for unlimited)")
+        for option_name, value in (("--train-args", self.train_args),
+                                   ("--teacher-args", self.teacher_args or "")):
             try:
                 shlex.split(value)
             except ValueError as e:
-                raise InputError(f"{option} {value!r}: {e}") from None
+                raise InputError(f"{option_name} {value!r}: {e}") from None
+        from rpd.config import values_from_mapping
+        from rpd.pipeline.train_config import TrainConfig
+
+        self.train = values_from_mapping(TrainConfig, self.train or {}, "train section")
+        chain = sorted(set(self.train) & set(CHAIN_SETS))
+        if chain:
+            raise InputError(f"train section: {', '.join(chain)} are set by `rpd run` itself "
+                             "(use its own options: --env, --steps, --seeds, --teacher, --cache)")
+
+    def train_options(self, method: str) -> list[str]:
+        """The `train` section as `rpd train` options of one method's runs (what acts only
+        through the teacher is left out of plain-PPO runs)."""
+        from rpd.config import as_command_line
+        from rpd.pipeline.train_config import TEACHER_ONLY_FIELDS, TrainConfig
+
+        section = {k: v for k, v in (self.train or {}).items()
+                   if method == "rpd" or k not in TEACHER_ONLY_FIELDS}
+        return as_command_line(TrainConfig, section)
 
     @property
     def resolved_teacher_args(self) -> list[str]:
@@ -304,7 +318,7 @@ def _train(cfg: RunConfig, method: str, seed: int) -> Stage:
             args += ["--cache", str(cfg.store)]
         if cfg.live_budget is not None:
             args += ["--live-budget", str(cfg.live_budget)]
-    args += shlex.split(cfg.train_args)
+    args += cfg.train_options(method) + shlex.split(cfg.train_args)
     skip = None
     if (out / "student.json").is_file():
         done = _finished_steps(out)
