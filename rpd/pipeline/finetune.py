@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rpd.data.envs import TASKS, CameraSpec
 from rpd.data.schema import TEACHER_JSON
+from rpd.data.tasks import TASKS
 from rpd.data.teacher_data import PROPRIO_DIM, TeacherData, load_teacher_data, render_teacher_data
 from rpd.data.trajectories import open_trajectory, summarize
+from rpd.data.views import CameraSpec
 from rpd.errors import InputError
 from rpd.teachers.base import Teacher, TeacherSpec, load_teacher, place_teacher
 from rpd.teachers.normalize import action_stats, normalize
@@ -109,7 +110,7 @@ class FinetuneConfig:
                      "checkpoint_every", "render_workers"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be > 0")
-        from rpd.data.envs import resolve_device
+        from rpd.data.devices import resolve_device
 
         resolve_device(self.device)
         if not 0 <= self.val_fraction < 1:
@@ -204,7 +205,7 @@ def _check_demos(cfg: FinetuneConfig) -> dict[str, str]:
         if traj.env_id not in TASKS:
             raise InputError(
                 f"--demos {path}: task {traj.env_id} has no instruction in rpd's task registry "
-                f"(known: {', '.join(TASKS)}); add it to rpd.data.envs.TASKS"
+                f"(known: {', '.join(TASKS)}); add it to rpd.data.tasks.TASKS"
             )
         modes.add(traj.control_mode)
         tasks[traj.env_id] = TASKS[traj.env_id].instruction
