@@ -360,7 +360,8 @@ class TeacherCache(LabelSource):
 
 
 def _env_dims(teacher: Any, env_id: str) -> tuple[int, int]:
-    from rpd.data.envs import EnvConfig, get_env_state, make_env
+    from rpd.data.env_state import get_env_state
+    from rpd.data.vec_envs import EnvConfig, make_env
 
     env = make_env(EnvConfig(env_id, control_mode=teacher.spec.control_mode))
     try:
