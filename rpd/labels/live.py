@@ -13,14 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from rpd.data.envs import (
-    EnvConfig,
-    get_env_state,
-    make_env,
-    robot_proprio,
-    set_env_state,
-    teacher_image,
-)
+from rpd.data.env_state import get_env_state, set_env_state
+from rpd.data.vec_envs import EnvConfig, make_env
+from rpd.data.views import robot_proprio, teacher_image
 from rpd.teachers.base import Teacher, TeacherBatch, no_images
 
 logger = logging.getLogger(__name__)
@@ -146,7 +141,7 @@ class TeacherLabeler:
         """Teacher actions for simulator states.
 
         Args:
-            env_states: [N, S] flat states from `rpd.data.envs.get_env_state`.
+            env_states: [N, S] flat states from `rpd.data.env_state.get_env_state`.
 
         Returns:
             [N, A] float32 teacher actions in env units (NaN/inf passed through as returned).
@@ -241,7 +236,7 @@ def label_env_states(teacher: Teacher, env_id: str, env_states: np.ndarray,
     Args:
         teacher: Any registered teacher.
         env_id: The task the states belong to.
-        env_states: [N, S] flat states from `rpd.data.envs.get_env_state`.
+        env_states: [N, S] flat states from `rpd.data.env_state.get_env_state`.
         batch_size: States per teacher call.
 
     Returns:
