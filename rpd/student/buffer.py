@@ -31,7 +31,7 @@ class RPDRolloutBufferSamples(NamedTuple):
 
 
 class RPDDictSamples(NamedTuple):
-    """A minibatch of a pixel student (observations by key, `rpd.data.envs.STUDENT_KEYS`)."""
+    """A minibatch of a pixel student (observations by key, `rpd.data.views.STUDENT_KEYS`)."""
 
     observations: dict[str, th.Tensor]
     actions: th.Tensor
