@@ -110,7 +110,7 @@ class PixelFeatures(BaseFeaturesExtractor):
     reading different keys have the same output size.
 
     Args:
-        observation_space: The student's Dict space (`rpd.data.envs.STUDENT_KEYS`).
+        observation_space: The student's Dict space (`rpd.data.views.STUDENT_KEYS`).
         keys: The keys this extractor reads; "rgb" must be one.
         features_dim: Output size (256, as the reference).
         normalize: Standardise the vector keys.
