@@ -202,11 +202,11 @@ class RPDPPO(PPO):
 
     def restart_episodes(self, step: int) -> None:
         """Reset every env, each restarting its episode-seed stream at `step`
-        (`rpd.data.envs.EPISODE_SEED_STEP`). An episode in progress cannot be saved, so a run
+        (`rpd.data.seeding.EPISODE_SEED_STEP`). An episode in progress cannot be saved, so a run
         resumed at a checkpoint starts fresh ones (its envs built with start_step = the
         checkpoint's step); a run that restarts its episodes at each checkpoint goes on exactly
         as a run resumed there."""
-        from rpd.data.envs import EPISODE_SEED_STEP
+        from rpd.data.seeding import EPISODE_SEED_STEP
 
         assert self.env is not None
         self.env.set_options({EPISODE_SEED_STEP: int(step)})
@@ -602,7 +602,7 @@ class RPDPPO(PPO):
 
         Args:
             obs: Student observations: [N, D] (state student) or, for a pixel student, a dict
-                of its keys (`rpd.data.envs.STUDENT_KEYS`) with "rgb" [N, H, W, 3] uint8 as
+                of its keys (`rpd.data.views.STUDENT_KEYS`) with "rgb" [N, H, W, 3] uint8 as
                 rendered (channel-last, like the env's frames).
             teacher_action: [N, A].
             steps: Gradient steps.
