@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rpd.data.envs import TASKS
+from rpd.data.tasks import TASKS
 from rpd.errors import InputError
 from rpd.teachers import hf
 from rpd.teachers.base import Teacher, TeacherBatch, TeacherSpec, register_teacher
