@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rpd.data.envs import CameraSpec
 from rpd.data.schema import TEACHER_JSON, TEACHER_WEIGHTS, read_teacher_json
+from rpd.data.views import CameraSpec
 from rpd.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class TeacherBatch:
         images: Teacher-camera RGB [B, H, W, 3] uint8.
         instructions: B instruction strings.
         proprio: [B, P] float32, or None when the teacher takes none.
-        env_states: [B, S] simulator states (`rpd.data.envs.get_env_state`) for a teacher
+        env_states: [B, S] simulator states (`rpd.data.env_state.get_env_state`) for a teacher
             that reads the state (`Teacher.uses_env_state`), else None. Such a teacher gets
             `no_images(B)` as images: nothing is rendered for it.
     """
@@ -295,9 +295,9 @@ def load_teacher(ckpt_dir: str | Path, option: str = "--teacher") -> Teacher:
 
 
 def place_teacher(teacher: Teacher, choice: str, option: str = "--device") -> Teacher:
-    """Move `teacher` to the `--device` choice (`rpd.data.envs.resolve_device`); "auto" keeps a
+    """Move `teacher` to the `--device` choice (`rpd.data.devices.resolve_device`); "auto" keeps a
     backend without `device_support` on the CPU."""
-    from rpd.data.envs import resolve_device
+    from rpd.data.devices import resolve_device
 
     device = resolve_device(choice, option)
     if choice == "auto" and not teacher.device_support:
