@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from rpd.data.envs import DEFAULT_CONTROL_MODE, CameraSpec, get_task
+from rpd.data.tasks import DEFAULT_CONTROL_MODE, get_task
+from rpd.data.views import CameraSpec
 from rpd.errors import InputError
 from rpd.teachers.base import Teacher, TeacherBatch, TeacherSpec, register_teacher
 
@@ -113,7 +114,7 @@ class ScriptedTeacher(Teacher):
     def env(self) -> Any:
         """A private state-only env of the task, to read poses from restored states."""
         if self._env is None:
-            from rpd.data.envs import EnvConfig, make_env
+            from rpd.data.vec_envs import EnvConfig, make_env
 
             self._env = make_env(EnvConfig(self.config["env_id"],
                                            control_mode=self.spec.control_mode))
@@ -125,7 +126,7 @@ class ScriptedTeacher(Teacher):
         if batch.env_states is None:
             raise InputError("the scripted teacher needs simulator states (it reads no image); "
                              "use it through rpd train, rpd cache or rpd eval")
-        from rpd.data.envs import set_env_state
+        from rpd.data.env_state import set_env_state
 
         out = np.zeros((len(batch), 1, 7), np.float32)
         for i, state in enumerate(np.asarray(batch.env_states, np.float32)):
