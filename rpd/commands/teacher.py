@@ -130,7 +130,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, policy: Path | None, en
              video: Path | None, sim_backend: str, device: str,
              json_out: Path | None) -> None:
     """Closed-loop success of a teacher (or a student) on a task."""
-    from rpd.data.envs import check_sim_backend, resolve_device
+    from rpd.data.devices import check_sim_backend, resolve_device
     from rpd.data.seeds import EVALUATION, HELD_OUT
     from rpd.errors import InputError
     from rpd.pipeline.eval_teacher import DEFAULT_EVAL_SEED, TeacherEvalConfig, evaluate_teacher
