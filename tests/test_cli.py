@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import rpd
 from rpd.cli import main
-from rpd.data.envs import TASKS
+from rpd.data.tasks import TASKS
 
 
 def test_version_from_console_script() -> None:
