@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rpd.data.envs import CameraSpec
+from rpd.data.views import CameraSpec
 from rpd.teachers.base import Teacher, TeacherBatch, TeacherSpec, register_teacher
 
 ENV_ID = "PushCube-v1"
