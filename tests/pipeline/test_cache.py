@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from rpd.cli import main
-from rpd.data.envs import CameraSpec
 from rpd.data.seeds import CACHE
 from rpd.data.store import TeacherStore
+from rpd.data.views import CameraSpec
 from rpd.labels.live import TeacherLabeler, label_env_states
 from rpd.labels.lookup import TeacherCache
 from rpd.teachers.base import TeacherBatch, TeacherSpec, load_teacher
