@@ -104,7 +104,7 @@ def _episode_seeds(out: Path) -> dict[str, set[int]]:
     files each stage wrote."""
     import numpy as np
 
-    from rpd.data.envs import episode_seeds
+    from rpd.data.seeding import episode_seeds
     from rpd.data.seeds import TRAINING
     from rpd.data.store import TeacherStore
 
