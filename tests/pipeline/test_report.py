@@ -40,7 +40,7 @@ def _last_row(run: Path) -> dict[str, float]:
 def real_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A cnn-tiny teacher (no proprio, 32x32 render camera) evaluated by `rpd eval --teacher`,
     two plain-PPO seeds and one RPD seed (live labels, --live-budget 8 per rollout)."""
-    from rpd.data.envs import CameraSpec
+    from rpd.data.views import CameraSpec
     from rpd.teachers.base import TeacherSpec
     from rpd.teachers.simple import TinyCNNTeacher
 
