@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from proprio_teacher import ENV_ID, expected_label, make_teacher
 
-from rpd.data.envs import EnvConfig, make_vec_env
 from rpd.data.store import KeySpec
+from rpd.data.vec_envs import EnvConfig, make_vec_env
 from rpd.labels.lookup import TeacherCache
 from rpd.labels.model import EnsembleConfig, LabelEnsemble
 from rpd.labels.protocol import EXACT, MODEL, NEIGHBOUR, NONE, answer_kinds
