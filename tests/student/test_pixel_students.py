@@ -14,15 +14,10 @@ from click.testing import CliRunner
 from video_check import assert_playable
 
 from rpd.cli import main
-from rpd.data.envs import (
-    CameraSpec,
-    EnvConfig,
-    get_env_state,
-    make_env,
-    make_vec_env,
-    render_states,
-)
+from rpd.data.env_state import get_env_state
 from rpd.data.store import TeacherStore
+from rpd.data.vec_envs import EnvConfig, make_env, make_vec_env, render_states
+from rpd.data.views import CameraSpec
 from rpd.labels.live import TeacherLabeler
 from rpd.student.policies import PixelActorCriticPolicy
 from rpd.student.rpdppo import RPDPPO
