@@ -10,7 +10,7 @@ import pytest
 import torch
 from proprio_teacher import ENV_ID, expected_label, make_teacher
 
-from rpd.data.envs import EnvConfig, make_vec_env
+from rpd.data.vec_envs import EnvConfig, make_vec_env
 from rpd.labels.live import TeacherLabeler
 from rpd.labels.memory import InMemoryLabelSource
 from rpd.student.buffer import RPDRolloutBuffer
