@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from proprio_teacher import ENV_ID
 
 from rpd.cli import main
-from rpd.data.envs import EPISODE_SEED_STEP, EnvConfig, make_vec_env
+from rpd.data.seeding import EPISODE_SEED_STEP
+from rpd.data.vec_envs import EnvConfig, make_vec_env
 from rpd.labels import model as label_model
 from rpd.student.rpdppo import RPDPPO
 
