@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from rpd.cli import main
-from rpd.data.envs import EnvConfig, get_env_state, make_env
+from rpd.data.env_state import get_env_state
 from rpd.data.schema import TEACHER_JSON, TEACHER_WEIGHTS
+from rpd.data.vec_envs import EnvConfig, make_env
 from rpd.errors import InputError
 from rpd.labels.live import TeacherLabeler
 from rpd.teachers.base import TeacherBatch, load_teacher, no_images
