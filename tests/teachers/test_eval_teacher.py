@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from rpd.cli import main
-from rpd.data.envs import CameraSpec
+from rpd.data.views import CameraSpec
 from rpd.teachers.base import TeacherSpec
 from rpd.teachers.simple import TinyCNNTeacher
 
