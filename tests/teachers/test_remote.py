@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from openpi_client import msgpack_numpy
 
 from rpd.cli import main
-from rpd.data.envs import CameraSpec
 from rpd.data.schema import TEACHER_JSON, TEACHER_WEIGHTS
+from rpd.data.views import CameraSpec
 from rpd.errors import InputError
 from rpd.teachers.base import Teacher, TeacherBatch, TeacherSpec, load_teacher, teacher_kinds
 from rpd.teachers.remote import RemoteTeacher, RemoteTeacherError, TeacherServer
