@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from rpd.data.envs import CameraSpec
 from rpd.data.schema import TEACHER_JSON, TEACHER_SCHEMA_VERSION, TEACHER_WEIGHTS
+from rpd.data.views import CameraSpec
 from rpd.errors import InputError
 from rpd.teachers.base import (
     Teacher,
