@@ -21,7 +21,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from rpd.data.envs import CameraSpec
+from rpd.data.views import CameraSpec
 from rpd.errors import InputError
 from rpd.teachers.base import Teacher, TeacherBatch, TeacherSpec
 from rpd.teachers.remote import RemoteTeacher
