@@ -15,8 +15,8 @@ import torch
 from click.testing import CliRunner
 
 from rpd.cli import main
-from rpd.data.envs import CameraSpec
 from rpd.data.teacher_data import load_teacher_data, render_teacher_data
+from rpd.data.views import CameraSpec
 from rpd.errors import InputError
 from rpd.pipeline.finetune import FinetuneConfig, finetune_teacher, training_loss
 from rpd.teachers.base import Teacher, TeacherBatch, TeacherSpec, load_teacher, teacher_class
