@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from rpd.cli import main
-from rpd.data.envs import CameraSpec, cuda_available
+from rpd.data.devices import cuda_available
+from rpd.data.views import CameraSpec
 from rpd.errors import InputError
 from rpd.teachers.base import Teacher, TeacherBatch, TeacherSpec, place_teacher
 from rpd.teachers.simple import TinyCNNTeacher
