@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rpd.data.envs import CameraSpec
 from rpd.data.teacher_data import dataset_path, load_teacher_data, render_teacher_data
 from rpd.data.trajectories import open_trajectory
+from rpd.data.views import CameraSpec
 
 
 def test_render_stores_frames_actions_proprio_and_is_reused(demo_file: Path) -> None:
