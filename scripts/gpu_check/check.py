@@ -111,7 +111,9 @@ def label_row(env_id: str, backend: str, device: str, states: int, batch: int = 
     """Live labels of `states` env states by a camera teacher, batched and one at a time."""
     import numpy as np
 
-    from rpd.data.envs import CameraSpec, EnvConfig, get_env_state, make_env
+    from rpd.data.env_state import get_env_state
+    from rpd.data.vec_envs import EnvConfig, make_env
+    from rpd.data.views import CameraSpec
     from rpd.labels.live import TeacherLabeler
     from rpd.teachers.base import TeacherSpec
     from rpd.teachers.simple import TinyCNNTeacher
