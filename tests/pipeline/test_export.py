@@ -249,3 +249,28 @@ def test_bad_eval_policy_input_is_one_line_exit_2(state_exports: dict[str, Path]
         assert code == 2 and message in output, output
         assert len(output.strip().splitlines()) == 1, output
     assert not (tmp_path / "eval").exists()
+
+
+def test_the_deployment_page_quotes_the_example_as_it_is() -> None:
+    code = EXAMPLE.read_text().split('"""', 2)[2].strip()
+    assert code in (EXAMPLE.parents[1] / "deployment.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_export_benchmark_runs_and_writes_its_table(state_exports: dict[str, Path],
+                                                        pixel_exports: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    bench = Path(__file__).parents[2] / "benchmarks" / "bench_export.py"
+    result = subprocess.run([sys.executable, str(bench), "--state-run", str(state_exports["run"]),
+                             "--pixel-run", str(pixel_exports["run"]), "--calls", "3",
+                             "--seconds", "1", "--teachers", "cnn-tiny", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "bench_export.json").read_text())["rows"]
+    assert [r["policy"] for r in rows] == [
+        f"{kind} student, {how}" for kind in ("state", "pixel")
+        for how in ("SB3 predict", "onnx", "torchscript")] + ["teacher cnn-tiny (default size)"]
+    assert all(r["ms"] > 0 and r["calls"] >= 3 for r in rows)
+    assert len({r["params"] for r in rows[:3]}) == 1 and rows[0]["params"] < rows[3]["params"]
+    assert all(r["bytes"] > 0 for r in rows[:6])
+    assert "| pixel student, onnx | onnxruntime |" in result.stdout
