@@ -32,33 +32,32 @@ from typing import Any
 
 import numpy as np
 
-from rpd.data.envs import (
-    CameraSpec,
-    limit_cpu_threads,
-    make_env,
-    make_vec_env,
-    resolve_device,
-)
-from rpd.errors import InputError, disk_writes
-from rpd.labels.protocol import LabelSource
-from rpd.pipeline.evaluate import (
+from rpd.data.devices import limit_cpu_threads, resolve_device
+from rpd.data.rundir import (
     BEST_JSON,
     BEST_ZIP,
+    CACHE_DIR,
+    CHECKPOINTS_DIR,
+    CONFIG_JSON,
+    EVAL_CSV,
+    LATEST_JSON,
+    LATEST_ZIP,
+    REPLAY_NPZ,
     STUDENT_JSON,
     STUDENT_ZIP,
-    load_model,
-    run_episodes_student,
+    TB_DIR,
+    TRAIN_STATE,
 )
+from rpd.data.vec_envs import make_env, make_vec_env
+from rpd.data.views import CameraSpec
+from rpd.errors import InputError, disk_writes
+from rpd.labels.protocol import LabelSource
+from rpd.pipeline.evaluate import load_model, run_episodes_student
 from rpd.pipeline.train_config import ABSENT_MEANS, RESUME_FIXED, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-CONFIG_JSON = "config.json"
-EVAL_CSV = "eval.csv"
-REPLAY_NPZ = "replay.npz"
-TRAIN_STATE = "train_state.pt"
 TRAIN_STATE_VERSION = 1
-CACHE_DIR = "cache"
 EXACT_RADIUS = 1e-5
 """Hit radius of the run's own store: exact matches only (RMS distance per observation dim)."""
 EVAL_COLUMNS = ("step", "success", "return", "wall_time_s", "live_teacher_calls")
@@ -192,7 +191,7 @@ def evaluate_and_checkpoint(model: Any, env: Any, cfg: TrainConfig,
     logger.info("step %d: success %.2f return %.2f live teacher calls %d", row["step"],
                 row["success"], row["ret"], row["live_teacher_calls"])
     _checkpoint(model, cfg, state, wall)
-    _keep_if_best(cfg.out / "checkpoints", row)
+    _keep_if_best(cfg.out / CHECKPOINTS_DIR, row)
     state.eval_time += time.perf_counter() - t_eval
     return row
 
@@ -219,7 +218,7 @@ def _keep_if_best(ckpt: Path, row: dict[str, Any]) -> None:
     kept = f"{ckpt / 'latest.zip'} is intact"
     with disk_writes(f"copying the best checkpoint (step {row['step']}) in {ckpt}", kept):
         try:
-            shutil.copyfile(ckpt / "latest.zip", ckpt / ".best.tmp.zip")
+            shutil.copyfile(ckpt / LATEST_ZIP, ckpt / ".best.tmp.zip")
             (ckpt / ".best.tmp.zip").replace(ckpt / BEST_ZIP)
         finally:
             (ckpt / ".best.tmp.zip").unlink(missing_ok=True)
@@ -263,7 +262,7 @@ def _trim_eval_rows(out: Path, info: dict[str, Any]) -> dict[str, Any] | None:
 def _checkpoint(model: Any, cfg: TrainConfig, state: RunState, wall: float) -> None:
     from rpd.data.schema import write_json_atomic
 
-    ckpt = cfg.out / "checkpoints"
+    ckpt = cfg.out / CHECKPOINTS_DIR
     ckpt.mkdir(exist_ok=True)
     kept = (f"the last good checkpoint ({ckpt / 'latest.zip'}) and every published store part "
             "are intact")
@@ -275,10 +274,10 @@ def _checkpoint(model: Any, cfg: TrainConfig, state: RunState, wall: float) -> N
         except BaseException:
             (ckpt / ".latest.tmp.zip").unlink(missing_ok=True)
             raise
-        (ckpt / ".latest.tmp.zip").replace(ckpt / "latest.zip")
-        write_json_atomic(ckpt / "latest.json", dict(num_timesteps=model.num_timesteps,
-                                                     wall_time_s=wall,
-                                                     last_eval=state.last_eval, env=state.env))
+        (ckpt / ".latest.tmp.zip").replace(ckpt / LATEST_ZIP)
+        write_json_atomic(ckpt / LATEST_JSON, dict(num_timesteps=model.num_timesteps,
+                                                   wall_time_s=wall,
+                                                   last_eval=state.last_eval, env=state.env))
         state.last_checkpoint = model.num_timesteps
         if model.label_source is not None:
             model.label_source.flush()
@@ -431,7 +430,7 @@ def _prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
                 raise InputError(f"--resume: {cfg.out} was trained with {k}={saved.get(k)!r}, "
                                  f"now {new.get(k)!r}; pass the same options (only --steps and "
                                  "evaluation options may change)")
-        info_path = cfg.out / "checkpoints" / "latest.json"
+        info_path = cfg.out / CHECKPOINTS_DIR / LATEST_JSON
         if not info_path.is_file():
             logger.warning("%s has no checkpoint yet; starting it again", cfg.out)
             write_json_atomic(cfg_path, new)
@@ -597,7 +596,7 @@ def _new_model(cfg: TrainConfig, venv: Any, source: LabelSource | None) -> tuple
         gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, target_kl=cfg.target_kl,
         vf_coef=cfg.vf_coef,
         max_grad_norm=cfg.max_grad_norm, ent_coef=cfg.ent_coef, policy_kwargs=cfg.policy_kwargs,
-        tensorboard_log=str(cfg.out / "tb"), seed=cfg.seed, device=resolve_device(cfg.device),
+        tensorboard_log=str(cfg.out / TB_DIR), seed=cfg.seed, device=resolve_device(cfg.device),
         verbose=0)
     return model, RunState()
 
@@ -610,11 +609,11 @@ def _resume_model(cfg: TrainConfig, venv: Any, source: LabelSource | None,
     rewritten. (`_prepare_run_dir` has checked the options that must not change.)"""
     from rpd.data.schema import write_json_atomic
 
-    ckpt = cfg.out / "checkpoints"
-    model = load_model(ckpt / "latest.zip", "--resume",
+    ckpt = cfg.out / CHECKPOINTS_DIR
+    model = load_model(ckpt / LATEST_ZIP, "--resume",
                        f"delete {ckpt} to start the run again",
                        env=venv, device=resolve_device(cfg.device), label_source=source,
-                       tensorboard_log=str(cfg.out / "tb"))
+                       tensorboard_log=str(cfg.out / TB_DIR))
     model.live_budget = cfg.live_budget  # a changed budget applies from here on
     model.answer_audit = cfg.answer_audit
     model.label_replay = cfg.label_replay
@@ -691,7 +690,7 @@ def _offline_phase(model: Any, source: LabelSource | None, cfg: TrainConfig,
                          "observations")
     render_s, stored = 0.0, len(actions)
     if view is not None:
-        from rpd.data.envs import render_states
+        from rpd.data.vec_envs import render_states
 
         if stored > PIXEL_OFFLINE_STATES:  # a seeded subset keeps memory and renders bounded
             keep = np.sort(np.random.default_rng(cfg.seed).choice(stored, PIXEL_OFFLINE_STATES,
