@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rpd.config import option
-from rpd.data.envs import get_task
+from rpd.data.rundir import CONFIG_JSON, EVAL_DIR, STUDENT_JSON, TRAIN_STATE, heldout_path
+from rpd.data.tasks import get_task
 from rpd.data.trajectories import is_complete_pair
 from rpd.errors import InputError
 
@@ -189,7 +190,7 @@ class RunConfig:
         `steps`."""
         if self.lambda_decay_steps is not None:
             return self.lambda_decay_steps
-        saved = _read_json(run_dir / "config.json").get("lambda_decay_steps")
+        saved = _read_json(run_dir / CONFIG_JSON).get("lambda_decay_steps")
         return int(saved) if saved else max(1, int(0.6 * self.steps))
 
     # ---- paths ----------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class RunConfig:
 
     @property
     def teacher_eval(self) -> Path:
-        return self.out / "eval" / f"teacher-{self.env_id}-h{self.teacher_horizon}.json"
+        return self.out / EVAL_DIR / f"teacher-{self.env_id}-h{self.teacher_horizon}.json"
 
     @property
     def store(self) -> Path:
@@ -227,10 +228,8 @@ class RunConfig:
 
     def heldout(self, method: str, seed: int) -> Path:
         """The run's held-out result, at its training horizon (`rpd eval --held-out`'s file)."""
-        from rpd.pipeline.evaluate import heldout_path
-
         run = self.run_dir(method, seed)
-        horizon = _read_json(run / "config.json").get("horizon") or DEFAULT_TASK_HORIZON
+        horizon = _read_json(run / CONFIG_JSON).get("horizon") or DEFAULT_TASK_HORIZON
         return heldout_path(run, self.env_id, int(horizon))
 
 
@@ -276,11 +275,11 @@ def _teacher(cfg: RunConfig) -> Stage:
             "--kind", cfg.teacher_kind, "--size", cfg.teacher_size,
             "--steps", str(cfg.teacher_steps), "--image-size", str(cfg.image_size),
             "--workers", str(cfg.workers), "--threads", "1", *cfg.resolved_teacher_args]
-    if (t / "train_state.pt").exists():
+    if (t / TRAIN_STATE).exists():
         args.append("--resume")
     skip = (f"--teacher {cfg.teacher} given" if cfg.teacher is not None
             else f"{t} holds a finished teacher"
-            if (t / "teacher.json").is_file() and not (t / "train_state.pt").exists() else None)
+            if (t / "teacher.json").is_file() and not (t / TRAIN_STATE).exists() else None)
     return Stage("teacher", args, skip, t)
 
 
@@ -320,13 +319,13 @@ def _train(cfg: RunConfig, method: str, seed: int) -> Stage:
             args += ["--live-budget", str(cfg.live_budget)]
     args += cfg.train_options(method) + shlex.split(cfg.train_args)
     skip = None
-    if (out / "student.json").is_file():
+    if (out / STUDENT_JSON).is_file():
         done = _finished_steps(out)
         if done >= cfg.steps:
             skip = f"{out} finished ({done} steps)"
         else:
             args.append("--resume")  # --steps grew: continue the finished run
-    elif (out / "config.json").is_file():
+    elif (out / CONFIG_JSON).is_file():
         args.append("--resume")
     return Stage(f"train-{method}-s{seed}", args, skip, out)
 
@@ -336,7 +335,7 @@ def _heldout(cfg: RunConfig, method: str, seed: int) -> Stage:
     args = ["eval", "--student", str(run), "--env", cfg.env_id, "--held-out",
             "--episodes", str(cfg.heldout_episodes), "--workers", str(cfg.workers)]
     skip = None
-    if path.is_file() and (run / "student.json").is_file():
+    if path.is_file() and (run / STUDENT_JSON).is_file():
         step = _read_json(path).get("step")
         if step == _finished_steps(run):
             skip = f"{path} scores the final policy ({step} steps)"
@@ -345,7 +344,7 @@ def _heldout(cfg: RunConfig, method: str, seed: int) -> Stage:
 
 def _finished_steps(run: Path) -> int:
     try:
-        return int(_read_json(run / "student.json")["metrics"]["steps"])
+        return int(_read_json(run / STUDENT_JSON)["metrics"]["steps"])
     except (KeyError, TypeError, ValueError):
         raise InputError(f"{run / 'student.json'}: no metrics.steps; it was not written by "
                          f"`rpd train`: move {run} away to train it again") from None
@@ -370,7 +369,7 @@ def _report(cfg: RunConfig) -> Stage:
     # finished runs of other seeds from earlier invocations (same task and reward) join in
     pattern = f"{cfg.env_id}-{cfg.reward}-*-s*"
     runs += sorted(p for p in (cfg.out / "runs").glob(pattern)
-                   if p not in runs and (p / "student.json").is_file())
+                   if p not in runs and (p / STUDENT_JSON).is_file())
     return Stage("report", ["report", *map(str, runs), "--out", str(cfg.report_dir),
                             "--teacher-eval", str(cfg.teacher_eval)])
 
@@ -496,7 +495,7 @@ def summary(cfg: RunConfig) -> dict[str, Any]:
     students = {}
     for seed in cfg.seeds:
         for method in cfg.methods:
-            meta_path = cfg.run_dir(method, seed) / "student.json"
+            meta_path = cfg.run_dir(method, seed) / STUDENT_JSON
             if meta_path.is_file():
                 m = _read_json(meta_path).get("metrics", {})
                 held = _read_json(cfg.heldout(method, seed))
