@@ -54,7 +54,7 @@ def tasks_cmd(as_json: bool) -> None:
     """List the supported tasks and their instructions."""
     from dataclasses import asdict
 
-    from rpd.data.envs import TASKS
+    from rpd.data.tasks import TASKS
 
     if as_json:
         click.echo(json.dumps([asdict(t) for t in TASKS.values()], indent=2))
