@@ -131,6 +131,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, policy: Path | None, en
              json_out: Path | None) -> None:
     """Closed-loop success of a teacher (or a student) on a task."""
     from rpd.data.devices import check_sim_backend, resolve_device
+    from rpd.data.rundir import EVAL_DIR
     from rpd.data.seeds import EVALUATION, HELD_OUT
     from rpd.errors import InputError
     from rpd.pipeline.eval_teacher import DEFAULT_EVAL_SEED, TeacherEvalConfig, evaluate_teacher
@@ -189,7 +190,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, policy: Path | None, en
     if policy is not None:  # beside the exported file, named after it
         base, suffix = policy.parent, f"{suffix}-{policy.name}"
     horizon = result.get("horizon", horizon)
-    path = json_out or base / "eval" / f"{env_id}-h{horizon}{suffix}.json"  # type: ignore[operator]
+    path = json_out or base / EVAL_DIR / f"{env_id}-h{horizon}{suffix}.json"  # type: ignore[operator]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     def pick(*keys: str) -> float:
