@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rpd.data.rundir import TRAIN_STATE
 from rpd.data.schema import TEACHER_JSON
 from rpd.data.tasks import TASKS
 from rpd.data.teacher_data import PROPRIO_DIM, TeacherData, load_teacher_data, render_teacher_data
@@ -31,8 +32,6 @@ from rpd.teachers.base import Teacher, TeacherSpec, load_teacher, place_teacher
 from rpd.teachers.normalize import action_stats, normalize
 
 logger = logging.getLogger(__name__)
-
-TRAIN_STATE = "train_state.pt"
 
 
 @dataclass
