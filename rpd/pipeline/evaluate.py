@@ -18,15 +18,13 @@ import gymnasium as gym
 import numpy as np
 
 from rpd.data.devices import resolve_device
-from rpd.data.rundir import (  # noqa: F401  (BEST_JSON, heldout_path: until train and run import them from rundir)
-    BEST_JSON,
+from rpd.data.rundir import (
     BEST_ZIP,
     CHECKPOINTS_DIR,
     LATEST_JSON,
     LATEST_ZIP,
     STUDENT_JSON,
     STUDENT_ZIP,
-    heldout_path,
 )
 from rpd.data.seeds import EVALUATION, HELD_OUT, range_of
 from rpd.data.vec_envs import EnvConfig, make_env
