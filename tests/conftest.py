@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 SLOW_FILES_FIRST = ("student/test_train_pipeline.py", "student/test_pixel_students.py",
                     "pipeline/test_run.py", "pipeline/test_cache.py", "test_benchmarks.py",
-                    "data/test_envs.py", "student/test_rpdppo.py")
+                    "data/test_vec_envs.py", "student/test_rpdppo.py")
 """The test files that take longest (2-7 minutes each on 2 cores, `--durations=0`, 2026-12-02).
 With `--dist loadfile` a file runs in one worker, so starting these first lets the workers
 finish together instead of one running the last long file alone."""
