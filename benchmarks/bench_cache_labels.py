@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="teacher camera size (pixels)")
     args = ap.parse_args()
 
-    from rpd.data.envs import CameraSpec
+    from rpd.data.views import CameraSpec
     from rpd.pipeline.cache import CacheConfig, build_cache
     from rpd.teachers.base import TeacherSpec
     from rpd.teachers.simple import TinyCNNTeacher

@@ -31,7 +31,7 @@ RADII = [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
 
 def demo_samples(labeler, h5: Path, episode_ids: list[int]):
     """(env states [N, S], images [N, H, W, 3], proprio [N, P], actions [N, A]) of demo steps."""
-    from rpd.data.envs import set_env_state
+    from rpd.data.env_state import set_env_state
     from rpd.data.trajectories import open_trajectory
     from rpd.pipeline.cache import _demo_states
 
@@ -94,11 +94,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    from rpd.data.envs import CameraSpec
     from rpd.data.trajectories import open_trajectory
+    from rpd.data.views import CameraSpec
+    from rpd.labels.live import TeacherLabeler
+    from rpd.labels.lookup import TeacherCache
     from rpd.pipeline.cache import CacheConfig, build_cache
-    from rpd.pipeline.labeling import TeacherLabeler
-    from rpd.pipeline.lookup import TeacherCache
     from rpd.teachers.base import TeacherSpec, load_teacher
     from rpd.teachers.simple import TinyCNNTeacher
 
@@ -164,7 +164,7 @@ def main() -> None:
     const_err = np.linalg.norm(live - const, axis=1).mean()
     print(f"index: {int(keep.sum())} entries; mean ||live action|| "
           f"{np.linalg.norm(live, axis=1).mean():.4f}; constant-predictor error {const_err:.4f}")
-    from rpd.pipeline.lookup import NearestKeyIndex
+    from rpd.labels.lookup import NearestKeyIndex
 
     cache._index = NearestKeyIndex(rows.key[keep])
     cache._actions, cache._actions_flat = [rows.teacher_action[keep]], rows.teacher_action[keep]

@@ -10,7 +10,7 @@ action dims; the labels' total variance is printed for scale):
   the observation standardised by the store's statistics, and on that without the joint
   velocities (dims 9-17 of a Panda task's state: the dims a scripted teacher ignores);
 - the 8 nearest standardised keys within a radius, their actions weighted by 1 / distance;
-- the label model (`rpd.pipeline.label_model.LabelEnsemble`) at several agreement bounds.
+- the label model (`rpd.labels.model.LabelEnsemble`) at several agreement bounds.
 
     python benchmarks/bench_label_answers.py STORE QUERIES [--sample 10000]
 """
@@ -39,9 +39,9 @@ def main() -> None:
     p.add_argument("--spreads", type=float, nargs="+", default=[0.02, 0.03, 0.05, 0.08, 0.1])
     a = p.parse_args()
 
-    from rpd.data.envs import limit_cpu_threads
-    from rpd.pipeline.label_model import LabelEnsemble
-    from rpd.pipeline.lookup import NearestKeyIndex
+    from rpd.data.devices import limit_cpu_threads
+    from rpd.labels.lookup import NearestKeyIndex
+    from rpd.labels.model import LabelEnsemble
 
     limit_cpu_threads()
     obs, action = load(a.store)

@@ -39,7 +39,8 @@ def render_limit(env_id: str, size: int, frames: int, barrier: Any = None) -> di
     (cores / per-frame time). With `barrier`, waits on it after the warm-up (side by side)."""
     import numpy as np
 
-    from rpd.data.envs import CameraSpec, EnvConfig, make_env, teacher_image
+    from rpd.data.vec_envs import EnvConfig, make_env
+    from rpd.data.views import CameraSpec, teacher_image
 
     camera = CameraSpec("render", size, size)
     env = make_env(EnvConfig(env_id, camera=camera))
@@ -68,7 +69,7 @@ def render_limit(env_id: str, size: int, frames: int, barrier: Any = None) -> di
 
 def _limit_worker(env_id: str, size: int, frames: int, barrier: Any, results: Any) -> None:
     """One of the side-by-side processes: wait for the others, then measure."""
-    from rpd.data.envs import limit_cpu_threads
+    from rpd.data.devices import limit_cpu_threads
 
     limit_cpu_threads()
     results.put(render_limit(env_id, size, frames, barrier))
@@ -126,7 +127,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
 
-    from rpd.data.envs import CameraSpec, get_task
+    from rpd.data.tasks import get_task
+    from rpd.data.views import CameraSpec
     from rpd.teachers.base import TeacherSpec
     from rpd.teachers.simple import TinyCNNTeacher
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from rpd.data.envs import CameraSpec
+from rpd.data.views import CameraSpec
 from rpd.teachers.base import TeacherBatch, TeacherSpec
 from rpd.teachers.octo import OctoTeacher
 

@@ -37,7 +37,7 @@ def physics_rate(env_id: str, steps: int) -> float:
     """Env steps/s of one process stepping random actions."""
     import numpy as np
 
-    from rpd.data.envs import EnvConfig, make_env
+    from rpd.data.vec_envs import EnvConfig, make_env
 
     env = make_env(EnvConfig(env_id))
     try:
@@ -58,7 +58,7 @@ def vec_rate(env_id: str, envs: int, steps: int, workers: int | None = None) -> 
     """Env steps/s of `envs` rpd envs in `workers` processes stepping random actions."""
     import numpy as np
 
-    from rpd.data.envs import EnvConfig, make_vec_env
+    from rpd.data.vec_envs import EnvConfig, make_vec_env
 
     venv = make_vec_env(EnvConfig(env_id), envs, seed=0, workers=workers)
     try:
@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
 
-    from rpd.data.envs import limit_cpu_threads
+    from rpd.data.devices import limit_cpu_threads
     from rpd.teachers.scripted import ScriptedTeacher
 
     limit_cpu_threads()

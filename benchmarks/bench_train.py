@@ -40,7 +40,8 @@ def main() -> None:
                    help="Repeat the sequence (interleaved, so load changes hit all alike).")
     args = p.parse_args()
 
-    from rpd.data.envs import CameraSpec, get_task
+    from rpd.data.tasks import get_task
+    from rpd.data.views import CameraSpec
     from rpd.pipeline.train import TrainConfig, train
     from rpd.teachers.base import TeacherSpec
     from rpd.teachers.simple import TinyCNNTeacher

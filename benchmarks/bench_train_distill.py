@@ -56,7 +56,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
 
-    from rpd.data.envs import CameraSpec
+    from rpd.data.views import CameraSpec
     from rpd.pipeline.train import TrainConfig, train
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_distill_"))

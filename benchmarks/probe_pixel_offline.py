@@ -19,7 +19,7 @@ import torch as th
 
 
 def _frames(cfg: Any, rows: Any, idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    from rpd.data.envs import render_states
+    from rpd.data.vec_envs import render_states
 
     rgb, proprio = render_states(cfg, rows.env_state[idx], workers=2)
     return {"rgb": rgb, "proprio": proprio, "state": rows.obs[idx]}, rows.teacher_action[idx]
@@ -36,8 +36,10 @@ def _error(model: Any, obs: dict[str, np.ndarray], action: np.ndarray) -> float:
 def main() -> None:
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from rpd.data.envs import CameraSpec, EnvConfig, limit_cpu_threads, make_vec_env
+    from rpd.data.devices import limit_cpu_threads
     from rpd.data.store import TeacherStore
+    from rpd.data.vec_envs import EnvConfig, make_vec_env
+    from rpd.data.views import CameraSpec
     from rpd.student.policies import PixelActorCriticPolicy
     from rpd.student.rpdppo import RPDPPO
 
