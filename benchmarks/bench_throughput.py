@@ -1,4 +1,4 @@
-"""CPU throughput of `rpd train`, in one run, against the physics limit (issue 16).
+"""CPU throughput of `rpd train`, in one run, against the physics limit.
 
 Rows, all on one task (state observations, dense reward), in one sitting (give it the machine):
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the README's "Pixel students on sparse PushCube" results (issue 15), one run after
+# Reproduce the README's "Pixel students on sparse PushCube" results, one run after
 # another, resumable: a finished step is skipped, an interrupted run resumes from its last
 # checkpoint (`rpd train --resume`). Pixel runs are render-bound on a CPU (≈ 35 env steps/s
 # alone on 2 cores, 3–6 h per 300k run), so run this in the background under nice:

@@ -1,4 +1,4 @@
-"""The README's per-run rows for the pixel-student results (issue 15), read from run dirs.
+"""The README's per-run rows for the pixel-student results, read from run dirs.
 
 For each `rpd train` run directory, one markdown table row:
 

@@ -1,4 +1,4 @@
-"""A sweep of RPD runs sharing one teacher-action store: does the cache pay? (issue 19)
+"""Measured whether a shared teacher-action store pays: a sweep of RPD runs sharing one store.
 
 Run 1 trains with its own store (RUN/cache); runs 2..N pass `--cache` that store, read it and
 write their live labels back. Each run audits a sample of the labels answered without the
@@ -6,8 +6,8 @@ live teacher (`--answer-audit`), so the table shows their error beside how many 
 With `--references`, each seed is also trained with every label asked live
 (`--no-label-model`, its own store): the held-out success a shared store must keep.
 
-    python benchmarks/bench_cache_sweep.py --teacher T [--env PushCube-v1] [--reward sparse]
-        [--steps 80000] [--seeds 0 1 2 3 4] [--references [--reference-seeds 1 2]]
+    python benchmarks/experiments/bench_cache_sweep.py --teacher T [--env PushCube-v1]
+        [--reward sparse] [--steps 80000] [--seeds 0 1 2 3 4] [--references [--reference-seeds 1 2]]
         [--train-args "..."] --out DIR
 
 Resumable: a finished run (student.json and heldout.json present) is kept, an unfinished one

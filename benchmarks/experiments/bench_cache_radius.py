@@ -1,4 +1,4 @@
-"""Hit rate and label error of the teacher cache as functions of the hit radius.
+"""Measured the teacher cache's hit rate and label error as functions of the hit radius.
 
 A teacher whose actions depend on the state is needed for the label error to mean anything,
 so without --teacher this trains a `cnn-tiny` teacher by behaviour cloning on motion-planned
@@ -10,7 +10,7 @@ PickCube-v1 demos (128x128 render camera, a few minutes on CPU). Then:
 - for each radius: the fraction of held-out states that hit, and on the hits the mean
   ||cached action - live action||, next to the same for a constant (mean-action) predictor.
 
-    python benchmarks/bench_cache_radius.py [--teacher DIR] [--demos 30] [--rollouts 10]
+    python benchmarks/experiments/bench_cache_radius.py [--teacher DIR] [--demos 30] [--rollouts 10]
 """
 
 from __future__ import annotations

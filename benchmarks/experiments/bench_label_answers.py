@@ -1,4 +1,4 @@
-"""Which lookup answers a new run's states from a store, and how well? (issue 19, offline)
+"""Measured which lookup answers a new run's states from a store, and how well (offline).
 
 Takes two stores of the same teacher and task, e.g. the RUN/cache of two RPD runs with
 different seeds: the first is the store, a sample of the second's live labels are the
@@ -12,7 +12,7 @@ action dims; the labels' total variance is printed for scale):
 - the 8 nearest standardised keys within a radius, their actions weighted by 1 / distance;
 - the label model (`rpd.labels.model.LabelEnsemble`) at several agreement bounds.
 
-    python benchmarks/bench_label_answers.py STORE QUERIES [--sample 10000]
+    python benchmarks/experiments/bench_label_answers.py STORE QUERIES [--sample 10000]
 """
 
 from __future__ import annotations

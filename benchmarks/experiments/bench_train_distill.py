@@ -1,4 +1,4 @@
-"""How well does the distill term make the student copy its teacher? (issue 6, item 3)
+"""Measured how closely the distill term makes the student copy a learnable teacher.
 
 A teacher whose answer is a known, learnable function of the state — `state-proprio`:
 action = tanh(3 · joint positions[:7]), given proprio = the robot's joint positions — so the
@@ -7,11 +7,12 @@ between the student's mean and the teacher's label on the last rollout (train/di
 summed over the 7 action dims) and the fraction of PPO epochs run before target_kl stopped them.
 
 Varied one at a time from `rpd train`'s defaults (λ 1, n_epochs 8, max_grad_norm 0.5, no KL
-early stop since issue 14, no offline phase): λ 10, n_epochs 16, max_grad_norm 100 (no
-clipping), target_kl 0.2 (the RPD code's, rpd's default before issue 14), and an offline phase
+early stop, no offline phase): λ 10, n_epochs 16, max_grad_norm 100 (no
+clipping), target_kl 0.2 (the RPD code's, and rpd's earlier default), and an offline phase
 of 2000 steps on the labels the default run stored.
 
-    python benchmarks/bench_train_distill.py [--env PushCube-v1] [--steps 2048] [--envs 4]
+    python benchmarks/experiments/bench_train_distill.py [--env PushCube-v1] [--steps 2048]
+        [--envs 4]
 """
 
 from __future__ import annotations

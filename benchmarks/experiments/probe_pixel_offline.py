@@ -1,11 +1,12 @@
-"""Does a pixel student's offline fit generalise, and does the first PPO update keep it?
+"""Measured whether a pixel student's offline fit generalises and survives the first PPO update.
 
 Fits a camera-only student (64 px render camera, PushCube-v1) to N states of a `rpd cache`
 store, then reports the action error (squared, summed over dims) on those states and on the
 states of a second store (other rollout seeds), before the fit, after it, and after one plain
 PPO update (2 envs x 64 steps, sparse reward, no labels). Prints one JSON line.
 
-    python benchmarks/probe_pixel_offline.py STORE HELD_OUT_STORE --states 1500 --shift 4
+    python benchmarks/experiments/probe_pixel_offline.py STORE HELD_OUT_STORE
+        --states 1500 --shift 4
 """
 
 from __future__ import annotations
