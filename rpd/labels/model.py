@@ -33,7 +33,8 @@ class EnsembleConfig:
         batch_size: Rows per member per step.
         lr: Adam learning rate.
         max_spread: Answer a state only when the members' spread (RMS over action dims of
-            their standard deviation) is at most this; see benchmarks/bench_cache_sweep.py.
+            their standard deviation) is at most this; see
+            benchmarks/experiments/bench_cache_sweep.py.
         min_rows: Below this many labels the model is not fitted (it abstains everywhere).
     """
 
