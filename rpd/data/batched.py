@@ -15,7 +15,7 @@ behaves like rpd's `SubprocVecEnv` path, so the trainer cannot tell them apart:
 
 ManiSkill's own adapter (`mani_skill.vector.wrappers.sb3`) over its auto-resetting vector env
 resets finished envs twice, hands SB3 the observation after the reset as the terminal one and
-reports an `episode` on every step (issue 16); this module replaces it. It also runs on the CPU
+reports an `episode` on every step; this module replaces it. It also runs on the CPU
 backend with one env, which is how the test suite checks it against the `SubprocVecEnv` path.
 """
 

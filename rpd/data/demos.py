@@ -214,7 +214,7 @@ def block_tmp_prefix(block: int) -> str:
     """Prefix of a block's temporary directory. No dot before the random suffix: ManiSkill's
     recorder derives its .json path with `str.replace(".h5", ".json")` on the whole path, so a
     directory `.block_1.h5xxxxxx` (a random suffix starting "h5") sent the JSON elsewhere and
-    failed the block (seen once in CI)."""
+    failed the block."""
     return f".block_{block}_"
 
 

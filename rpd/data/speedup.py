@@ -2,7 +2,7 @@
 
 ManiSkill's motion planner moves slowly (joint velocity and acceleration limits 0.75-0.9), so
 its demos take 60-80 steps on PushCube and PickCube while students train at a 50-step
-horizon, and a teacher imitating them is as slow (issue 15, item 7). In the end-effector
+horizon, and a teacher imitating them is as slow. In the end-effector
 delta control mode an action is a pose change per control step, so K consecutive actions
 merged into one (their arm deltas summed, clipped to the action bounds; the last gripper
 command) ask for the same motion in 1/K of the steps. The PD controller may not follow a

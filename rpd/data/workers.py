@@ -1,4 +1,4 @@
-"""A VecEnv whose worker processes each step several envs (issue 16's CPU throughput lever).
+"""A VecEnv whose worker processes each step several envs (a CPU throughput lever, README).
 
 SB3's `SubprocVecEnv` gives every env a process of its own; with 8 envs on 2 cores, 8
 simulators take turns on the cores and every env step is a pipe round trip. `GroupedVecEnv`
