@@ -1,7 +1,7 @@
 """A small model of the teacher fitted to a label store, that answers only where it is sure.
 
 Continuous states never repeat, so a nearest-key lookup answers few of a new run's states
-(issue 19: 2.9 % hits for a second seed on a 60k-label store). `LabelEnsemble` is M MLPs
+(measured in the README). `LabelEnsemble` is M MLPs
 fitted to the store's (observation, teacher action) pairs, each on its own bootstrap of
 the minibatches; it answers a state when the members agree (the RMS over action dims of
 their spread is at most `max_spread`) and abstains otherwise, so the state goes to the live
