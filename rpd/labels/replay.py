@@ -16,8 +16,8 @@ class LabelReplay:
     latest `capacity` of them in a ring, so the distill term keeps revisiting them.
 
     PPO's update sees only the current rollout; a student that cannot yet tell states apart
-    (a CNN on a few hundred frames) fits each rollout's labels in turn and swings between them
-    (issue 15). Sampling labels of earlier rollouts beside the current ones makes the distill
+    (a CNN on a few hundred frames) fits each rollout's labels in turn and swings between them.
+    Sampling labels of earlier rollouts beside the current ones makes the distill
     term a fit to all recent labels (as DAgger aggregates its data).
 
     Args:
