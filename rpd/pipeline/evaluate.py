@@ -123,8 +123,8 @@ def resolve_student(run_dir: str | Path, option: str = "--student",
 
     Raises:
         InputError: not a run directory, a final model asked of an unfinished run, a missing
-            checkpoint, or an unfinished run whose checkpoints do not record their env (rpd
-            before 2026-12-01).
+            checkpoint, or an unfinished run whose checkpoints do not record their env (runs
+            of an older rpd).
     """
     run_dir = Path(run_dir)
     if checkpoint not in CHECKPOINTS:
