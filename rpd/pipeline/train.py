@@ -110,7 +110,7 @@ def open_label_source(cfg: TrainConfig, teacher: Any, obs_dim: int) -> LabelSour
                                   radius=cfg.cache_radius or EXACT_RADIUS, create=True,
                                   key_spec=KeySpec.fixed(obs_dim))
     else:
-        # the label model answers more states, better, than neighbours (README, issue 19)
+        # the label model answers more states, better, than neighbours (measured in the README)
         default = EXACT_RADIUS if cfg.label_model else DEFAULT_RADIUS
         radius = default if cfg.cache_radius is None else cfg.cache_radius
         cache = TeacherCache.open(cfg.cache, teacher, env_id=cfg.env_id, radius=radius)
@@ -199,7 +199,7 @@ def evaluate_and_checkpoint(model: Any, env: Any, cfg: TrainConfig,
 def _keep_if_best(ckpt: Path, row: dict[str, Any]) -> None:
     """Copy the checkpoint just written to best.zip (+ best.json: its eval.csv row, under the
     same column names) when its evaluation success beats every earlier one (a tie keeps the
-    earlier). Students often peak and then decay (issue 15: 0.70 at 248k, 0.25 at 300k), so the
+    earlier). Students often peak and then decay (the README's pixel runs), so the
     final policy is not always the one to deploy; choosing on the evaluation seeds, then
     measuring on held-out ones, keeps the figure honest."""
     import shutil
