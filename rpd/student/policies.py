@@ -4,7 +4,7 @@ NatureCNN policy of pixel students with an optional asymmetric critic.
 A student's state observation mixes metres (positions of a 4 cm cube, differences of a few mm
 that decide a grasp), radians and joint velocities of several rad/s. Fed raw into SB3's tanh
 MLP, the millimetre-scale dims barely move a pre-activation and the velocity dims saturate it,
-so the mean action cannot follow a teacher that acts on millimetres (issue 14: on PickCube a
+so the mean action cannot follow a teacher that acts on millimetres (on PickCube a
 student stopped 5-15 mm from the grasp point, its mean averaging the teacher's open and
 close). `NormalizedFlatten` standardises every dim with running statistics of the observations
 the policy has been trained on. The statistics live in the policy (torch buffers), so they are
