@@ -145,7 +145,7 @@ class OctoTeacher(Teacher):
         """The architecture of preset `size` with `options` overriding its fields, checked.
 
         `rpd finetune-teacher --option patch=4 --option image_tokens_side=8` gives finer
-        image tokens (issue 15's lever: at 6x6 tokens the teacher did not localise the cube).
+        image tokens (at 6x6 tokens a teacher did not localise the cube).
 
         Raises:
             InputError: an unknown or unsettable field, or a value out of range.
