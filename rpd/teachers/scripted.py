@@ -237,7 +237,7 @@ def _pick(p: dict[str, Any]) -> tuple[np.ndarray, float, float]:
     the cube's, close to it). Every phase aims past its end (DESCEND_PAST, CARRY_PAST), so its
     label stays large until the next phase takes over. Version 3 switched between these phases
     at hard thresholds, aimed exactly at them, and flipped its yaw label from +1 to -1 at
-    ±45°; a student regressing on it hovered at a phase boundary and never grasped (issue 14).
+    ±45°; a student regressing on it hovered at a phase boundary and never grasped.
     """
     tcp, obj, goal = p["tcp"], p["obj"], p["goal"]
     # the cube looks the same every 90°: sin(4Δ)/4 ≈ Δ near 0 and is continuous everywhere
