@@ -146,13 +146,19 @@ def _type_name(info: FieldInfo) -> str:
     return name + (" or null" if info.optional else "")
 
 
-def coerce(info: FieldInfo, value: Any, where: str) -> Any:
+def coerce(info: FieldInfo, value: Any, where: str | None) -> Any:
     """`value` as the field's type.
 
+    Args:
+        where: The config file it came from ("--config FILE"); None for the command line.
+
     Raises:
-        InputError: "`where`: KEY: expected TYPE, got VALUE", one line.
+        InputError: "`where`: KEY: expected TYPE, got VALUE" (the command line's: "--option
+            VALUE: expected TYPE"), one line.
     """
     def bad() -> InputError:
+        if where is None:
+            return InputError(f"{info.cli} {value!r}: expected {_type_name(info)}")
         return InputError(f"{where}: {info.name}: expected {_type_name(info)}, got {value!r}")
 
     if value is None:
@@ -349,8 +355,8 @@ def _click_kwargs(info: FieldInfo) -> dict[str, Any]:
         return kw
     if typing.get_origin(info.base) is tuple:
         kw.update(type=str, default=",".join(map(str, default)) if default else default)
-    elif info.choices:
-        kw.update(type=click.Choice(list(info.choices)), default=default)
+    elif info.choices:  # checked by `coerce`, so a bad value is one rpd line
+        kw.update(type=str, default=default, metavar="[" + "|".join(info.choices) + "]")
     elif info.base is Path:
         kw.update(type=click.Path(path_type=Path), default=default)
     else:
@@ -383,7 +389,7 @@ def from_command_line(cls: type, ctx: Any, params: dict[str, Any], config_file: 
         if value is None and info.default is MISSING:
             continue  # a required field the command line left out: the file's, or an error
         if given or name not in values:
-            values[name] = coerce(info, value, info.cli) if value is not None else None
+            values[name] = coerce(info, value, None) if value is not None else None
     values.update(fixed)
     for info in infos.values():
         if info.default is MISSING and info.name not in values:
