@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,31 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return runs
 
 
+def test_the_report_shows_held_out_success_of_the_final_policy(real_runs: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    run = tmp_path / "rpd-s0"
+    shutil.copytree(real_runs["rpd0"], run)
+    r = _rpd("eval", "--student", run, "--env", ENV, "--held-out", "--episodes", "2",
+             "--workers", "1")
+    assert r.exit_code == 0, r.output
+    held = json.loads((run / "eval" / f"{ENV}-h50-heldout.json").read_text())
+    assert held["seed_range"] == "held-out" and [e["seed"] for e in held["per_episode"]] == [
+        300_000_000, 300_000_001]
+    r = _rpd("report", run, "--out", tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    group = json.loads((tmp_path / "r" / "report.json").read_text())["groups"][0]
+    assert group["heldout_success"]["per_seed"] == [held["success"]]
+    md = (tmp_path / "r" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| RPD"))
+    assert "(1/1 seeds, 2 ep)" in row.split("|")[3]
+    # a held-out file of another step (a run continued since) is left out
+    held["step"] += 1
+    (run / "eval" / f"{ENV}-h50-heldout.json").write_text(json.dumps(held))
+    assert _rpd("report", run, "--out", tmp_path / "r2").exit_code == 0
+    group = json.loads((tmp_path / "r2" / "report.json").read_text())["groups"][0]
+    assert group["heldout_success"]["n"] == 0
+
+
 def test_report_of_real_runs(real_runs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "report"
     r = _rpd("report", real_runs["ppo0"], real_runs["ppo1"], real_runs["rpd0"], "--out", out)
@@ -95,7 +121,8 @@ def test_report_of_real_runs(real_runs: dict[str, Path], tmp_path: Path) -> None
     rpd_row = next(line for line in md.splitlines() if line.startswith("| RPD"))
     cells = [c.strip() for c in rpd_row.strip("|").split("|")]
     assert cells[1] == f"{ev['success_rate']:.2f} (h5, 1 ep)"
-    assert cells[6] == "0.125" and cells[-1] == "1"
+    assert cells[2] == "-"  # no held-out evaluation yet
+    assert cells[7] == "0.125" and cells[-1] == "1"
     # the same eval JSON given explicitly; and one of another task is refused
     r = _rpd("report", real_runs["rpd0"], "--out", tmp_path / "r2", "--teacher-eval",
              real_runs["teacher"] / "eval" / f"{ENV}-h5.json", "--band", "std")
@@ -193,10 +220,10 @@ def test_aggregation_of_hand_written_runs(tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| RPD"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:6] == ["RPD (teacher), dense", "0.05 (h50, 20 ep)",
+    assert cells[:7] == ["RPD (teacher), dense", "0.05 (h50, 20 ep)", "-",
                          "0.80 ± 0.10 [0.70, 0.90]", "400 ± 0 [400, 400]",
                          "300 (2/2 seeds)", "300 (2/2 seeds)"]
-    assert cells[6] == "0.375 ± 0.125 [0.250, 0.500]" and cells[7] == "0.8 min"
+    assert cells[7] == "0.375 ± 0.125 [0.250, 0.500]" and cells[8] == "0.8 min"
     assert cells[-1] == "2 (2 unfinished)"
     assert "| PPO, dense, ent_coef=None |" in md and "not reached (0/2 seeds)" in md
     assert (out / f"{ENV}.png").stat().st_size > 10_000
@@ -220,7 +247,7 @@ def test_a_changed_teacher_view_splits_rpd_runs(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     groups = json.loads((out / "report.json").read_text())["groups"]
     assert [(g["variant"], g["seeds"]) for g in groups] == [
-        ({"teacher_camera_shift": 15.0}, [0]), ({"teacher_camera_shift": None}, [0, 1])]
+        ({"teacher_camera_shift": 0.0}, [0, 1]), ({"teacher_camera_shift": 15.0}, [0])]
 
 
 def test_label_replay_splits_rpd_runs_and_an_older_config_means_none(tmp_path: Path) -> None:
@@ -293,7 +320,8 @@ def test_run_dry_run_plans_resumes_and_skips(tmp_path: Path) -> None:
     out = r.stdout.splitlines()
     stages = [line.split("]")[0].lstrip("[") for line in out]
     assert stages == ["demos", "fast-demos", "teacher", "teacher-eval", "cache", "train-rpd-s0",
-                      "train-ppo-s0", "train-rpd-s1", "train-ppo-s1", "report"]
+                      "train-ppo-s0", "train-rpd-s1", "train-ppo-s1", "heldout-rpd-s0",
+                      "heldout-ppo-s0", "heldout-rpd-s1", "heldout-ppo-s1", "report"]
     assert all("skipped" in out[i] for i in (0, 1, 2, 4, 5))
     assert f"--teacher {teacher}" in out[3] and "--horizon 100" in out[3]
     assert out[6].endswith("--no-teacher --resume") and "--live-budget" not in out[6]
