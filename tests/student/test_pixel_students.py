@@ -117,7 +117,7 @@ def test_teacher_renders_count_live_calls_when_the_views_differ(
     labels: its offline phase fits its own (rendered) view of the stored states (a subset of
     100 here) and hands them to the label replay, and each label the store misses costs one
     teacher render."""
-    monkeypatch.setattr("rpd.pipeline.train.PIXEL_OFFLINE_STATES", 100)
+    monkeypatch.setattr("rpd.pipeline.offline.PIXEL_OFFLINE_STATES", 100)
     cache = tmp_path / "cache"
     shutil.copytree(own_frame_run / "cache", cache)
     stored = len(TeacherStore.open(cache).read(["teacher_action"]).teacher_action)

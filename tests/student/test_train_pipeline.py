@@ -150,13 +150,13 @@ def test_eval_runs_the_checkpoints_of_an_unfinished_run(rpd_run: Path, tmp_path:
 
 
 def test_keep_if_best_replaces_only_on_a_higher_success(tmp_path: Path) -> None:
-    from rpd.pipeline.train import _keep_if_best
+    from rpd.pipeline.train_eval import keep_if_best
 
     ckpt = tmp_path / "checkpoints"
     ckpt.mkdir()
     for step, success in ((10, 0.5), (20, 0.3), (30, 0.5), (40, 0.7), (50, 0.1)):
         (ckpt / "latest.zip").write_bytes(f"model of step {step}".encode())
-        _keep_if_best(ckpt, dict(step=step, success=success, ret=-1.0, wall_time_s=1.0,
+        keep_if_best(ckpt, dict(step=step, success=success, ret=-1.0, wall_time_s=1.0,
                                  live_teacher_calls=0))
     best = json.loads((ckpt / "best.json").read_text())
     assert (best["step"], best["return"]) == (40, -1.0)
@@ -167,7 +167,7 @@ def test_keep_if_best_replaces_only_on_a_higher_success(tmp_path: Path) -> None:
 
     (ckpt / ".best.tmp.zip").symlink_to("/dev/full")
     with pytest.raises(StorageError, match=r"step 60.*No space left on device"):
-        _keep_if_best(ckpt, dict(step=60, success=0.9, ret=-1.0, wall_time_s=1.0,
+        keep_if_best(ckpt, dict(step=60, success=0.9, ret=-1.0, wall_time_s=1.0,
                                  live_teacher_calls=0))
     assert (ckpt / "best.zip").read_bytes() == b"model of step 40"
     assert not list(ckpt.glob(".best*"))
