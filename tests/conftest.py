@@ -13,10 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # test helpers shared by several test folders (`from proprio_teacher import make_teacher`)
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
-SLOW_FILES_FIRST = ("student/test_train_pipeline.py", "student/test_pixel_students.py",
-                    "pipeline/test_run.py", "pipeline/test_cache.py", "test_benchmarks.py",
-                    "data/test_vec_envs.py", "student/test_rpdppo.py")
-"""The test files that take longest (2-7 minutes each on 2 cores, `--durations=0`, 2026-12-02).
+SLOW_FILES_FIRST = ("pipeline/test_train.py", "pipeline/test_run.py",
+                    "student/test_pixel_students.py", "pipeline/test_export.py",
+                    "test_benchmarks.py", "pipeline/test_cache.py", "student/test_rpdppo.py",
+                    "data/test_vec_envs.py")
+"""The test files that take longest (1.5-3.5 minutes each on 2 cores, `--durations=0`).
 With `--dist loadfile` a file runs in one worker, so starting these first lets the workers
 finish together instead of one running the last long file alone."""
 
@@ -63,3 +64,12 @@ def demos_copy(pickcube_demos: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "demos"
     shutil.copytree(pickcube_demos, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved ProprioTeacher checkpoint (teacher.json + weights): a cheap real teacher that
+    reads the robot's proprioception (tests/helpers/proprio_teacher.py)."""
+    from proprio_teacher import make_teacher
+
+    return make_teacher().save(tmp_path_factory.mktemp("teacher") / "proprio")

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).parents[1] / "benchmarks"
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_runs_and_writes_its_table(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(BENCH / "bench_throughput.py"), "--steps", "128",
                              "--envs", "1", "--vec-envs", "--workers", "--out", str(tmp_path)],
@@ -28,6 +31,7 @@ def test_throughput_benchmark_runs_and_writes_its_table(tmp_path: Path) -> None:
     assert "| ppo (rpd train --no-teacher, default workers) |" in result.stdout
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_its_tiny_cpu_configuration(tmp_path: Path) -> None:
     script = Path(__file__).parents[1] / "scripts" / "gpu_check" / "check.py"
     result = subprocess.run([sys.executable, str(script), "--tiny", "--out", str(tmp_path)],
@@ -43,6 +47,7 @@ def test_gpu_check_runs_its_tiny_cpu_configuration(tmp_path: Path) -> None:
 
 
 
+@pytest.mark.slow
 def test_pixel_benchmark_runs_and_writes_its_table(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(BENCH / "bench_pixels.py"), "--steps", "128",
                              "--sizes", "36", "--envs", "1", "--lp-threads", "1",

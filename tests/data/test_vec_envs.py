@@ -105,6 +105,7 @@ def _initial_states(seed: int, steps: int = 9) -> tuple[list[int], list[np.ndarr
     return seeds, starts
 
 
+@pytest.mark.slow
 def test_every_reset_is_seeded_per_env_and_seeds_share_no_episode() -> None:
     """Auto-resets are seeded too (the same seed repeats them), and env 1 of seed 0 no longer
     starts where env 0 of seed 1 does (SB3's seed + k convention)."""

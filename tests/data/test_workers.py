@@ -47,6 +47,7 @@ def _trace(workers: int, steps: int = 9) -> dict[str, list]:
     return out
 
 
+@pytest.mark.slow
 def test_grouped_workers_step_like_one_process_per_env() -> None:
     one_each, grouped = _trace(workers=N), _trace(workers=1)
     assert one_each["type"] == [SubprocVecEnv] and grouped["type"] == [GroupedVecEnv]
@@ -117,6 +118,7 @@ def test_grouped_workers_reject_bad_counts() -> None:
         GroupedVecEnv([_factory(0)], workers=2)
 
 
+@pytest.mark.slow
 def test_grouped_workers_carry_a_pixel_students_dict_observations() -> None:
     from rpd.data.views import CameraSpec
 

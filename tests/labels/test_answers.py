@@ -90,6 +90,7 @@ def _reopen(filled: Path, tmp: Path, spread: float) -> TeacherCache:
     return cache
 
 
+@pytest.mark.slow
 def test_model_answers_are_counted_and_never_stored(venv: Any, filled: Path,
                                                     tmp_path: Path) -> None:
     cache = _reopen(filled, tmp_path, spread=np.inf)  # the model answers every miss

@@ -63,6 +63,7 @@ def test_cnn_tiny_teacher_meets_the_interface(tmp_path: Path) -> None:
         teacher.act(TeacherBatch(images=batch.images, instructions=batch.instructions))
 
 
+@pytest.mark.slow
 def test_relabelling_rollout_states_reproduces_the_rollout_labels() -> None:
     teacher = tiny_teacher()
     with TeacherLabeler(teacher, ENV, batch_size=4) as labeler:
@@ -75,6 +76,7 @@ def test_relabelling_rollout_states_reproduces_the_rollout_labels() -> None:
     np.testing.assert_allclose(obs, ep["obs"], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cache_cli_with_a_local_cluster(teacher_dir: Path, demo_file: Path,
                                         tmp_path: Path) -> None:
     store = tmp_path / "store"
@@ -147,6 +149,7 @@ def test_cache_cli_with_a_local_cluster(teacher_dir: Path, demo_file: Path,
     assert TeacherStore.open(store).summary().entries == len(rows) + 3
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_run(teacher_dir: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     args = ["cache", "--teacher", str(teacher_dir), "--env", ENV, "--out", str(store),

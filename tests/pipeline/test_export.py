@@ -114,6 +114,7 @@ def test_a_state_student_exports_and_acts_as_in_sb3(state_exports: dict[str, Pat
 
 
 @pytest.mark.parametrize("fmt", [f for f, _ in FORMATS])
+@pytest.mark.slow
 def test_a_pixel_student_exports_its_actor_inputs_only(pixel_exports: dict[str, Path],
                                                        fmt: str) -> None:
     meta = _check_acts_as_sb3(pixel_exports, fmt)

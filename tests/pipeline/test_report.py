@@ -64,6 +64,7 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return runs
 
 
+@pytest.mark.slow
 def test_the_report_shows_held_out_success_of_the_final_policy(real_runs: dict[str, Path],
                                                                tmp_path: Path) -> None:
     run = tmp_path / "rpd-s0"

@@ -28,6 +28,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Co
     return out, _run("--out", out, *TINY)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_writes_the_report_and_a_summary(chain: tuple[Path, subprocess.CompletedProcess]
                                                     ) -> None:
     out, result = chain
@@ -49,6 +50,7 @@ def test_a_tiny_run_writes_the_report_and_a_summary(chain: tuple[Path, subproces
     assert all(e["rc"] == 0 for e in log)
 
 
+@pytest.mark.slow
 def test_a_second_invocation_skips_every_finished_stage(
         chain: tuple[Path, subprocess.CompletedProcess]) -> None:
     out, _ = chain
@@ -60,6 +62,7 @@ def test_a_second_invocation_skips_every_finished_stage(
     assert "[report] done in" in result.stdout  # the report is always redrawn
 
 
+@pytest.mark.slow
 def test_a_failing_stage_is_one_line_exit_2_and_keeps_finished_work(
         chain: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
     out = tmp_path / "quick"
@@ -130,6 +133,7 @@ def _episode_seeds(out: Path) -> dict[str, set[int]]:
                 training=training)
 
 
+@pytest.mark.slow
 def test_the_stages_of_a_chain_never_share_an_episode_seed(
         chain: tuple[Path, subprocess.CompletedProcess]) -> None:
     import itertools
@@ -142,6 +146,7 @@ def test_the_stages_of_a_chain_never_share_an_episode_seed(
         assert not sa & sb, f"{a} and {b} share seeds {sorted(sa & sb)[:5]}"
 
 
+@pytest.mark.slow
 def test_a_stage_made_by_other_options_is_refused_in_one_line(
         chain: tuple[Path, subprocess.CompletedProcess]) -> None:
     out, _ = chain
@@ -155,6 +160,7 @@ def test_a_stage_made_by_other_options_is_refused_in_one_line(
     assert (out / "stages.json").read_text() == before  # nothing recorded, nothing re-made
 
 
+@pytest.mark.slow
 def test_more_steps_continue_every_finished_student(
         chain: tuple[Path, subprocess.CompletedProcess]) -> None:
     """Last in this file: it grows the shared chain (a run keeps its teacher's absolute path,

@@ -55,6 +55,7 @@ def own_frame_run(cnn_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -
     return out
 
 
+@pytest.mark.slow
 def test_own_frame_labels_equal_restore_and_render_labels(own_frame_run: Path,
                                                           cnn_teacher: Path) -> None:
     meta = json.loads((own_frame_run / "student.json").read_text())
@@ -72,6 +73,7 @@ def test_own_frame_labels_equal_restore_and_render_labels(own_frame_run: Path,
     np.testing.assert_allclose(rows.teacher_action, restored, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_pixel_run_resumes_evaluates_and_records_video(own_frame_run: Path,
                                                        cnn_teacher: Path) -> None:
     code, output = _rpd("train", *TINY, "--obs", "rgb", "--teacher", str(cnn_teacher),
@@ -87,6 +89,7 @@ def test_pixel_run_resumes_evaluates_and_records_video(own_frame_run: Path,
     assert_playable(next(video.glob("*.mp4")), frames=result["length"], size=SIZE)
 
 
+@pytest.mark.slow
 def test_rendered_states_equal_the_frames_seen_while_stepping() -> None:
     cfg = EnvConfig(ENV_ID, obs_mode="rgb+proprio", camera=CameraSpec("render", SIZE, SIZE))
     env = make_env(cfg)
@@ -110,6 +113,7 @@ def test_rendered_states_equal_the_frames_seen_while_stepping() -> None:
     np.testing.assert_allclose(rendered_proprio, np.stack(proprio), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_teacher_renders_count_live_calls_when_the_views_differ(
         own_frame_run: Path, cnn_teacher: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,6 +197,7 @@ def test_bad_pixel_options_exit_2(args: list[str], message: str, tmp_path: Path)
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_student_eval_does_not_depend_on_the_worker_split(own_frame_run: Path) -> None:
     """Sampled actions (the harder case: each episode seeds torch with its own seed)."""
     results = []

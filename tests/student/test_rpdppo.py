@@ -39,6 +39,7 @@ def _model(venv: Any, source: Any, **kw: Any) -> RPDPPO:
     return RPDPPO("MlpPolicy", venv, label_source=source, **kw)
 
 
+@pytest.mark.slow
 def test_labels_stay_aligned_with_their_transitions(labeler: TeacherLabeler) -> None:
     # a 20-step horizon: each env auto-resets once inside the 32-step rollout
     venv = make_vec_env(EnvConfig(ENV_ID, max_episode_steps=20), N_ENVS, seed=0,
@@ -143,6 +144,7 @@ def test_offline_phase_lowers_action_error(venv: Any, labeler: TeacherLabeler) -
     assert error() < 0.2 * before
 
 
+@pytest.mark.slow
 def test_label_replay_holds_labelled_rollouts_and_pulls_toward_them(
         venv: Any, labeler: TeacherLabeler) -> None:
     source = InMemoryLabelSource(labeler.label_env_states)

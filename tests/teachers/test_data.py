@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rpd.data.teacher_data import dataset_path, load_teacher_data, render_teacher_data
 from rpd.data.trajectories import open_trajectory
 from rpd.data.views import CameraSpec
 
 
+@pytest.mark.slow
 def test_render_stores_frames_actions_proprio_and_is_reused(demo_file: Path) -> None:
     camera = CameraSpec("render", 48, 48)
     ticks: list[int] = []
@@ -30,6 +32,7 @@ def test_render_stores_frames_actions_proprio_and_is_reused(demo_file: Path) -> 
     assert (path / "zarr.json").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_data_of_an_older_format_is_rendered_again(demo_file: Path) -> None:
     """Data written before proprio held velocities (format 1, 9 dims) and episodes left by an
     interrupted run of that format are not reused."""

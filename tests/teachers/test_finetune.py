@@ -93,6 +93,7 @@ def test_receding_horizon_replans_every_k_steps(tiny_teacher_dir: Path) -> None:
     np.testing.assert_allclose(ens.act(b), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_finetune_and_eval(demo_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "teacher"
     result = CliRunner().invoke(main, ["finetune-teacher", "--demos", str(demo_file), "--out",

@@ -149,6 +149,7 @@ def _fixed_batch_loss(teacher: Teacher, demo_file: Path) -> float:
             torch.as_tensor(mask[rows])))
 
 
+@pytest.mark.slow
 def test_finetune_loss_falls_and_checkpoint_loads(finetuned: tuple[Path, list[float]],
                                                   demo_file: Path, tmp_path: Path) -> None:
     out, losses = finetuned

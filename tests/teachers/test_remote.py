@@ -504,6 +504,7 @@ def socket_listening() -> Any:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_cache_labelled_over_loopback_keeps_finished_parts_when_the_server_dies(
         teacher: Teacher, teacher_dir: Path, tmp_path: Path) -> None:
     """`rpd cache`'s worker-side function, in this process, labels with a served teacher; the
@@ -568,6 +569,7 @@ def test_cache_labelled_over_loopback_keeps_finished_parts_when_the_server_dies(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_rpd_train_learns_from_a_remote_teacher_over_loopback(remote_dir: Path,
                                                               tmp_path: Path) -> None:
     """The student stage with a served teacher: live labels come over the socket, are written

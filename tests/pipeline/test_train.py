@@ -71,6 +71,7 @@ def rpd_run(teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out
 
 
+@pytest.mark.slow
 def test_rpd_run_writes_a_complete_run_dir(rpd_run: Path, teacher_dir: Path) -> None:
     meta = json.loads((rpd_run / "student.json").read_text())
     assert meta["teacher"]["fingerprint"] == load_teacher(teacher_dir).fingerprint
@@ -90,6 +91,7 @@ def test_rpd_run_writes_a_complete_run_dir(rpd_run: Path, teacher_dir: Path) -> 
     assert len(agreement) >= 1 and np.isfinite(agreement).all()
 
 
+@pytest.mark.slow
 def test_a_state_student_records_video_too(rpd_run: Path, tmp_path: Path) -> None:
     video = tmp_path / "video"
     code, output = _rpd("eval", "--student", str(rpd_run), "--env", ENV_ID, "--episodes", "1",
@@ -180,6 +182,7 @@ def test_written_back_labels_belong_to_their_states(rpd_run: Path) -> None:
     np.testing.assert_array_equal(key, obs)  # the run's own store: key = raw observation
 
 
+@pytest.mark.slow
 def test_cache_hits_live_misses_and_write_back(rpd_run: Path, teacher_dir: Path,
                                                tmp_path: Path) -> None:
     cache = tmp_path / "cache"
@@ -201,6 +204,7 @@ def test_cache_hits_live_misses_and_write_back(rpd_run: Path, teacher_dir: Path,
     assert not (out / "cache").exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(rpd_run, run)
@@ -235,6 +239,7 @@ def test_resume_continues_the_run(rpd_run: Path, teacher_dir: Path, tmp_path: Pa
     assert code == 2 and "lam" in output and "--resume" in output
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_with_its_label_replay(rpd_run: Path, teacher_dir: Path,
                                                       tmp_path: Path) -> None:
     from rpd.labels.replay import LabelReplay
@@ -347,6 +352,7 @@ def test_existing_out_and_non_run_dirs_are_refused(tmp_path: Path) -> None:
     assert code == 2 and "--student" in output
 
 
+@pytest.mark.slow
 def test_teacher_view_changes_reach_the_labeller_and_the_labels_identity(
         teacher_dir: Path, tmp_path: Path) -> None:
     """The robustness runs: the live teacher renders a rotated camera and a repainted object,
@@ -379,6 +385,7 @@ def _policy_params(run: Path) -> list[np.ndarray]:
     return [p.detach().numpy().copy() for p in model.policy.parameters()]
 
 
+@pytest.mark.slow
 def test_the_same_seed_repeats_a_run_exactly_and_another_seed_does_not(
         tmp_path: Path) -> None:
     """Two envs in a worker process with a 10-step horizon (so every env auto-resets several
@@ -471,6 +478,7 @@ def test_a_truncated_student_zip_is_one_line_exit_2(rpd_run: Path, tmp_path: Pat
     assert len(output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_resume_applies_a_new_live_budget_and_refuses_a_new_grad_clip(
         rpd_run: Path, teacher_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -532,6 +540,7 @@ def _wait_until_gone(pids: list[int]) -> None:
             os.close(fd)
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_and_a_killed_run_leaves_no_workers(tmp_path: Path) -> None:
     proc = _train_until_it_steps(tmp_path / "a", "ctrl-c")
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
@@ -550,6 +559,7 @@ def test_ctrl_c_is_one_line_and_a_killed_run_leaves_no_workers(tmp_path: Path) -
     assert _processes_marked("kill") == []  # the env workers died with it
 
 
+@pytest.mark.slow
 def test_sigterm_is_an_interrupt_and_checkpoint_every_keeps_the_work(tmp_path: Path) -> None:
     run = tmp_path / "run"
     latest = run / "checkpoints" / "latest.json"
@@ -575,6 +585,7 @@ def test_sigterm_is_an_interrupt_and_checkpoint_every_keeps_the_work(tmp_path: P
     assert [int(r["step"]) for r in _eval_rows(run)] == [saved + 128]
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(
         rpd_run: Path, teacher_dir: Path, tmp_path: Path) -> None:
     """The checkpoint is first written to a temporary file; here that file is /dev/full, whose
@@ -600,6 +611,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(
     assert [int(r["step"]) for r in _eval_rows(run)] == [64, 128, 192]
 
 
+@pytest.mark.slow
 def test_student_zip_is_replaced_atomically(rpd_run: Path, teacher_dir: Path,
                                             tmp_path: Path) -> None:
     """student.zip is written to a temporary file first: when that write fails (here: the

@@ -49,6 +49,7 @@ def _eval_rows(run: Path) -> list[tuple[str, ...]]:
         return [tuple(r[c] for c in POLICY_COLUMNS) for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from rpd.teachers.scripted import ScriptedTeacher
@@ -97,6 +98,7 @@ def test_the_label_model_fits_alike_in_any_row_order_and_continues_from_its_stat
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["worker-process", "batched"])
+@pytest.mark.slow
 def test_restarting_the_episodes_at_a_step_starts_those_of_a_run_resumed_there(
         batched: bool) -> None:
     """What a run does at each checkpoint (`RPDPPO.restart_episodes`) gives every env the
