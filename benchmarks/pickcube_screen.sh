@@ -6,7 +6,7 @@
 #
 #     [STEPS=N] [RESULTS=DIR] nice -n 10 bash benchmarks/pickcube_screen.sh WORK [RUN ...]
 #
-# RUNs (default: all, in this order):
+# RUNs (default: all, in this order), each the recipe `pickcube-RUN` (`rpd recipes`):
 #   const     today's defaults with λ = 1 constant (the paper's λ)
 #   ref       the reference code's recipe: λ = 1 constant, 50-step rollouts, target KL 0.2,
 #             log std -0.5, 32 envs x 50 = 1,600 samples per update in 4 minibatches
@@ -41,8 +41,7 @@ need_teacher() {
   cp "$teacher/eval/PickCube-v1-h50.json" "$results/teacher-h50.json"
 }
 
-common=(--env PickCube-v1 --reward dense --steps "$steps" --eval-every 10000 --eval-episodes 20
-        --checkpoint-every 10000 --seed 0)
+common=(--env PickCube-v1 --steps "$steps" --seed 0)
 
 run() {  # run NAME ARGS...
   local name=$1; shift
@@ -69,15 +68,8 @@ run() {  # run NAME ARGS...
   echo "$name: done, files in $results/$name"
 }
 
-do_run() {
-  case $1 in
-    const)    run const --lambda 1 ;;
-    ref)      run ref --lambda 1 --n-steps 50 --target-kl 0.2 --log-std-init -0.5 --envs 32 \
-                --batch-size 400 ;;
-    envs32)   run envs32 --lambda 1 --envs 32 --batch-size 512 ;;
-    replay)   run replay --lambda 1 --label-replay 20000 ;;
-    adaptive) run adaptive --lambda 1 --lambda-schedule adaptive ;;
-  esac
+do_run() {  # each run's settings are the recipe rpd ships as pickcube-RUN (`rpd recipes`)
+  run "$1" --config "pickcube-$1"
 }
 
 runs=(const ref envs32 replay adaptive)
