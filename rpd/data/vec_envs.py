@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -52,7 +52,6 @@ class EnvConfig:
             when nothing needs a view.
         sim_backend: "auto" picks physx_cuda when CUDA is present, else physx_cpu; "cpu" and
             "gpu" (the `--sim-backend` choices) or ManiSkill's own names force one.
-        env_kwargs: Extra keyword arguments for `gym.make` (task variations).
     """
 
     env_id: str
@@ -62,7 +61,6 @@ class EnvConfig:
     max_episode_steps: int | None = None
     camera: CameraSpec | None = None
     sim_backend: str = "auto"
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         get_task(self.env_id)
@@ -121,7 +119,6 @@ def make_env(cfg: EnvConfig, *, num_envs: int = 1, render: bool | None = None) -
         sim_backend=backend,
         num_envs=num_envs,
         render_mode="rgb_array" if render else None,
-        **cfg.env_kwargs,
     )
     if backend == "physx_cpu":
         kwargs["render_backend"] = "cpu"

@@ -37,21 +37,18 @@ class TeacherLabeler:
         env_id: The task (the teacher must know an instruction for it).
         batch_size: States per teacher call.
         max_episode_steps: Horizon of the env (rollouts); None keeps the task default.
-        env_kwargs: Extra `gym.make` kwargs (task variations), as in `EnvConfig`.
         sim_backend: As `EnvConfig.sim_backend`.
     """
 
     def __init__(self, teacher: Teacher, env_id: str, *, batch_size: int = 32,
-                 max_episode_steps: int | None = None,
-                 env_kwargs: dict[str, Any] | None = None, sim_backend: str = "auto") -> None:
+                 max_episode_steps: int | None = None, sim_backend: str = "auto") -> None:
         self.teacher = teacher
         self.env_id = env_id
         self.batch_size = int(batch_size)
         self.instruction = teacher.spec.instruction(env_id)
         self.cfg = EnvConfig(env_id, obs_mode="state", control_mode=teacher.spec.control_mode,
                              camera=None if teacher.uses_env_state else teacher.spec.camera,
-                             max_episode_steps=max_episode_steps,
-                             env_kwargs=dict(env_kwargs or {}), sim_backend=sim_backend)
+                             max_episode_steps=max_episode_steps, sim_backend=sim_backend)
         self._env: Any = None
         self._batch_env: Any = None
 
