@@ -7,16 +7,16 @@
 #     [STEPS=N] [RESULTS=DIR] nice -n 10 bash benchmarks/pickcube_screen.sh WORK [RUN ...]
 #
 # RUNs (default: all, in this order), each the recipe `pickcube-RUN` (`rpd recipes`):
-#   const     today's defaults with λ = 1 constant (the paper's λ)
+#   const     rpd's defaults with λ = 1 constant (the paper's λ)
 #   ref       the reference code's recipe: λ = 1 constant, 50-step rollouts, target KL 0.2,
 #             log std -0.5, 32 envs x 50 = 1,600 samples per update in 4 minibatches
-#   envs32    today's defaults, λ = 1 constant, 32 envs (2,048 samples per update)
-#   replay    today's defaults, λ = 1 constant, --label-replay 20000
-#   adaptive  today's defaults, --lambda-schedule adaptive (λ held until the student passes
+#   envs32    rpd's defaults, λ = 1 constant, 32 envs (2,048 samples per update)
+#   replay    rpd's defaults, λ = 1 constant, --label-replay 20000
+#   adaptive  rpd's defaults, --lambda-schedule adaptive (λ held until the student passes
 #             the teacher's measured success, then halved per evaluation while it stays ahead)
 #
 # Resumable: a finished run is skipped, an interrupted one resumes from its last checkpoint
-# (every 10k steps). Two chains side by side, each with its own RUNs, use both cores. When a
+# (every 10k steps). Two chains side by side, each with its own RUNs, share the CPU cores. When a
 # run finishes it is evaluated on 50 held-out episodes (`rpd eval --held-out`), and its
 # config.json, eval.csv, student.json and held-out JSON are copied to RESULTS/RUN/ (default
 # docs/results/PickCube-v1-dense-screen), the files the published table is made from.

@@ -378,8 +378,9 @@ def from_command_line(cls: type, ctx: Any, params: dict[str, Any], config_file: 
     if config_file is not None:
         path = recipe_path(config_file)
         data = read_config_file(path, cls.command)
-        values = values_from_mapping(cls, data, f"--config {path}",
-                                     backfill=path.name == "config.json")
+        # a run directory's own config.json: what its run trained with, older options included
+        own = path.name == "config.json" and (path.parent / "eval.csv").is_file()
+        values = values_from_mapping(cls, data, f"--config {path}", backfill=own)
     infos = {i.name: i for i in field_infos(cls)}
     for name, value in params.items():
         info = infos.get(name)

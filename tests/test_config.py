@@ -93,13 +93,15 @@ def test_a_runs_config_json_repeats_it_and_the_command_line_wins(tmp_path: Path)
 
 def test_an_old_runs_config_json_means_what_that_run_trained_with(tmp_path: Path) -> None:
     old = {"env_id": "PushCube-v1", "out": str(tmp_path / "old"), "no_teacher": True}
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(old))
-    cfg = _parse(TrainConfig, ["--config", str(path)])
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(old))
+    (run / "eval.csv").write_text("step,success,return,wall_time_s,live_teacher_calls\n")
+    cfg = _parse(TrainConfig, ["--config", str(run / "config.json")])
     assert cfg.log_std_init == 0.0 and cfg.normalize_obs is False  # before those options
-    recipe = tmp_path / "recipe.json"
-    recipe.write_text(json.dumps(old))
-    assert _parse(TrainConfig, ["--config", str(recipe)]).log_std_init == -1.5  # not a run's
+    for name in ("recipe.json", "config.json"):  # files that are not a run's own
+        (tmp_path / name).write_text(json.dumps(old))
+        assert _parse(TrainConfig, ["--config", str(tmp_path / name)]).log_std_init == -1.5
 
 
 @pytest.mark.parametrize("content, message", [

@@ -374,10 +374,14 @@ class ExportedPolicy:
             meta = json.loads(described.read_text())
         except FileNotFoundError:
             raise InputError(f"{option} {path}: no {described.name} beside it; {fix}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{option} {path}: {described.name} is not valid JSON ({e}); "
-                             f"{fix}") from None
-        if not isinstance(meta, dict) or meta.get("schema_version") != EXPORT_SCHEMA_VERSION:
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+            raise InputError(f"{option} {path}: {described.name} is unreadable "
+                             f"({type(e).__name__}); {fix}") from None
+        if (not isinstance(meta, dict) or meta.get("schema_version") != EXPORT_SCHEMA_VERSION
+                or not isinstance(meta.get("format"), str)
+                or not isinstance(meta.get("env"), dict)
+                or not isinstance(meta.get("step"), int)
+                or not isinstance(meta.get("checkpoint"), str)):
             raise InputError(f"{option} {path}: {described.name} is not an export description "
                              f"of schema version {EXPORT_SCHEMA_VERSION}; {fix}")
         if FORMATS.get(meta.get("format", "")) != path.suffix:

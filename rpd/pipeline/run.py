@@ -47,6 +47,7 @@ from rpd.data.rundir import CONFIG_JSON, EVAL_DIR, STUDENT_JSON, TRAIN_STATE, he
 from rpd.data.tasks import get_task
 from rpd.data.trajectories import is_complete_pair
 from rpd.errors import InputError
+from rpd.pipeline.train_config import OBS_MODES
 
 CONVERTED_DEMOS = "trajectory.none.pd_ee_delta_pose.physx_cpu.h5"
 """What `rpd demos generate` writes for pd_ee_delta_pose (rpd.data.demos.converted_name)."""
@@ -59,8 +60,10 @@ TEACHER_RECIPES: dict[str, list[str]] = {"cnn-tiny": ["--batch-size", "64", "--l
 METHODS = ("rpd", "ppo")
 
 
-CHAIN_SETS = ("env_id", "out", "steps", "seed", "resume", "teacher", "no_teacher", "cache")
-"""`rpd train` options each student run gets from the chain itself, not from `train`."""
+CHAIN_SETS = ("env_id", "out", "steps", "seed", "resume", "teacher", "no_teacher", "cache",
+              "reward", "envs", "obs", "eval_every", "eval_episodes")
+"""`rpd train` options each student run gets from the chain's own options (the run folders
+are named by some of them), not from `train`."""
 
 
 @dataclass
@@ -112,7 +115,8 @@ class RunConfig:
     eval_episodes: int = option(20, help="Student evaluation episodes.")
     heldout_episodes: int = option(50, help="Held-out episodes per finished student (the "
                                    "published success).")
-    obs: str = option("state", help="Student observation (`rpd train --obs`).")
+    obs: str = option("state", choices=OBS_MODES,
+                      help="Student observation (`rpd train --obs`).")
     train_args: str = option("", help="Extra `rpd train` options for every student run, as one "
                              "string (a config file's `train` section is the structured way).")
     train: dict[str, Any] | None = option(
@@ -166,7 +170,14 @@ class RunConfig:
         chain = sorted(set(self.train) & set(CHAIN_SETS))
         if chain:
             raise InputError(f"train section: {', '.join(chain)} are set by `rpd run` itself "
-                             "(use its own options: --env, --steps, --seeds, --teacher, --cache)")
+                             "(use its own options: --env, --steps, --seeds, --teacher, "
+                             "--cache, --reward, --envs, --obs, --eval-every, --eval-episodes)")
+        # every student run's options, checked now rather than after demos and a teacher
+        TrainConfig(env_id=self.env_id, out=self.out / "runs", teacher=self.teacher_dir,
+                    steps=self.steps, reward=self.reward, envs=self.envs, obs=self.obs,
+                    eval_every=self.eval_every, eval_episodes=self.eval_episodes,
+                    **{"lambda_decay_steps": self.lambda_decay_steps or max(1, self.steps),
+                       **self.train})
 
     def train_options(self, method: str) -> list[str]:
         """The `train` section as `rpd train` options of one method's runs (what acts only
@@ -317,6 +328,11 @@ def _train(cfg: RunConfig, method: str, seed: int) -> Stage:
             args += ["--cache", str(cfg.store)]
         if cfg.live_budget is not None:
             args += ["--live-budget", str(cfg.live_budget)]
+        adaptive = (cfg.train or {}).get("lambda_schedule") == "adaptive"
+        if adaptive and "teacher_success" not in (cfg.train or {}):
+            teacher = _read_json(cfg.teacher_eval)  # the chain's teacher eval, at its horizon
+            if "success_rate" in teacher:
+                args += ["--teacher-success", str(teacher["success_rate"])]
     args += cfg.train_options(method) + shlex.split(cfg.train_args)
     skip = None
     if (out / STUDENT_JSON).is_file():
@@ -490,7 +506,7 @@ def summary(cfg: RunConfig) -> dict[str, Any]:
     and plot are."""
     out: dict[str, Any] = dict(env=cfg.env_id, reward=cfg.reward)
     if cfg.teacher_eval.is_file():
-        t = json.loads(cfg.teacher_eval.read_text())
+        t = _read_json(cfg.teacher_eval)
         out["teacher_success"] = t.get("success_rate", t.get("success"))
     students = {}
     for seed in cfg.seeds:

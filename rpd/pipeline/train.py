@@ -72,7 +72,10 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
     teacher = None if cfg.no_teacher else _load_teacher(cfg)
     view = cfg.student_view(teacher)
     env_cfg = cfg.env_config(view)
-    # before the run dir: a bad camera or a store made for another teacher leaves nothing
+    # before the run dir: a bad camera, a store made for another teacher or an adaptive λ
+    # without the teacher's success leaves nothing
+    if cfg.lambda_schedule == "adaptive" and not cfg.resume:
+        cfg.resolved_teacher_success()
     eval_env = make_env(env_cfg)
     space = eval_env.observation_space
     obs_dim = int((space["state"] if view is not None else space).shape[-1])
@@ -83,17 +86,18 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
         resume_info = prepare_run_dir(cfg)
         if teacher is not None and source is None:  # the run's own store, in the run dir
             source = open_label_source(cfg, teacher, obs_dim)
+        # a resumed run's envs start their episodes as the uninterrupted run's did after the
+        # checkpoint (RPDPPO.restart_episodes)
+        start_step = int(resume_info["num_timesteps"]) if resume_info is not None else 0
+        venv = VecMonitor(make_vec_env(env_cfg, cfg.envs, seed=cfg.seed,
+                                       with_env_state=not cfg.no_teacher,
+                                       start_step=start_step, workers=cfg.env_workers))
     except BaseException:
         eval_env.close()
         if source is not None:
             source.close()
+        _close_teacher(teacher)
         raise
-    # a resumed run's envs start their episodes as the uninterrupted run's did after the
-    # checkpoint (RPDPPO.restart_episodes)
-    start_step = int(resume_info["num_timesteps"]) if resume_info is not None else 0
-    venv = VecMonitor(make_vec_env(env_cfg, cfg.envs, seed=cfg.seed,
-                                   with_env_state=not cfg.no_teacher, start_step=start_step,
-                                   workers=cfg.env_workers))
     try:
         model, state, train_state = (
             resume_model(cfg, venv, source, resume_info) if resume_info is not None
@@ -134,6 +138,14 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
         eval_env.close()
         if source is not None:
             source.close()
+        _close_teacher(teacher)
+
+
+def _close_teacher(teacher: Any) -> None:
+    """Close what a teacher holds open (a remote teacher's connection)."""
+    close = getattr(teacher, "close", None)  # only remote teachers hold a connection
+    if close is not None:
+        close()
 
 
 def _load_teacher(cfg: TrainConfig) -> Any:

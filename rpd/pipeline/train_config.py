@@ -97,7 +97,7 @@ class TrainConfig:
     horizon: int | None = option(None, variant=True,
                                  help="Episode length for training and evaluation [default: "
                                  "the task's, 50].")
-    sim_backend: str = option("auto", resume="free", variant=True, absent="auto",
+    sim_backend: str = option("auto", variant=True, absent="auto",
                               help="auto (ManiSkill's GPU simulation when CUDA is present), cpu "
                               "(one subprocess per env block) or gpu.")
 
@@ -123,7 +123,7 @@ class TrainConfig:
                           help="mse on the Gaussian mean (the paper's), l1, or bc "
                           "(-log π(a_T|s)).")
     offline_steps: int | None = option(
-        None, resume="free", variant=True, teacher_only=True,
+        None, variant=True, teacher_only=True,
         help="Supervised steps fitting the policy mean to the store's labels before online "
         "RPD [default: 2000 with --cache, else 0].")
     teacher_camera_shift: float = option(
@@ -276,6 +276,8 @@ class TrainConfig:
         if self.teacher_success is not None and not 0.0 <= self.teacher_success <= 1.0:
             raise InputError(f"--teacher-success {self.teacher_success}: a success rate in "
                              "[0, 1]")
+        if not (math.isfinite(self.lambda_margin) and self.lambda_margin >= 0):
+            raise InputError(f"--lambda-margin {self.lambda_margin}: must be a number ≥ 0")
         if self.lambda_schedule in SCHEDULE_KINDS[1:] and not (self.lambda_decay_steps or 0) > 0:
             raise InputError(f"--lambda-schedule {self.lambda_schedule}: needs "
                              "--lambda-decay-steps K > 0 (the step where λ reaches 0)")
@@ -369,8 +371,10 @@ class TrainConfig:
         try:
             success = float(json.loads(path.read_text())["success_rate"])
         except (OSError, ValueError, KeyError, TypeError):
-            raise InputError(f"--lambda-schedule adaptive: {path} holds no success_rate; "
-                             f"{fix}") from None
+            success = float("nan")
+        if not 0.0 <= success <= 1.0:
+            raise InputError(f"--lambda-schedule adaptive: {path} holds no success_rate in "
+                             f"[0, 1]; {fix}")
         logger.info("adaptive λ: the teacher's success is %.2f (%s)", success, path)
         return success
 

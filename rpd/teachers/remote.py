@@ -176,16 +176,18 @@ def parse_metadata(meta: Any, url: str) -> tuple[TeacherSpec, str, dict[str, Any
                                  f"{type(meta).__name__}, not a dict; {fix}")
     missing = [k for k in ("spec", "fingerprint") if k not in meta]
     if missing:
-        has = ", ".join(map(str, meta)) or "nothing"
+        has = one_line(", ".join(map(str, meta)), 200) or "nothing"
         raise RemoteTeacherError(f"teacher server {url}: its metadata lacks "
                                  f"{', '.join(missing)} (has {has}); {fix}")
     version = meta.get("protocol_version", 1)
     if not isinstance(version, int) or version > PROTOCOL_VERSION:
-        raise RemoteTeacherError(f"teacher server {url}: protocol version {version!r} is newer "
+        raise RemoteTeacherError(f"teacher server {url}: protocol version "
+                                 f"{one_line(repr(version), 40)} is newer "
                                  f"than this rpd understands ({PROTOCOL_VERSION}); upgrade rpd")
     fingerprint = meta["fingerprint"]
     if not isinstance(fingerprint, str) or not 0 < len(fingerprint) <= 64:
-        raise RemoteTeacherError(f"teacher server {url}: metadata fingerprint {fingerprint!r} "
+        raise RemoteTeacherError(f"teacher server {url}: metadata fingerprint "
+                                 f"{one_line(repr(fingerprint), 80)} "
                                  f"must be a string of 1-64 characters; {fix}")
     try:
         if not isinstance(meta["spec"], dict) or not isinstance(meta["spec"].get("camera"),
