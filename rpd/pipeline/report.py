@@ -341,8 +341,9 @@ class Group:
         if self.teacher is not None:
             name += f" ({Path(self.teacher).name})"
         name += f", {self.reward}"
-        if self.variant:
-            name += ", " + ", ".join(f"{k}={_fmt_value(v)}" for k, v in self.variant.items())
+        if self.variant:  # what differs between the groups, in words
+            name += ", " + ", ".join(f"{k.replace('_', ' ')} {_fmt_value(v)}"
+                                     for k, v in self.variant.items())
         return name
 
 
@@ -558,8 +559,9 @@ def plot_env(stats: list[dict[str, Any]], teacher_lines: list[dict[str, Any]], e
             else:
                 lo, hi = np.asarray(c["min"]), np.asarray(c["max"])
             color = colors[i % len(colors)]
+            seeds = f"{s['n_seeds']} seed" + ("s" if s["n_seeds"] > 1 else "")
             ax.plot(x, m, color=color, marker="o" if len(x) < 30 else None, ms=3,
-                    label=f"{s['label']} (n={s['n_seeds']})")
+                    label=f"{s['label']} ({seeds})")
             if s["n_seeds"] > 1:
                 ax.fill_between(x, np.clip(lo, 0, 1), np.clip(hi, 0, 1), color=color, alpha=0.2,
                                 linewidth=0)
@@ -572,8 +574,12 @@ def plot_env(stats: list[dict[str, Any]], teacher_lines: list[dict[str, Any]], e
         ax.set_xlabel("env steps")
         ax.set_ylabel("eval success")
         ax.set_ylim(-0.02, 1.02)
-        spread_name = "min to max" if band == "minmax" else "±1 std"
-        ax.set_title(f"{env_id}: mean over seeds, band = {spread_name}")
+        most = max((s["n_seeds"] for s in stats), default=1)
+        if most > 1:
+            spread_name = "min to max" if band == "minmax" else "±1 std"
+            ax.set_title(f"{env_id}: mean over seeds (up to {most}), band = {spread_name}")
+        else:
+            ax.set_title(f"{env_id}: one seed per group")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()

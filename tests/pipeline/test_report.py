@@ -226,7 +226,7 @@ def test_aggregation_of_hand_written_runs(tmp_path: Path) -> None:
                          "300 (2/2 seeds)", "300 (2/2 seeds)"]
     assert cells[7] == "0.375 ± 0.125 [0.250, 0.500]" and cells[8] == "0.8 min"
     assert cells[-1] == "2 (2 unfinished)"
-    assert "| PPO, dense, ent_coef=None |" in md and "not reached (0/2 seeds)" in md
+    assert "| PPO, dense, ent coef None |" in md and "not reached (0/2 seeds)" in md
     assert (out / f"{ENV}.png").stat().st_size > 10_000
 
 
