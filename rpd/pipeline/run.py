@@ -117,6 +117,8 @@ class RunConfig:
                                    "published success).")
     obs: str = option("state", choices=OBS_MODES,
                       help="Student observation (`rpd train --obs`).")
+    wandb: bool = option(False, help="Log every student run to Weights & Biases (`rpd train "
+                         "--wandb`; WANDB_MODE=offline keeps them on disk).")
     train_args: str = option("", help="Extra `rpd train` options for every student run, as one "
                              "string (a config file's `train` section is the structured way).")
     train: dict[str, Any] | None = option(
@@ -333,6 +335,8 @@ def _train(cfg: RunConfig, method: str, seed: int) -> Stage:
             teacher = _read_json(cfg.teacher_eval)  # the chain's teacher eval, at its horizon
             if "success_rate" in teacher:
                 args += ["--teacher-success", str(teacher["success_rate"])]
+    if cfg.wandb:
+        args.append("--wandb")
     args += cfg.train_options(method) + shlex.split(cfg.train_args)
     skip = None
     if (out / STUDENT_JSON).is_file():

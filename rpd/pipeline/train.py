@@ -98,6 +98,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
             source.close()
         _close_teacher(teacher)
         raise
+    tracker = _start_wandb(cfg) if cfg.wandb else None
     try:
         model, state, train_state = (
             resume_model(cfg, venv, source, resume_info) if resume_info is not None
@@ -139,6 +140,23 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
         if source is not None:
             source.close()
         _close_teacher(teacher)
+        if tracker is not None:
+            tracker.finish()
+
+
+def _start_wandb(cfg: TrainConfig) -> Any:
+    """A Weights & Biases run that mirrors the run's TensorBoard scalars (SB3 writes them;
+    wandb's `sync_tensorboard` forwards them) and holds its config. Its id is derived from the
+    run directory, so a resumed run continues the same wandb run."""
+    import hashlib
+
+    try:
+        import wandb
+    except ImportError:
+        raise InputError("--wandb needs the wandb package: pip install wandb") from None
+    run_id = "rpd-" + hashlib.sha1(str(cfg.out.resolve()).encode()).hexdigest()[:12]
+    return wandb.init(project=cfg.wandb_project, name=cfg.out.name, id=run_id, resume="allow",
+                      dir=str(cfg.out), config=cfg.to_dict(), sync_tensorboard=True)
 
 
 def _close_teacher(teacher: Any) -> None:

@@ -69,6 +69,10 @@ class TrainConfig:
     device: str = option("auto", resume="free",
                          help="Torch device of the student and the teacher: auto (CUDA when "
                          "present), cpu or cuda[:N].")
+    wandb: bool = option(False, resume="free", absent=False,
+                         help="Also log the run to Weights & Biases (its TensorBoard scalars and "
+                         "config; WANDB_MODE=offline keeps it on disk in OUT/wandb).")
+    wandb_project: str = option("rpd", resume="free", help="The Weights & Biases project.")
 
     # ---- environment and observation -----------------------------------------------------
     reward: str = option("dense", choices=("dense", "sparse"),

@@ -624,3 +624,22 @@ def test_student_zip_is_replaced_atomically(rpd_run: Path, teacher_dir: Path,
                         "--out", str(run), "--resume")
     assert code == 2 and "No space left on device" in output.strip().splitlines()[-1], output
     assert (run / "student.zip").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_wandb_mirrors_the_runs_scalars_and_config_offline(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--wandb` in wandb's offline mode (no network): the run's TensorBoard scalars and its
+    config reach the wandb run stored in OUT/wandb, under an id a resume would reuse."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    code, output = _rpd("train", *TINY, "--no-teacher", "--steps", "64", "--wandb",
+                        "--wandb-project", "rpd-test", "--out", str(out))
+    assert code == 0, output
+    runs = list((out / "wandb").glob("offline-run-*-rpd-*"))
+    assert len(runs) == 1
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()
+    for key in (b"eval/success", b"rollout/", b"rpd-test", b"wandb_project"):
+        assert key in record, key
+    assert json.loads((out / "config.json").read_text())["wandb"] is True
