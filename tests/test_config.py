@@ -41,7 +41,8 @@ def _every_field_changed(tmp: Path) -> dict[str, Any]:
         n_steps=32, batch_size=48, n_epochs=3, learning_rate=0.001, gamma=0.95,
         gae_lambda=0.8, clip_range=0.3, target_kl=0.2, max_grad_norm=0.9, ent_coef=0.01,
         vf_coef=0.7, net_arch=[32, 16], log_std_init=-1.0, normalize_obs=False,
-        eval_every=500, eval_episodes=4, eval_seed=200_000_100, checkpoint_every=250)
+        eval_every=500, eval_episodes=4, eval_seed=200_000_100, checkpoint_every=250,
+        wandb=True, wandb_project="other")
 
 
 def _capture(cls: type) -> click.Command:
