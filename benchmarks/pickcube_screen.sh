@@ -12,6 +12,7 @@
 #             log std -0.5, 32 envs x 50 = 1,600 samples per update in 4 minibatches
 #   envs32    rpd's defaults, λ = 1 constant, 32 envs (2,048 samples per update)
 #   replay    rpd's defaults, λ = 1 constant, --label-replay 20000
+#   ppo-ref, ppo-const   plain PPO with the same recipe (--no-teacher), the baselines
 #   adaptive  rpd's defaults, --lambda-schedule adaptive (λ held until the student passes
 #             the teacher's measured success, then halved per evaluation while it stays ahead)
 #
@@ -54,7 +55,9 @@ run() {  # run NAME ARGS...
     local resume=()
     [ -f "$out/config.json" ] && resume=(--resume)
     echo "$name: training (log $work/$name.log)"
-    "${rpd[@]}" train "${common[@]}" --teacher "$teacher" "$@" "${resume[@]}" --out "$out" \
+    local teacher_args=(--teacher "$teacher")
+    [[ " $* " == *" --no-teacher "* ]] && teacher_args=()
+    "${rpd[@]}" train "${common[@]}" "${teacher_args[@]}" "$@" "${resume[@]}" --out "$out" \
       >>"$work/$name.log" 2>&1
   fi
   local held=$out/eval/PickCube-v1-h50-heldout.json
@@ -69,10 +72,13 @@ run() {  # run NAME ARGS...
 }
 
 do_run() {  # each run's settings are the recipe rpd ships as pickcube-RUN (`rpd recipes`)
-  run "$1" --config "pickcube-$1"
+  case $1 in
+    ppo-*) run "$1" --config "pickcube-${1#ppo-}" --no-teacher ;;  # the same recipe, no teacher
+    *)     run "$1" --config "pickcube-$1" ;;
+  esac
 }
 
-runs=(const ref envs32 replay adaptive)
+runs=(const ref envs32 replay adaptive ppo-ref ppo-const)
 [ $# -gt 0 ] || set -- "${runs[@]}"
 for r in "$@"; do
   [[ " ${runs[*]} " == *" $r "* ]] || { echo "unknown run '$r': pick from ${runs[*]}" >&2; exit 2; }
