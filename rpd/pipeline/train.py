@@ -141,7 +141,7 @@ def train(cfg: TrainConfig, progress: Callable[[int], None] | None = None,
             source.close()
         _close_teacher(teacher)
         if tracker is not None:
-            tracker.finish()
+            _finish_wandb(tracker)
 
 
 def _start_wandb(cfg: TrainConfig) -> Any:
@@ -157,6 +157,15 @@ def _start_wandb(cfg: TrainConfig) -> Any:
     run_id = "rpd-" + hashlib.sha1(str(cfg.out.resolve()).encode()).hexdigest()[:12]
     return wandb.init(project=cfg.wandb_project, name=cfg.out.name, id=run_id, resume="allow",
                       dir=str(cfg.out), config=cfg.to_dict(), sync_tensorboard=True)
+
+
+def _finish_wandb(tracker: Any) -> None:
+    """End the wandb run and wait for wandb's service to write it out: `finish()` alone can
+    return before an offline run's records reach OUT/wandb."""
+    import wandb
+
+    tracker.finish()
+    wandb.teardown()
 
 
 def _close_teacher(teacher: Any) -> None:
