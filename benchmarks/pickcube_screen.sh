@@ -4,7 +4,7 @@
 # (`--offset 0.0275 0 0`), up to STEPS env steps (default 300000), against the published runs
 # whose λ fell to 0 by 60k (docs/results/PickCube-v1-dense-evals/).
 #
-#     [STEPS=N] [RESULTS=DIR] nice -n 10 bash benchmarks/pickcube_screen.sh WORK [RUN ...]
+#     [STEPS=N] [SEED=S] [RESULTS=DIR] nice -n 10 bash benchmarks/pickcube_screen.sh WORK [RUN ...]
 #
 # RUNs (default: all, in this order), each the recipe `pickcube-RUN` (`rpd recipes`):
 #   const     rpd's defaults with λ = 1 constant (the paper's λ)
@@ -15,6 +15,10 @@
 #   ppo-ref, ppo-const   plain PPO with the same recipe (--no-teacher), the baselines
 #   adaptive  rpd's defaults, --lambda-schedule adaptive (λ held until the student passes
 #             the teacher's measured success, then halved per evaluation while it stays ahead)
+#
+# SEED (default 0) is the training seed; a run with SEED=S > 0 is named RUN-sS, so further seeds
+# of a screened recipe (the RPD/PPO comparison: `ref` and `ppo-ref` with SEED=1 and 2) sit beside
+# seed 0, and `rpd report` pools them as seeds of one group.
 #
 # Resumable: a finished run is skipped, an interrupted one resumes from its last checkpoint
 # (every 10k steps). Two chains side by side, each with its own RUNs, share the CPU cores. When a
@@ -42,10 +46,14 @@ need_teacher() {
   cp "$teacher/eval/PickCube-v1-h50.json" "$results/teacher-h50.json"
 }
 
-common=(--env PickCube-v1 --steps "$steps" --seed 0)
+seed=${SEED:-0}
+common=(--env PickCube-v1 --steps "$steps" --seed "$seed")
+suffix=""
+[ "$seed" = 0 ] || suffix="-s$seed"
+
 
 run() {  # run NAME ARGS...
-  local name=$1; shift
+  local name=$1$suffix; shift
   local out=$work/runs/PickCube-v1-dense-$name
   local done_steps=0
   [ -f "$out/student.json" ] && done_steps=$("${rpd[0]}" -c \
