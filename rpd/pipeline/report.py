@@ -18,6 +18,8 @@ Camera-shifted evaluations are never used as the reference line.
 
 Definitions (per group; see the functions below):
     final success        each seed's last eval.csv row; mean, std (population), min, max
+    held-out IQM         interquartile mean of the seeds' held-out success with a 95 %
+                         stratified-bootstrap confidence interval (`iqm_interval`, rliable)
     steps to X           first eval step at which the mean curve over seeds reaches success
                          ≥ X (`steps_to_threshold`), and the same per seed
     live calls / step    each seed's final live_teacher_calls / final env step, averaged
@@ -155,6 +157,50 @@ def spread(values: Sequence[float | None]) -> dict[str, Any]:
     a = np.asarray(xs)
     return dict(mean=float(a.mean()), std=float(a.std()), min=float(a.min()),
                 max=float(a.max()), n=len(xs), per_seed=list(values))
+
+
+IQM_BOOTSTRAP_REPS = 10000
+IQM_BOOTSTRAP_SEED = 0
+"""The bootstrap is seeded, so a report regenerated from the same runs is the same report."""
+
+
+def iqm_interval(values: Sequence[float | None]) -> dict[str, Any]:
+    """Interquartile mean of per-seed scores with a 95 % bootstrap confidence interval.
+
+    The interquartile mean (the mean of the middle half of the seeds) is the aggregate
+    rliable recommends for few-seed RL results: less swayed by one lucky or failed seed than the
+    mean, less coarse than the median. The interval is rliable's percentile bootstrap over seeds.
+
+    Args:
+        values: One score per seed [S] (None = not available for that seed).
+
+    Returns:
+        dict(iqm, low, high, n): low/high are None with fewer than two seeds (one seed gives
+        no interval).
+    """
+    xs = np.asarray([float(v) for v in values if v is not None])
+    if len(xs) == 0:
+        return dict(iqm=None, low=None, high=None, n=0)
+    from scipy.stats import trim_mean
+
+    iqm = float(trim_mean(xs, 0.25))
+    if len(xs) < 2:
+        return dict(iqm=iqm, low=None, high=None, n=1)
+    from rliable import library as rly
+    from rliable import metrics
+
+    # rliable draws its resamples from NumPy's global generator (its random_state argument
+    # does not reach them): seed it for the bootstrap and put the caller's state back.
+    saved = np.random.get_state()
+    np.random.seed(IQM_BOOTSTRAP_SEED)
+    try:
+        _, ci = rly.get_interval_estimates(
+            {"scores": xs[:, None]}, lambda x: np.array([metrics.aggregate_iqm(x)]),
+            reps=IQM_BOOTSTRAP_REPS)
+    finally:
+        np.random.set_state(saved)
+    low, high = ci["scores"][:, 0]
+    return dict(iqm=iqm, low=float(low), high=float(high), n=len(xs))
 
 
 def rewound_rows(rows: np.ndarray) -> np.ndarray:
@@ -412,6 +458,8 @@ def group_stats(group: Group, thresholds: Sequence[float]) -> dict[str, Any]:
         final_success=spread([float(r.success[-1]) for r in rs]),
         heldout_success=spread([float(r.held_out["success"]) for r in rs
                                 if r.held_out is not None]),
+        heldout_iqm=iqm_interval([float(r.held_out["success"]) for r in rs
+                                  if r.held_out is not None]),
         heldout_episodes=sorted({int(r.held_out["episodes"]) for r in rs
                                  if r.held_out is not None}),
         steps_to={f"{t:g}": dict(mean_curve=steps_to_threshold(steps, mean, t),
@@ -482,6 +530,14 @@ def _fmt_spread(s: dict[str, Any], fmt: str = "{:.2f}") -> str:
             f"[{fmt.format(s['min'])}, {fmt.format(s['max'])}]")
 
 
+def _fmt_iqm(d: dict[str, Any]) -> str:
+    if d["iqm"] is None:
+        return "-"
+    if d["low"] is None:
+        return f"{d['iqm']:.2f} (one seed, no interval)"
+    return f"{d['iqm']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"
+
+
 def render_markdown(stats: list[dict[str, Any]], thresholds: Sequence[float],
                     plots: dict[str, str]) -> str:
     """report.md: one table per task, then how to read it."""
@@ -490,7 +546,8 @@ def render_markdown(stats: list[dict[str, Any]], thresholds: Sequence[float],
         lines += [f"## {env}", ""]
         if env in plots:
             lines += [f"![{env} learning curves]({plots[env]})", ""]
-        head = (["group", "teacher success", "held-out success", "final success",
+        head = (["group", "teacher success", "held-out success", "held-out IQM [95 % CI]",
+                 "final success",
                  "final step"]
                 + [f"steps to {t:g}" for t in thresholds]
                 + ["live teacher calls / step", "wall-clock", "steps/s", "seeds"])
@@ -512,7 +569,8 @@ def render_markdown(stats: list[dict[str, Any]], thresholds: Sequence[float],
             held_cell = "-" if not held["n"] else (
                 _fmt_spread(held) + f" ({held['n']}/{s['n_seeds']} seeds, "
                 f"{'/'.join(map(str, s['heldout_episodes']))} ep)")
-            row = [s["label"], teacher, held_cell, _fmt_spread(s["final_success"]),
+            row = [s["label"], teacher, held_cell, _fmt_iqm(s["heldout_iqm"]),
+                   _fmt_spread(s["final_success"]),
                    _fmt_spread(s["final_step"], "{:,.0f}"), *reached,
                    _fmt_spread(s["live_teacher_calls_per_step"], "{:.3f}"),
                    "-" if wall is None else f"{wall / 60:.1f} min",
@@ -530,6 +588,8 @@ def render_markdown(stats: list[dict[str, Any]], thresholds: Sequence[float],
         "Held-out success: `rpd eval --student RUN --held-out` of each finished seed's final "
         "policy, on the seed plan's held-out episodes (no demo, cache, training episode or "
         "in-training evaluation used them), mean ± std [min, max] over the seeds that have one. "
+        "Held-out IQM: the interquartile mean over those seeds with a 95 % stratified-bootstrap "
+        "confidence interval (rliable, seeded; a few seeds give a wide interval). "
         "Final success: each seed's last in-training evaluation, mean ± std [min, max] over "
         "seeds. "
         "Steps to X: first evaluation at which the mean over seeds reaches X (in brackets, how "

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from rpd.cli import main
-from rpd.pipeline.report import align_curves, rewound_rows, spread, steps_to_threshold
+from rpd.pipeline.report import (align_curves, iqm_interval, rewound_rows, spread,
+                                 steps_to_threshold)
 
 ENV = "PushCube-v1"
 # one in-process env, 4 rollouts of 64 steps, an eval every 2nd: a few seconds per run
@@ -82,6 +83,7 @@ def test_the_report_shows_held_out_success_of_the_final_policy(real_runs: dict[s
     md = (tmp_path / "r" / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| RPD"))
     assert "(1/1 seeds, 2 ep)" in row.split("|")[3]
+    assert row.split("|")[4].strip() == f"{held['success']:.2f} (one seed, no interval)"
     # a held-out file of another step (a run continued since) is left out
     held["step"] += 1
     (run / "eval" / f"{ENV}-h50-heldout.json").write_text(json.dumps(held))
@@ -181,6 +183,20 @@ def test_pure_math_by_hand() -> None:
     assert rewound_rows(rows).tolist() == [[100, 0.1], [200, 0.25], [300, 0.35]]
 
 
+def test_the_interquartile_mean_drops_the_outer_quarters_and_its_interval_brackets_it() -> None:
+    # IQM of 8 seeds: the middle four (0.5, 0.6, 0.7, 0.8), whatever the failed seeds scored
+    scores = [0.0, 0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    d = iqm_interval([*scores, None])
+    assert d["iqm"] == pytest.approx(0.65) and d["n"] == 8
+    assert d["low"] < d["iqm"] < d["high"] and 0.0 <= d["low"] and d["high"] <= 1.0
+    assert iqm_interval(scores) == d  # seeded bootstrap: a regenerated report is the same
+    # seeds that agree leave nothing to resample: the interval is the point
+    same = iqm_interval([0.74, 0.74, 0.74])
+    assert same["low"] == same["high"] == pytest.approx(0.74)
+    assert iqm_interval([0.3]) == dict(iqm=0.3, low=None, high=None, n=1)
+    assert iqm_interval([None])["iqm"] is None
+
+
 def test_aggregation_of_hand_written_runs(tmp_path: Path) -> None:
     teacher = tmp_path / "teacher"
     _teacher_eval(teacher, 100, 0.15)
@@ -221,10 +237,10 @@ def test_aggregation_of_hand_written_runs(tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| RPD"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:7] == ["RPD (teacher), dense", "0.05 (h50, 20 ep)", "-",
+    assert cells[:8] == ["RPD (teacher), dense", "0.05 (h50, 20 ep)", "-", "-",
                          "0.80 ± 0.10 [0.70, 0.90]", "400 ± 0 [400, 400]",
                          "300 (2/2 seeds)", "300 (2/2 seeds)"]
-    assert cells[7] == "0.375 ± 0.125 [0.250, 0.500]" and cells[8] == "0.8 min"
+    assert cells[8] == "0.375 ± 0.125 [0.250, 0.500]" and cells[9] == "0.8 min"
     assert cells[-1] == "2 (2 unfinished)"
     assert "| PPO, dense, ent coef None |" in md and "not reached (0/2 seeds)" in md
     assert (out / f"{ENV}.png").stat().st_size > 10_000
