@@ -20,8 +20,10 @@ import click
               show_default=True, help="Spread over seeds drawn around each mean curve.")
 def report(runs: tuple[Path, ...], out: Path, teacher_evals: tuple[Path, ...],
            thresholds: tuple[float, ...], band: str) -> None:
-    """Compare runs: RUN... are `rpd train --out` directories; seeds of one setting are
-    averaged (groups: task, rpd/ppo, teacher, reward)."""
+    """Compare runs: learning curves and a results table.
+
+    RUN... are `rpd train --out` directories; the seeds of one setting are aggregated (groups:
+    task, rpd/ppo, teacher, reward, and any other option the runs differ in)."""
     from rpd.pipeline.report import DEFAULT_THRESHOLDS, ReportConfig, make_report
 
     cfg = ReportConfig(runs=list(runs), out=out, teacher_evals=list(teacher_evals),
