@@ -181,3 +181,36 @@ def test_a_run_config_files_train_section_reaches_the_students(tmp_path: Path) -
     result = CliRunner().invoke(main, ["run", "--config", str(path), "--out",
                                        str(tmp_path / "o2"), "--dry-run"])
     assert result.exit_code == 2 and "seed are set by `rpd run` itself" in result.output
+
+
+def test_a_ppo_runs_config_json_repeats_as_rpd_with_a_teacher(tmp_path: Path) -> None:
+    """A flag a file sets can be switched off on the command line: `--with-teacher` undoes a
+    plain-PPO run's `no_teacher: true`."""
+    ppo = TrainConfig(env_id="PushCube-v1", out=tmp_path / "ppo", no_teacher=True)
+    saved = tmp_path / "ppo.json"
+    saved.write_text(json.dumps(ppo.to_dict()))
+    rpd = _parse(TrainConfig, ["--config", str(saved), "--with-teacher", "--teacher",
+                               str(tmp_path / "teacher"), "--out", str(tmp_path / "rpd")])
+    assert (rpd.no_teacher, rpd.teacher) == (False, tmp_path / "teacher")
+    assert _parse(TrainConfig, ["--config", str(saved)]).no_teacher is True
+
+
+def test_a_resume_knows_its_teacher_however_the_path_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from rpd.errors import InputError
+    from rpd.pipeline.run_dir import prepare_run_dir
+
+    for name in ("t", "u"):
+        (tmp_path / "teachers" / name).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(env_id="PushCube-v1", out=tmp_path / "run", teacher=Path("teachers/t"))
+    assert prepare_run_dir(cfg) is None  # a new run: config.json written
+    for same in (tmp_path / "teachers" / "t", Path("./teachers/t"), Path("teachers/../teachers/t")):
+        assert prepare_run_dir(replace(cfg, resume=True, teacher=same)) is None
+    with pytest.raises(InputError, match="teacher="):
+        prepare_run_dir(replace(cfg, resume=True, teacher=Path("teachers/u")))
+    monkeypatch.chdir(tmp_path / "teachers")  # the saved relative path now names nothing
+    with pytest.raises(InputError, match="teacher="):
+        prepare_run_dir(replace(cfg, resume=True, teacher=Path("t")))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from rpd.data.rundir import (
     TRAIN_STATE,
 )
 from rpd.errors import InputError, disk_writes
-from rpd.pipeline.train_config import ABSENT_MEANS, RESUME_FIXED, TrainConfig
+from rpd.pipeline.train_config import ABSENT_MEANS, PATH_FIELDS, RESUME_FIXED, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +265,19 @@ def _read_json(path: Path, fix: str) -> dict[str, Any]:
 
 
 
+def _same_setting(saved: Any, new: Any, is_path: bool) -> bool:
+    """Whether a resume keeps a setting: equal values, or for a path (the teacher, the store)
+    the same file however it is written (relative or absolute, `./x` or `x`)."""
+    if saved == new:
+        return True
+    if not (is_path and isinstance(saved, str) and isinstance(new, str)):
+        return False
+    try:
+        return os.path.samefile(saved, new)
+    except OSError:  # either is gone: only an equal string would have matched
+        return False
+
+
 def prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
     """Create the run dir, or check a resumed one. Returns the checkpoint info when resuming."""
     from rpd.data.schema import write_json_atomic
@@ -278,7 +292,7 @@ def prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
         for k, v in ABSENT_MEANS.items():  # a run from before the option trained with v
             saved.setdefault(k, v)
         for k in RESUME_FIXED:
-            if saved.get(k) != new.get(k):
+            if not _same_setting(saved.get(k), new.get(k), k in PATH_FIELDS):
                 raise InputError(f"--resume: {cfg.out} was trained with {k}={saved.get(k)!r}, "
                                  f"now {new.get(k)!r}; pass the same options (only --steps and "
                                  "evaluation options may change)")

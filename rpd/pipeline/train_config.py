@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -57,7 +57,7 @@ class TrainConfig:
     teacher: Path | None = option(
         None, help="Teacher checkpoint directory (`rpd finetune-teacher`, `rpd scripted-"
         "teacher`, `rpd connect-teacher`); required unless --no-teacher.")
-    no_teacher: bool = option(False, flag="--no-teacher",
+    no_teacher: bool = option(False, flag="--no-teacher/--with-teacher",
                               help="Plain PPO with otherwise identical settings (the baseline).")
     steps: int = option(100_000, help="Total env steps (all envs together); a resume may grow "
                         "it.", resume="free")
@@ -408,6 +408,9 @@ class TrainConfig:
 
 
 RESUME_FIXED = fields_where(TrainConfig, resume="fixed")
+PATH_FIELDS = frozenset(f.name for f in fields(TrainConfig)
+                        if "Path" in str(f.type))
+"""Options naming a file or directory: a resume compares them as files, not strings."""
 """Options a resumed run must keep: SB3 restores them from the checkpoint (or the run would
 become another experiment), so a changed value is refused; the others are applied."""
 VARIANT_FIELDS = fields_where(TrainConfig, variant=True)
