@@ -6,16 +6,41 @@
 - A paragraph of usage lines (click's `\b` block, one `rpd ...` command per line) stays one
   command per line, as a code block.
 - An option without a default shows a dash, not click's internal `Sentinel.UNSET`.
+
+And on every page, a line `<!-- rpd report: results/STUDY -->` becomes that study's
+`report.md` (tables and plots, which the test suite regenerates from the study's committed
+runs), so a results page shows the generated numbers rather than a copy of them.
 """
 
 from __future__ import annotations
 
 import html as _html
+import posixpath
 import re
+from pathlib import Path
 
+_REPORT = re.compile(r"^<!-- rpd report: (\S+) -->$", re.M)
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)/]+\.png)\)")
 _USAGE_LINES = re.compile(r"<p>(rpd [^<]*\n[^<]*)</p>")
 _UNSET = re.compile(r"<code>Sentinel\.UNSET</code>")
 _AUTOREF = re.compile(r'<autoref\b[^>]*\bidentifier="([^"]*)"[^>]*>(.*?)</autoref>', re.S)
+
+
+def on_page_markdown(markdown: str, page, config, **_: object) -> str:
+    def include(m: re.Match[str]) -> str:
+        study = m.group(1).rstrip("/")
+        page_dir = posixpath.dirname(page.file.src_path)
+        folder = posixpath.normpath(posixpath.join(page_dir, study))
+        report = Path(config["docs_dir"]) / folder / "report.md"
+        if not report.is_file():
+            raise ValueError(f"{page.file.src_path}: {report} does not exist (rpd report)")
+        lines = report.read_text().splitlines()
+        if lines and lines[0].startswith("# "):
+            lines = lines[1:]  # the report's own title; the page has one
+        text = "\n".join("#" + line if line.startswith("## ") else line for line in lines)
+        return _IMAGE.sub(lambda i: f"![{i.group(1)}]({study}/{i.group(2)})", text)
+
+    return _REPORT.sub(include, markdown)
 
 
 def on_page_content(html: str, page, **_: object) -> str:
