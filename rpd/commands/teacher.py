@@ -215,7 +215,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, policy: Path | None, en
 
 @click.command("scripted-teacher")
 @click.option("--env", "env_id", required=True,
-              help="Task: PushCube-v1, PullCube-v1 or PickCube-v1.")
+              help="Task: PushCube-v1, PullCube-v1, PickCube-v1 or StackCube-v1.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Teacher directory to write (teacher.json).")
 @click.option("--offset", type=float, nargs=3, default=(0.0, 0.0, 0.0), show_default=True,

@@ -33,15 +33,17 @@ STEP_M = 0.1
 ROT_STEP = 0.1
 """The controller's largest rotation step (rad) for a normalised action of 1."""
 GRIPPER_OPEN, GRIPPER_CLOSED = 1.0, -1.0
-CONTROLLER_VERSIONS = {"PushCube-v1": 3, "PullCube-v1": 3, "PickCube-v1": 4}
+CONTROLLER_VERSIONS = {"PushCube-v1": 3, "PullCube-v1": 3, "PickCube-v1": 4, "StackCube-v1": 1}
 """Per task, bumped whenever its controller acts differently, so a teacher.json written by
 another version is refused rather than silently acting otherwise under the same fingerprint.
 Push 3: continuous phase blends. Pick 4: continuous descent, grasp and carry blends and a
-continuous yaw command (version 3 switched phases and flipped its yaw label at ±45°)."""
+continuous yaw command (version 3 switched phases and flipped its yaw label at ±45°). Stack 1:
+the pick controller carrying to a point above the green cube, then letting go."""
 
 PUSH_TASKS = ("PushCube-v1", "PullCube-v1")
 PICK_TASKS = ("PickCube-v1",)
-SCRIPTED_TASKS = PUSH_TASKS + PICK_TASKS
+STACK_TASKS = ("StackCube-v1",)
+SCRIPTED_TASKS = PUSH_TASKS + PICK_TASKS + STACK_TASKS
 
 CUBE_HALF = 0.02
 PUSH_BEHIND = 0.045
@@ -140,6 +142,8 @@ class ScriptedTeacher(Teacher):
         poses["obj"] = poses["obj"] + np.asarray(self.config["offset"], np.float64)
         if self.config["env_id"] in PUSH_TASKS:
             target, gripper, yaw = _push(poses), GRIPPER_CLOSED, 0.0
+        elif self.config["env_id"] in STACK_TASKS:
+            target, gripper, yaw = _stack(poses)
         else:
             target, gripper, yaw = _pick(poses)
         speed = self.config["speed"]
@@ -164,8 +168,12 @@ def _np(x: Any) -> np.ndarray:
 
 def _poses(base: Any, env_id: str) -> dict[str, Any]:
     """Positions (and the gripper state) the controllers need, from the env's current state."""
-    obj = base.obj if env_id in PUSH_TASKS else base.cube
-    goal = base.goal_region if env_id in PUSH_TASKS else base.goal_site
+    if env_id in PUSH_TASKS:
+        obj, goal = base.obj, base.goal_region
+    elif env_id in STACK_TASKS:  # pick up cube A (red), put it on cube B (green)
+        obj, goal = base.cubeA, base.cubeB
+    else:
+        obj, goal = base.cube, base.goal_site
     qpos = _np(base.agent.robot.get_qpos())
     return dict(tcp=_np(base.agent.tcp.pose.p), tcp_q=_np(base.agent.tcp.pose.q),
                 obj=_np(obj.pose.p), obj_q=_np(obj.pose.q), goal=_np(goal.pose.p),
@@ -228,6 +236,25 @@ CARRY_PAST = 0.02
 DESCEND_PAST); success needs the cube within 2.5 cm of the goal."""
 
 
+def _grasp(p: dict[str, Any]) -> tuple[np.ndarray, float, float, float]:
+    """The pick controller's first half: (approach target, close in [0, 1], held in [0, 1],
+    yaw command in [-1, 1]) — hover over the cube, descend, close as the fingers straddle it."""
+    tcp, obj = p["tcp"], p["obj"]
+    # the cube looks the same every 90°: sin(4Δ)/4 ≈ Δ near 0 and is continuous everywhere
+    # (0 at ±45°, where either way round is as short)
+    delta = _yaw(p["obj_q"]) - _yaw(p["tcp_q"])
+    dist = float(np.linalg.norm(tcp - obj))
+    held = (_ramp(-p["gripper_width"], -HELD_WIDTH[0], -HELD_WIDTH[1])
+            * _ramp(-dist, -HELD_DIST[0], -HELD_DIST[1]))
+    yaw = (1.0 - held) * float(np.sin(4 * delta)) / 4 / (np.pi / 4)
+    xy = float(np.linalg.norm(tcp[:2] - obj[:2]))
+    aligned = _ramp(-xy, -ALIGN_XY[0], -ALIGN_XY[1])
+    approach = np.array([*obj[:2], obj[2] + HOVER * (1.0 - aligned) - DESCEND_PAST * aligned])
+    close = max(_ramp(-xy, -CLOSE_XY[0], -CLOSE_XY[1])
+                * _ramp(-(tcp[2] - obj[2]), -CLOSE_Z[0], -CLOSE_Z[1]), held)
+    return approach, close, held, yaw
+
+
 def _pick(p: dict[str, Any]) -> tuple[np.ndarray, float, float]:
     """(target, gripper, yaw command in [-1, 1]): hover over the cube, descend, close, carry.
 
@@ -240,23 +267,52 @@ def _pick(p: dict[str, Any]) -> tuple[np.ndarray, float, float]:
     ±45°; a student regressing on it hovered at a phase boundary and never grasped.
     """
     tcp, obj, goal = p["tcp"], p["obj"], p["goal"]
-    # the cube looks the same every 90°: sin(4Δ)/4 ≈ Δ near 0 and is continuous everywhere
-    # (0 at ±45°, where either way round is as short)
-    delta = _yaw(p["obj_q"]) - _yaw(p["tcp_q"])
-    dist = float(np.linalg.norm(tcp - obj))
-    held = (_ramp(-p["gripper_width"], -HELD_WIDTH[0], -HELD_WIDTH[1])
-            * _ramp(-dist, -HELD_DIST[0], -HELD_DIST[1]))
-    yaw = (1.0 - held) * float(np.sin(4 * delta)) / 4 / (np.pi / 4)
-    xy = float(np.linalg.norm(tcp[:2] - obj[:2]))
-    aligned = _ramp(-xy, -ALIGN_XY[0], -ALIGN_XY[1])
-    approach = np.array([*obj[:2], obj[2] + HOVER * (1.0 - aligned) - DESCEND_PAST * aligned])
+    approach, close, held, yaw = _grasp(p)
     way = goal - obj
     carry = goal + (tcp - obj) + CARRY_PAST * way / (np.linalg.norm(way) + 0.05)
     target = (1.0 - held) * approach + held * carry
-    close = max(_ramp(-xy, -CLOSE_XY[0], -CLOSE_XY[1])
-                * _ramp(-(tcp[2] - obj[2]), -CLOSE_Z[0], -CLOSE_Z[1]), held)
     gripper = GRIPPER_OPEN + close * (GRIPPER_CLOSED - GRIPPER_OPEN)
     return target, gripper, yaw
+
+
+STACK_CLEAR = 0.03
+"""Height (m) by which the held cube clears the green cube's top before it moves over it."""
+STACK_XY = (0.02, 0.005)
+"""Horizontal distance (m) between the cubes at which lowering starts / aims at its lowest."""
+STACK_PAST = 0.01
+"""Lowering aims this far (m) below the resting height (see DESCEND_PAST)."""
+ON_XY = (0.02, 0.008)
+ON_Z = (0.015, 0.005)
+"""Horizontal distance and height error (m) of the red cube over its resting place on the
+green one at which the gripper starts / has finished letting go."""
+RETREAT = 0.08
+"""Height (m) above the stacked cube to which the gripper withdraws."""
+
+
+def _stack(p: dict[str, Any]) -> tuple[np.ndarray, float, float]:
+    """(target, gripper, yaw): grasp the red cube as `_pick` does, lift it clear of the green
+    cube, move over it, lower it and let go, then withdraw upwards.
+
+    Continuous like `_pick` (controller version 1): the carry target rises before it moves
+    sideways (so the held cube does not sweep the green one), and lowers as the cubes line up;
+    `on` (the red cube resting on the green one) opens the gripper and sends the gripper up, so
+    a released cube is not grasped again.
+    """
+    tcp, obj, base = p["tcp"], p["obj"], p["goal"]
+    approach, close, held, yaw = _grasp(p)
+    rest_z = base[2] + 2 * CUBE_HALF  # the red cube's centre when it sits on the green one
+    lifted = _ramp(obj[2], rest_z + 0.005, rest_z + STACK_CLEAR)
+    xy = (1.0 - lifted) * obj[:2] + lifted * base[:2]
+    over = _ramp(-float(np.linalg.norm(obj[:2] - base[:2])), -STACK_XY[0], -STACK_XY[1])
+    z = rest_z + STACK_CLEAR * (1.0 - over) - STACK_PAST * over
+    carry = np.array([*xy, z]) + (tcp - obj)
+    on = (_ramp(-float(np.linalg.norm(obj[:2] - base[:2])), -ON_XY[0], -ON_XY[1])
+          * _ramp(-abs(obj[2] - rest_z), -ON_Z[0], -ON_Z[1]))
+    retreat = np.array([*tcp[:2], obj[2] + RETREAT])
+    target = (1.0 - on) * ((1.0 - held) * approach + held * carry) + on * retreat
+    close = (1.0 - on) * close
+    gripper = GRIPPER_OPEN + close * (GRIPPER_CLOSED - GRIPPER_OPEN)
+    return target, gripper, (1.0 - on) * yaw
 
 
 def _yaw(q: np.ndarray) -> float:

@@ -170,6 +170,45 @@ def test_rpd_eval_of_the_exact_pick_teacher(tmp_path: Path) -> None:
     assert _success_rate(teacher, "PickCube-v1", tmp_path, episodes=3) >= 2 / 3
 
 
+def test_stack_actions_are_a_continuous_function_of_the_state() -> None:
+    """The stack controller blends its phases as the pick controller does: a 1 mm move of the
+    gripper or the held cube changes its target by a few mm and its commands a little, also
+    around the green cube, where lifting, lowering and letting go meet."""
+    from rpd.teachers.scripted import _stack
+
+    rng = np.random.default_rng(1)
+    worst_target = worst_command = 0.0
+    for _ in range(4000):
+        base = np.array([*rng.uniform(-0.1, 0.1, 2), 0.02])
+        # the red cube anywhere from the table to just above the green one, near it half the time
+        near = rng.random() < 0.5
+        xy = base[:2] + rng.uniform(-0.03, 0.03, 2) if near else rng.uniform(-0.1, 0.1, 2)
+        obj = np.array([*xy, rng.uniform(0.02, 0.11)])
+        tcp = obj + rng.uniform([-0.01, -0.01, -0.005], [0.01, 0.01, 0.03])
+        pose = dict(obj=obj, goal=base, obj_q=np.array([1.0, 0, 0, 0]),
+                    tcp_q=np.array([1.0, 0, 0, 0]), gripper_width=rng.uniform(0.03, 0.08))
+        step = rng.normal(size=3)
+        step *= 0.001 / np.linalg.norm(step)
+        moved = dict(pose, obj=obj + step, gripper_width=pose["gripper_width"] + 0.001)
+        a, b = _stack(dict(pose, tcp=tcp)), _stack(dict(moved, tcp=tcp + step))
+        worst_target = max(worst_target, float(np.linalg.norm(a[0] - b[0])))
+        worst_command = max(worst_command, abs(a[1] - b[1]), abs(a[2] - b[2]))
+    assert worst_target < 0.05, f"target jumped {worst_target:.3f} m for a 1 mm move"
+    assert worst_command < 0.3, f"gripper or yaw command jumped {worst_command:.2f}"
+    # a cube resting on the green one is let go and left: gripper open, target above it
+    base = np.array([0.0, 0.0, 0.02])
+    rest = dict(obj=base + [0, 0, 0.04], goal=base, tcp=base + [0, 0, 0.04],
+                obj_q=np.array([1.0, 0, 0, 0]), tcp_q=np.array([1.0, 0, 0, 0]),
+                gripper_width=0.04)
+    target, gripper, _ = _stack(rest)
+    assert gripper == 1.0 and target[2] > rest["tcp"][2] + 0.05
+
+
+def test_rpd_eval_of_the_exact_stack_teacher(tmp_path: Path) -> None:
+    teacher = _scripted(tmp_path, "stack", "StackCube-v1")
+    assert _success_rate(teacher, "StackCube-v1", tmp_path, episodes=4) >= 3 / 4
+
+
 def test_rpd_train_with_a_scripted_teacher_labels_every_state(tmp_path: Path) -> None:
     teacher = _scripted(tmp_path, "t", "PushCube-v1")
     out = tmp_path / "run"
@@ -184,7 +223,7 @@ def test_rpd_train_with_a_scripted_teacher_labels_every_state(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--env", "StackCube-v1"], "--env StackCube-v1"),
+    (["--env", "LiftPegUpright-v1"], "--env LiftPegUpright-v1"),
     (["--env", "PushCube-v1", "--speed", "0"], "--speed 0.0"),
     (["--env", "PushCube-v1", "--speed", "1.5"], "--speed 1.5"),
     (["--env", "PushCube-v1", "--offset", "0", "nan", "0"], "--offset"),
