@@ -207,10 +207,13 @@ def test_a_resume_knows_its_teacher_however_the_path_is_written(
     monkeypatch.chdir(tmp_path)
     cfg = TrainConfig(env_id="PushCube-v1", out=tmp_path / "run", teacher=Path("teachers/t"))
     assert prepare_run_dir(cfg) is None  # a new run: config.json written
+    saved = tmp_path / "run" / "config.json"
     for same in (tmp_path / "teachers" / "t", Path("./teachers/t"), Path("teachers/../teachers/t")):
         assert prepare_run_dir(replace(cfg, resume=True, teacher=same)) is None
+        # config.json keeps the run's own spelling, so `rpd report` still pools its seeds
+        assert json.loads(saved.read_text())["teacher"] == "teachers/t"
     with pytest.raises(InputError, match="teacher="):
         prepare_run_dir(replace(cfg, resume=True, teacher=Path("teachers/u")))
     monkeypatch.chdir(tmp_path / "teachers")  # the saved relative path now names nothing
-    with pytest.raises(InputError, match="teacher="):
+    with pytest.raises(InputError, match="read from the current directory"):
         prepare_run_dir(replace(cfg, resume=True, teacher=Path("t")))

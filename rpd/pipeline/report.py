@@ -167,18 +167,20 @@ IQM_BOOTSTRAP_SEED = 0
 def iqm_interval(values: Sequence[float | None]) -> dict[str, Any]:
     """Interquartile mean of per-seed scores with a 95 % bootstrap confidence interval.
 
-    The interquartile mean (the mean of the middle half of the seeds) is the aggregate
-    rliable recommends for few-seed RL results: less swayed by one lucky or failed seed than the
-    mean, less coarse than the median. The interval is rliable's percentile bootstrap over seeds.
+    The interquartile mean (the mean of the middle half of the seeds: scipy's `trim_mean`
+    cuts int(n/4) seeds off each end) is the aggregate rliable recommends for few-seed RL
+    results: less swayed by one lucky or failed seed than the mean, less coarse than the median.
+    With fewer than four seeds nothing is cut and it equals the mean. The interval is rliable's
+    percentile bootstrap over seeds.
 
     Args:
-        values: One score per seed [S] (None = not available for that seed).
+        values: One score per seed [S] (None or NaN = not available for that seed).
 
     Returns:
         dict(iqm, low, high, n): low/high are None with fewer than two seeds (one seed gives
         no interval).
     """
-    xs = np.asarray([float(v) for v in values if v is not None])
+    xs = np.asarray([float(v) for v in values if v is not None and math.isfinite(float(v))])
     if len(xs) == 0:
         return dict(iqm=None, low=None, high=None, n=0)
     from scipy.stats import trim_mean
@@ -588,8 +590,9 @@ def render_markdown(stats: list[dict[str, Any]], thresholds: Sequence[float],
         "Held-out success: `rpd eval --student RUN --held-out` of each finished seed's final "
         "policy, on the seed plan's held-out episodes (no demo, cache, training episode or "
         "in-training evaluation used them), mean ± std [min, max] over the seeds that have one. "
-        "Held-out IQM: the interquartile mean over those seeds with a 95 % stratified-bootstrap "
-        "confidence interval (rliable, seeded; a few seeds give a wide interval). "
+        "Held-out IQM: the interquartile mean over those seeds (the mean of the middle half; "
+        "with fewer than four seeds, the mean) with a 95 % bootstrap confidence interval over "
+        "seeds (rliable, seeded; a few seeds give a wide interval). "
         "Final success: each seed's last in-training evaluation, mean ± std [min, max] over "
         "seeds. "
         "Steps to X: first evaluation at which the mean over seeds reaches X (in brackets, how "

@@ -25,7 +25,7 @@ from rpd.data.rundir import (
     TRAIN_STATE,
 )
 from rpd.errors import InputError, disk_writes
-from rpd.pipeline.train_config import ABSENT_MEANS, PATH_FIELDS, RESUME_FIXED, TrainConfig
+from rpd.pipeline.train_config import ABSENT_MEANS, FIXED_PATHS, RESUME_FIXED, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +265,19 @@ def _read_json(path: Path, fix: str) -> dict[str, Any]:
 
 
 
+def resumed_config(cfg: TrainConfig) -> dict[str, Any]:
+    """config.json of a resumed run: its new settings, with the teacher and store paths as the
+    run first wrote them (`rpd report` groups seeds by them, however a resume spelt them)."""
+    new = cfg.to_dict()
+    try:
+        saved = json.loads((cfg.out / CONFIG_JSON).read_text())
+    except (OSError, ValueError):
+        return new
+    if isinstance(saved, dict):
+        new.update({k: saved[k] for k in FIXED_PATHS if k in saved})
+    return new
+
+
 def _same_setting(saved: Any, new: Any, is_path: bool) -> bool:
     """Whether a resume keeps a setting: equal values, or for a path (the teacher, the store)
     the same file however it is written (relative or absolute, `./x` or `x`)."""
@@ -292,14 +305,16 @@ def prepare_run_dir(cfg: TrainConfig) -> dict[str, Any] | None:
         for k, v in ABSENT_MEANS.items():  # a run from before the option trained with v
             saved.setdefault(k, v)
         for k in RESUME_FIXED:
-            if not _same_setting(saved.get(k), new.get(k), k in PATH_FIELDS):
+            if not _same_setting(saved.get(k), new.get(k), k in FIXED_PATHS):
+                where = (" (a relative path is read from the current directory)"
+                         if k in FIXED_PATHS else "")
                 raise InputError(f"--resume: {cfg.out} was trained with {k}={saved.get(k)!r}, "
-                                 f"now {new.get(k)!r}; pass the same options (only --steps and "
-                                 "evaluation options may change)")
+                                 f"now {new.get(k)!r}{where}; pass the same options (only "
+                                 "--steps and evaluation options may change)")
         info_path = cfg.out / CHECKPOINTS_DIR / LATEST_JSON
         if not info_path.is_file():
             logger.warning("%s has no checkpoint yet; starting it again", cfg.out)
-            write_json_atomic(cfg_path, new)
+            write_json_atomic(cfg_path, resumed_config(cfg))
             return None
         # config.json is rewritten (for a grown --steps) once the checkpoint has loaded
         return _read_json(info_path, f"delete {info_path.parent} to start the run again")

@@ -20,7 +20,13 @@ from rpd.data.rundir import (
 from rpd.data.views import CameraSpec
 from rpd.labels.protocol import LabelSource
 from rpd.pipeline.evaluate import load_model
-from rpd.pipeline.run_dir import RunState, load_replay, read_train_state, trim_eval_rows
+from rpd.pipeline.run_dir import (
+    RunState,
+    load_replay,
+    read_train_state,
+    resumed_config,
+    trim_eval_rows,
+)
 from rpd.pipeline.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -100,7 +106,7 @@ def resume_model(cfg: TrainConfig, venv: Any, source: LabelSource | None,
     state = RunState(wall_offset=info["wall_time_s"], last_eval=info["last_eval"],
                      last_checkpoint=info["num_timesteps"],
                      last_result=trim_eval_rows(cfg.out, info))
-    write_json_atomic(cfg.out / CONFIG_JSON, cfg.to_dict())
+    write_json_atomic(cfg.out / CONFIG_JSON, resumed_config(cfg))
     logger.info("resuming %s at step %d", cfg.out, model.num_timesteps)
     return model, state, train_state
 

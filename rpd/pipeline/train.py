@@ -160,12 +160,23 @@ def _start_wandb(cfg: TrainConfig) -> Any:
 
 
 def _finish_wandb(tracker: Any) -> None:
-    """End the wandb run and wait for wandb's service to write it out: `finish()` alone can
-    return before an offline run's records reach OUT/wandb."""
+    """End the wandb run (exit code 1 when training is failing) and wait for wandb's service to
+    write it out: `finish()` alone can return before an offline run's records reach OUT/wandb.
+    A wandb failure here is logged, never raised over the run's own outcome."""
+    import sys
+
     import wandb
 
-    tracker.finish()
-    wandb.teardown()
+    failing = sys.exc_info()[0] is not None
+    try:
+        tracker.finish(exit_code=1 if failing else 0)
+    except Exception:  # wandb's own error; the run's files are already written
+        logger.warning("wandb: finishing the run failed", exc_info=True)
+    finally:
+        try:
+            wandb.teardown()
+        except Exception:
+            logger.warning("wandb: shutting down failed", exc_info=True)
 
 
 def _close_teacher(teacher: Any) -> None:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rpd.config import absent_values, fields_where, option, to_plain
+from rpd.config import absent_values, field_infos, fields_where, option, to_plain
 from rpd.data.devices import check_sim_backend, resolve_device
 from rpd.data.seeds import EVALUATION
 from rpd.data.tasks import get_task
@@ -408,11 +408,12 @@ class TrainConfig:
 
 
 RESUME_FIXED = fields_where(TrainConfig, resume="fixed")
-PATH_FIELDS = frozenset(f.name for f in fields(TrainConfig)
-                        if "Path" in str(f.type))
-"""Options naming a file or directory: a resume compares them as files, not strings."""
 """Options a resumed run must keep: SB3 restores them from the checkpoint (or the run would
 become another experiment), so a changed value is refused; the others are applied."""
+FIXED_PATHS = frozenset(i.name for i in field_infos(TrainConfig)
+                        if i.base is Path and i.name in RESUME_FIXED)
+"""Of those, the ones naming a file or directory (the teacher, the store): a resume compares
+them as files, not strings, and config.json keeps the spelling the run started with."""
 VARIANT_FIELDS = fields_where(TrainConfig, variant=True)
 """Options that make runs of one task different experiments, not repeats (`rpd report`)."""
 TEACHER_ONLY_FIELDS = fields_where(TrainConfig, teacher_only=True)

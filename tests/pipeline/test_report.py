@@ -13,8 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from rpd.cli import main
-from rpd.pipeline.report import (align_curves, iqm_interval, rewound_rows, spread,
-                                 steps_to_threshold)
+from rpd.pipeline.report import align_curves, iqm_interval, rewound_rows, spread, steps_to_threshold
 
 ENV = "PushCube-v1"
 # one in-process env, 4 rollouts of 64 steps, an eval every 2nd: a few seconds per run
@@ -189,7 +188,13 @@ def test_the_interquartile_mean_drops_the_outer_quarters_and_its_interval_bracke
     d = iqm_interval([*scores, None])
     assert d["iqm"] == pytest.approx(0.65) and d["n"] == 8
     assert d["low"] < d["iqm"] < d["high"] and 0.0 <= d["low"] and d["high"] <= 1.0
+    state = np.random.get_state()
     assert iqm_interval(scores) == d  # seeded bootstrap: a regenerated report is the same
+    after = np.random.get_state()  # ... and the caller's global generator is left as it was
+    assert state[0] == after[0] and np.array_equal(state[1], after[1]) and state[2:] == after[2:]
+    # with fewer than four seeds nothing is trimmed: the IQM is the mean
+    assert iqm_interval([0.0, 0.6, 0.9])["iqm"] == pytest.approx(0.5)
+    assert iqm_interval([0.2, float("nan"), 0.4])["n"] == 2  # a NaN is no seed's score
     # seeds that agree leave nothing to resample: the interval is the point
     same = iqm_interval([0.74, 0.74, 0.74])
     assert same["low"] == same["high"] == pytest.approx(0.74)

@@ -197,7 +197,7 @@ def test_stack_actions_are_a_continuous_function_of_the_state() -> None:
     assert worst_command < 0.3, f"gripper or yaw command jumped {worst_command:.2f}"
     # a cube resting on the green one is let go and left: gripper open, target above it
     base = np.array([0.0, 0.0, 0.02])
-    rest = dict(obj=base + [0, 0, 0.04], goal=base, tcp=base + [0, 0, 0.04],
+    rest = dict(obj=base + np.array([0, 0, 0.04]), goal=base, tcp=base + np.array([0, 0, 0.04]),
                 obj_q=np.array([1.0, 0, 0, 0]), tcp_q=np.array([1.0, 0, 0, 0]),
                 gripper_width=0.04)
     target, gripper, _ = _stack(rest)
