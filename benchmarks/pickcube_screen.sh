@@ -47,6 +47,7 @@ need_teacher() {
 }
 
 seed=${SEED:-0}
+[[ $seed =~ ^(0|[1-9][0-9]*)$ ]] || { echo "SEED=$seed: give a whole number" >&2; exit 2; }
 common=(--env PickCube-v1 --steps "$steps" --seed "$seed")
 suffix=""
 [ "$seed" = 0 ] || suffix="-s$seed"

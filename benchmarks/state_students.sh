@@ -16,9 +16,9 @@
 # and held-out JSON, the teacher's evaluation) are copied to RESULTS/RUN/ (default
 # docs/results/ENV-sparse-seeds), and its report.md is regenerated from them.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: $0 WORK push|pull" >&2; exit 2; }
-work=$1
+work=$(realpath -m -- "$1")  # before the cd below: WORK is relative to where it was given
+cd "$(dirname "$0")/.."
 case $2 in
   push) env=PushCube-v1; offset=(0 0.035 0); teacher=$work/teachers/push-y035 ;;
   pull) env=PullCube-v1; offset=(0 0.045 0); teacher=$work/teachers/pull-y045 ;;
@@ -26,6 +26,11 @@ case $2 in
 esac
 rpd=("${PYTHON:-.venv/bin/python}" -m rpd.cli)
 results=${RESULTS:-docs/results/$env-sparse-seeds}
+case $results in
+  docs/results/*) ;;
+  *) echo "RESULTS=$results: give a folder under docs/results/, relative to the repository" >&2
+     exit 2 ;;
+esac
 chain=$work/$env-sparse
 
 [ -f "$teacher/teacher.json" ] || "${rpd[@]}" scripted-teacher --env "$env" \
@@ -39,10 +44,16 @@ cp "$chain/eval/teacher-$env-h50.json" "$results/teacher-h50.json"
 args=()
 for run in "$chain"/runs/*/; do
   name=$(basename "$run")
+  held=$run/eval/$env-h50-heldout.json
+  if [ ! -f "$run/student.json" ] || [ ! -f "$held" ]; then
+    echo "$name: unfinished (no student.json or held-out evaluation), left out" >&2
+    continue
+  fi
   mkdir -p "$results/$name/eval"
   cp "$run/config.json" "$run/eval.csv" "$run/student.json" "$results/$name/"
-  cp "$run/eval/$env-h50-heldout.json" "$results/$name/eval/"
+  cp "$held" "$results/$name/eval/"
   args+=("$results/$name")
 done
-echo "${args[*]} --teacher-eval $results/teacher-h50.json" > "$results/report-args.txt"
-"${rpd[@]}" report $(cat "$results/report-args.txt") --out "$results"
+args+=(--teacher-eval "$results/teacher-h50.json")
+printf '%q ' "${args[@]}" | sed 's/ $/\n/' > "$results/report-args.txt"
+"${rpd[@]}" report "${args[@]}" --out "$results"
