@@ -7,9 +7,11 @@
   command per line, as a code block.
 - An option without a default shows a dash, not click's internal `Sentinel.UNSET`.
 
-And on every page, a line `<!-- rpd report: results/STUDY -->` becomes that study's
-`report.md` (tables and plots, which the test suite regenerates from the study's committed
-runs), so a results page shows the generated numbers rather than a copy of them.
+And on every page, a line `<!-- rpd report: ../results/STUDY -->` (the study folder relative to
+the page) becomes that study's `report.md`: its tables and plot links, the file the test suite
+regenerates from the study's committed runs and compares. So a results page shows the generated
+numbers rather than a copy of them. The marker must start its line; one inside an indented code
+block is left alone, one inside a fenced block is not (do not put one there).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def on_page_markdown(markdown: str, page, config, **_: object) -> str:
         folder = posixpath.normpath(posixpath.join(page_dir, study))
         report = Path(config["docs_dir"]) / folder / "report.md"
         if not report.is_file():
-            raise ValueError(f"{page.file.src_path}: {report} does not exist (rpd report)")
+            raise ValueError(f"{page.file.src_path}: {report} does not exist; make it with "
+                             f"`rpd report $(cat {report.parent}/report-args.txt) --out "
+                             f"{report.parent}`")
         lines = report.read_text().splitlines()
         if lines and lines[0].startswith("# "):
             lines = lines[1:]  # the report's own title; the page has one
