@@ -123,8 +123,8 @@ def test_report_of_real_runs(real_runs: dict[str, Path], tmp_path: Path) -> None
     rpd_row = next(line for line in md.splitlines() if line.startswith("| RPD"))
     cells = [c.strip() for c in rpd_row.strip("|").split("|")]
     assert cells[1] == f"{ev['success_rate']:.2f} (h5, 1 ep)"
-    assert cells[2] == "-"  # no held-out evaluation yet
-    assert cells[7] == "0.125" and cells[-1] == "1"
+    assert cells[2] == cells[3] == "-"  # no held-out evaluation yet, so no IQM either
+    assert cells[8] == "0.125" and cells[-1] == "1"
     # the same eval JSON given explicitly; and one of another task is refused
     r = _rpd("report", real_runs["rpd0"], "--out", tmp_path / "r2", "--teacher-eval",
              real_runs["teacher"] / "eval" / f"{ENV}-h5.json", "--band", "std")
