@@ -23,8 +23,9 @@
 # Resumable: a finished run is skipped, an interrupted one resumes from its last checkpoint
 # (every 10k steps). Two chains side by side, each with its own RUNs, share the CPU cores. When a
 # run finishes it is evaluated on 50 held-out episodes (`rpd eval --held-out`), and its
-# config.json, eval.csv, student.json and held-out JSON are copied to RESULTS/RUN/ (default
-# docs/results/PickCube-v1-dense-screen), the files the published table is made from.
+# config.json, eval.csv, student.json and held-out JSON (in eval/) are copied to RESULTS/RUN/
+# (default docs/results/PickCube-v1-dense-screen), the files the published table is made from;
+# add RUN to that folder's report-args.txt and regenerate its report.md with `rpd report`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 WORK [RUN ...]" >&2; exit 2; }
@@ -75,8 +76,9 @@ run() {  # run NAME ARGS...
     "${rpd[@]}" eval --student "$out" --env PickCube-v1 --episodes 50 --held-out \
       --workers 1 >>"$work/$name.log" 2>&1
   fi
-  mkdir -p "$results/$name"
-  cp "$out/config.json" "$out/eval.csv" "$out/student.json" "$held" "$results/$name/"
+  mkdir -p "$results/$name/eval"
+  cp "$out/config.json" "$out/eval.csv" "$out/student.json" "$results/$name/"
+  cp "$held" "$results/$name/eval/"
   echo "$name: done, files in $results/$name"
 }
 
