@@ -4,7 +4,11 @@
 # (`--offset 0.0275 0 0`), up to STEPS env steps (default 300000), against the published runs
 # whose λ fell to 0 by 60k (docs/results/PickCube-v1-dense-evals/).
 #
-#     [STEPS=N] [SEED=S] [RESULTS=DIR] nice -n 10 bash benchmarks/pickcube_screen.sh WORK [RUN ...]
+#     [TASK=T] [STEPS=N] [SEED=S] [RESULTS=DIR] nice -n 10 bash benchmarks/dense_screen.sh WORK [RUN ...]
+#
+# TASK (default PickCube-v1) may also be StackCube-v1: the same recipes on dense StackCube, with
+# the scripted stack teacher `--offset 0.015 0 0` (10 % at horizon 50), results in
+# docs/results/StackCube-v1-dense-screen.
 #
 # RUNs (default: all, in this order), each the recipe `pickcube-RUN` (`rpd recipes`):
 #   const     rpd's defaults with λ = 1 constant (the paper's λ)
@@ -24,39 +28,44 @@
 # (every 10k steps). Two chains side by side, each with its own RUNs, share the CPU cores. When a
 # run finishes it is evaluated on 50 held-out episodes (`rpd eval --held-out`), and its
 # config.json, eval.csv, student.json and held-out JSON (in eval/) are copied to RESULTS/RUN/
-# (default docs/results/PickCube-v1-dense-screen), the files the published table is made from;
+# (default docs/results/TASK-dense-screen), the files the published table is made from;
 # add RUN to that folder's report-args.txt and regenerate its report.md with `rpd report`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 WORK [RUN ...]" >&2; exit 2; }
 work=$1; shift
 rpd=("${PYTHON:-.venv/bin/python}" -m rpd.cli)
-results=${RESULTS:-docs/results/PickCube-v1-dense-screen}
+task=${TASK:-PickCube-v1}
+case $task in
+  PickCube-v1) teacher=$work/teachers/pick-x275; offset=(0.0275 0 0) ;;
+  StackCube-v1) teacher=$work/teachers/stack-x015; offset=(0.015 0 0) ;;
+  *) echo "TASK=$task: pick PickCube-v1 or StackCube-v1" >&2; exit 2 ;;
+esac
+results=${RESULTS:-docs/results/$task-dense-screen}
 steps=${STEPS:-300000}
-teacher=$work/teachers/pick-x275
 
 need_teacher() {
   if [ ! -f "$teacher/teacher.json" ]; then
-    "${rpd[@]}" scripted-teacher --env PickCube-v1 --offset 0.0275 0 0 --out "$teacher"
+    "${rpd[@]}" scripted-teacher --env "$task" --offset "${offset[@]}" --out "$teacher"
   fi
-  if [ ! -f "$teacher/eval/PickCube-v1-h50.json" ]; then
-    "${rpd[@]}" eval --teacher "$teacher" --env PickCube-v1 --episodes 50 --horizon 50 \
+  if [ ! -f "$teacher/eval/$task-h50.json" ]; then
+    "${rpd[@]}" eval --teacher "$teacher" --env "$task" --episodes 50 --horizon 50 \
       --workers 1
   fi
   mkdir -p "$results"
-  cp "$teacher/eval/PickCube-v1-h50.json" "$results/teacher-h50.json"
+  cp "$teacher/eval/$task-h50.json" "$results/teacher-h50.json"
 }
 
 seed=${SEED:-0}
 [[ $seed =~ ^(0|[1-9][0-9]*)$ ]] || { echo "SEED=$seed: give a whole number" >&2; exit 2; }
-common=(--env PickCube-v1 --steps "$steps" --seed "$seed")
+common=(--env "$task" --steps "$steps" --seed "$seed")
 suffix=""
 [ "$seed" = 0 ] || suffix="-s$seed"
 
 
 run() {  # run NAME ARGS...
   local name=$1$suffix; shift
-  local out=$work/runs/PickCube-v1-dense-$name
+  local out=$work/runs/$task-dense-$name
   local done_steps=0
   [ -f "$out/student.json" ] && done_steps=$("${rpd[0]}" -c \
     "import json, sys; print(json.load(open(sys.argv[1]))['metrics']['steps'])" \
@@ -70,10 +79,10 @@ run() {  # run NAME ARGS...
     "${rpd[@]}" train "${common[@]}" "${teacher_args[@]}" "$@" "${resume[@]}" --out "$out" \
       >>"$work/$name.log" 2>&1
   fi
-  local held=$out/eval/PickCube-v1-h50-heldout.json
+  local held=$out/eval/$task-h50-heldout.json
   if [ ! -f "$held" ]; then
     echo "$name: held-out evaluation"
-    "${rpd[@]}" eval --student "$out" --env PickCube-v1 --episodes 50 --held-out \
+    "${rpd[@]}" eval --student "$out" --env "$task" --episodes 50 --held-out \
       --workers 1 >>"$work/$name.log" 2>&1
   fi
   mkdir -p "$results/$name/eval"
