@@ -73,17 +73,17 @@ run() {  # run NAME ARGS...
   if [ "$done_steps" -lt "$steps" ]; then
     local resume=()
     [ -f "$out/config.json" ] && resume=(--resume)
-    echo "$name: training (log $work/$name.log)"
+    echo "$name: training (log $work/$task-$name.log)"
     local teacher_args=(--teacher "$teacher")
     [[ " $* " == *" --no-teacher "* ]] && teacher_args=()
     "${rpd[@]}" train "${common[@]}" "${teacher_args[@]}" "$@" "${resume[@]}" --out "$out" \
-      >>"$work/$name.log" 2>&1
+      >>"$work/$task-$name.log" 2>&1
   fi
   local held=$out/eval/$task-h50-heldout.json
   if [ ! -f "$held" ]; then
     echo "$name: held-out evaluation"
     "${rpd[@]}" eval --student "$out" --env "$task" --episodes 50 --held-out \
-      --workers 1 >>"$work/$name.log" 2>&1
+      --workers 1 >>"$work/$task-$name.log" 2>&1
   fi
   mkdir -p "$results/$name/eval"
   cp "$out/config.json" "$out/eval.csv" "$out/student.json" "$results/$name/"
