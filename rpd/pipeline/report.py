@@ -14,7 +14,9 @@ Output directory:
 The teacher's success comes from a `rpd eval --teacher` JSON: given with `teacher_evals`, or
 found in the teacher directory a run's config.json names (TEACHER/eval/ENV-hH.json; with
 several horizons, the one equal to the student's evaluation horizon, else the longest).
-Camera-shifted evaluations are never used as the reference line.
+An evaluation counts for a group only when the teacher saw what the group's teacher saw: the
+same camera shift and object colour (`--teacher-camera-shift`, `--teacher-object-color`), so a
+student of a shifted teacher is compared with that teacher's success in the shifted view.
 
 Definitions (per group; see the functions below):
     final success        each seed's last eval.csv row; mean, std (population), min, max
@@ -350,9 +352,25 @@ def read_teacher_eval(path: Path, option: str = "--teacher-eval") -> dict[str, A
                 object_color=d.get("object_color"), path=str(path))
 
 
-def _discover_teacher_eval(teacher: str, env_id: str, horizon: int) -> dict[str, Any] | None:
-    """The teacher dir's own eval JSON for `env_id` (prefer the student's horizon, else the
-    longest), or None."""
+def _view(d: dict[str, Any]) -> tuple[float, str | None]:
+    """What the teacher saw, from an eval JSON's or a run config's fields."""
+    shift = d.get("camera_shift", d.get("teacher_camera_shift"))
+    color = d.get("object_color", d.get("teacher_object_color"))
+    return float(shift or 0.0), (str(color) if color else None)
+
+
+def _view_words(view: tuple[float, str | None]) -> str:
+    shift, color = view
+    words = [f"camera {shift:+g}°"] if shift else []
+    words += [f"{color} object"] if color else []
+    return ", ".join(words) or "the task's own view"
+
+
+def _discover_teacher_eval(teacher: str, env_id: str, horizon: int,
+                           view: tuple[float, str | None] = (0.0, None)
+                           ) -> dict[str, Any] | None:
+    """The teacher dir's own eval JSON for `env_id` in `view` (prefer the student's horizon,
+    else the longest), or None."""
     found = []
     for p in sorted((Path(teacher) / EVAL_DIR).glob(f"{env_id}-h*.json")):
         try:
@@ -360,7 +378,7 @@ def _discover_teacher_eval(teacher: str, env_id: str, horizon: int) -> dict[str,
         except InputError as e:
             logger.warning("ignoring %s", e)
             continue
-        if d["env_id"] == env_id and d["camera_shift"] == 0.0 and d["object_color"] is None:
+        if d["env_id"] == env_id and _view(d) == view:
             found.append(d)
     if not found:
         return None
@@ -491,12 +509,15 @@ def _attach_teacher_evals(groups: list[Group], cfg: ReportConfig) -> dict[str, l
         if g.method != "rpd":
             continue
         fps = {r.teacher_fingerprint for r in g.runs} - {None}
+        view = _view(g.runs[0].config)
         if given:
-            match = [d for d in given if d["env_id"] == g.env_id
+            match = [d for d in given if d["env_id"] == g.env_id and _view(d) == view
                      and ((d["fingerprint"] in fps) if fps and d["fingerprint"]
                           else os.path.normpath(str(d["teacher"])) == g.teacher)]
+            match.sort(key=lambda d: d["horizon"] != g.runs[0].horizon)  # the student's first
         else:
-            found = _discover_teacher_eval(g.teacher, g.env_id, g.runs[0].horizon)  # type: ignore[arg-type]
+            found = _discover_teacher_eval(g.teacher, g.env_id, g.runs[0].horizon,  # type: ignore[arg-type]
+                                           view)
             if found is not None and fps and found["fingerprint"] not in (None, *fps):
                 logger.warning("%s: evaluates another version of %s (fingerprint differs); "
                                "not used", found["path"], g.teacher)
@@ -508,8 +529,9 @@ def _attach_teacher_evals(groups: list[Group], cfg: ReportConfig) -> dict[str, l
         has_rpd = any(g.method == "rpd" and g.env_id == d["env_id"] for g in groups)
         if not used and has_rpd:
             raise InputError(f"--teacher-eval {d['path']}: its teacher ({d['teacher']}, "
-                             f"fingerprint {d['fingerprint']}) is none of the {d['env_id']} "
-                             "runs' teachers; pass the eval JSON of the teacher they used")
+                             f"fingerprint {d['fingerprint']}, {_view_words(_view(d))}) is "
+                             f"none of the {d['env_id']} runs' teachers in the view they saw; "
+                             "pass the eval JSON of the teacher and view they used")
     for d in [*given, *(g.teacher_eval for g in groups if g.teacher_eval is not None)]:
         if all(x["path"] != d["path"] for x in lines[d["env_id"]]):
             lines[d["env_id"]].append(d)
@@ -631,6 +653,8 @@ def plot_env(stats: list[dict[str, Any]], teacher_lines: list[dict[str, Any]], e
         for j, d in enumerate(teacher_lines):
             name = Path(str(d["teacher"])).name if d.get("teacher") else ""
             label = "teacher" if name in ("", "teacher") else f"teacher {name}"
+            if _view(d) != (0.0, None):
+                label += f", {_view_words(_view(d))}"
             ax.axhline(d["success"], color="k", linestyle="--", linewidth=1.2,
                        alpha=0.8 - 0.2 * (j % 3),
                        label=f"{label}: {d['success']:.2f} (h{d['horizon']}, {d['episodes']} ep)")

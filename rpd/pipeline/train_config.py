@@ -362,14 +362,19 @@ class TrainConfig:
 
     def resolved_teacher_success(self) -> float:
         """`teacher_success`, else the success in the teacher's own evaluation at the
-        student's horizon (`rpd eval --teacher T --env ENV --horizon H` writes
-        T/eval/ENV-hH.json)."""
+        student's horizon and in the view the student's teacher sees (`rpd eval --teacher T
+        --env ENV --horizon H [--camera-shift D] [--object-color C]` writes
+        T/eval/ENV-hH[-shiftD][-C].json)."""
         if self.teacher_success is not None:
             return self.teacher_success
         horizon = self.horizon or 50
-        path = Path(str(self.teacher)) / "eval" / f"{self.env_id}-h{horizon}.json"
+        shift, color = self.teacher_camera_shift, self.teacher_object_color
+        suffix = (f"-shift{shift:g}" if shift else "") + (f"-{color}" if color else "")
+        path = Path(str(self.teacher)) / "eval" / f"{self.env_id}-h{horizon}{suffix}.json"
+        view = (f" --camera-shift {shift:g}" if shift else "") + (
+            f" --object-color {color}" if color else "")
         fix = (f"run `rpd eval --teacher {self.teacher} --env {self.env_id} --horizon "
-               f"{horizon}` first, or pass --teacher-success")
+               f"{horizon}{view}` first, or pass --teacher-success")
         if not path.is_file():
             raise InputError(f"--lambda-schedule adaptive: no {path}; {fix}")
         try:

@@ -70,6 +70,12 @@ def test_adaptive_lambda_without_a_teacher_success_is_one_line(teacher_dir: Path
     assert code == 2 and len(output.strip().splitlines()) == 1, output
     assert f"no {teacher_dir}/eval/{ENV_ID}-h50.json" in output and "--teacher-success" in output
     assert not (tmp_path / "run").exists()  # refused before the run directory is made
+    # a shifted teacher's success is the one in its shifted view
+    code, output = _rpd("train", *TINY, "--lambda-schedule", "adaptive", "--teacher",
+                        str(teacher_dir), "--teacher-camera-shift", "15", "--steps", "64",
+                        "--out", str(tmp_path / "run"))
+    assert code == 2 and f"no {teacher_dir}/eval/{ENV_ID}-h50-shift15.json" in output, output
+    assert "--camera-shift 15" in output and not (tmp_path / "run").exists()
     code, output = _rpd("train", *TINY, "--lambda-schedule", "adaptive", "--no-teacher",
                         "--steps", "64", "--out", str(tmp_path / "ppo"))
     assert code == 2 and "plain PPO" in output, output

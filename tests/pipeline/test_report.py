@@ -272,6 +272,45 @@ def test_a_changed_teacher_view_splits_rpd_runs(tmp_path: Path) -> None:
         ({"teacher_camera_shift": 0.0}, [0, 1]), ({"teacher_camera_shift": 15.0}, [0])]
 
 
+def test_each_teacher_view_is_compared_with_the_teachers_success_in_that_view(
+        tmp_path: Path) -> None:
+    """A student of a shifted (or recoloured) teacher gets that teacher's success in the view
+    it saw, found in the teacher's folder or given; a view no run saw is refused."""
+    teacher = tmp_path / "teacher"
+    _teacher_eval(teacher, 50, 0.40)
+    views = {"-shift15": dict(camera_shift=15.0), "-green": dict(object_color="green")}
+    for suffix, view in views.items():
+        path = teacher / "eval" / f"{ENV}-h50{suffix}.json"
+        d = json.loads((teacher / "eval" / f"{ENV}-h50.json").read_text())
+        path.write_text(json.dumps(d | view | dict(success_rate=0.10 if suffix[1] == "s"
+                                                   else 0.20)))
+    rows = [(100, 0.5, 1, 5, 10), (200, 0.6, 1, 10, 20)]
+    runs = [_fake_run(tmp_path / "plain", rows, no_teacher=False, teacher=str(teacher),
+                      teacher_camera_shift=0.0),
+            _fake_run(tmp_path / "shift", rows, no_teacher=False, teacher=str(teacher),
+                      teacher_camera_shift=15.0),
+            _fake_run(tmp_path / "green", rows, no_teacher=False, teacher=str(teacher),
+                      teacher_camera_shift=0.0, teacher_object_color="green")]
+    found = tmp_path / "found"
+    assert _rpd("report", *runs, "--out", found).exit_code == 0
+    given = tmp_path / "given"
+    evals = [a for s in ("", "-shift15", "-green")
+             for a in ("--teacher-eval", teacher / "eval" / f"{ENV}-h50{s}.json")]
+    r = _rpd("report", *runs, "--out", given, *evals)
+    assert r.exit_code == 0, r.output
+    for out in (found, given):
+        groups = json.loads((out / "report.json").read_text())["groups"]
+        by_view = {(g["variant"].get("teacher_camera_shift"),
+                    g["variant"].get("teacher_object_color")): g["teacher_eval"]["success"]
+                   for g in groups}
+        assert by_view == {(0.0, None): 0.40, (15.0, None): 0.10, (0.0, "green"): 0.20}
+    # the shifted evaluation alone fits no run of the unshifted view
+    r = _rpd("report", runs[0], "--out", tmp_path / "bad", "--teacher-eval",
+             teacher / "eval" / f"{ENV}-h50-shift15.json")
+    assert r.exit_code == 2 and "camera +15°" in r.stderr and "view" in r.stderr, r.output
+    assert not (tmp_path / "bad").exists()
+
+
 def test_label_replay_splits_rpd_runs_and_an_older_config_means_none(tmp_path: Path) -> None:
     rows = [(100, 0.5, 1, 5, 10), (200, 0.6, 1, 10, 20)]
     plain = _fake_run(tmp_path / "a", rows, no_teacher=False, teacher="t", label_replay=0)
