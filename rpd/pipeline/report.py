@@ -263,6 +263,15 @@ class RunRecord:
         return t.get("fingerprint")
 
     @property
+    def teacher_checkpoint_fingerprint(self) -> str | None:
+        """The fingerprint the teacher's evaluations name: its checkpoint's, whatever view the
+        run showed it (None for a run of a changed view from before rpd recorded it)."""
+        t = (self.student or {}).get("teacher") or {}
+        if t.get("checkpoint_fingerprint"):
+            return t["checkpoint_fingerprint"]
+        return t.get("fingerprint") if _view(self.config) == (0.0, None) else None
+
+    @property
     def horizon(self) -> int:
         return int(self.config.get("horizon") or DEFAULT_TASK_HORIZON)
 
@@ -508,7 +517,7 @@ def _attach_teacher_evals(groups: list[Group], cfg: ReportConfig) -> dict[str, l
     for g in groups:
         if g.method != "rpd":
             continue
-        fps = {r.teacher_fingerprint for r in g.runs} - {None}
+        fps = {r.teacher_checkpoint_fingerprint for r in g.runs} - {None}
         view = _view(g.runs[0].config)
         if given:
             match = [d for d in given if d["env_id"] == g.env_id and _view(d) == view

@@ -119,6 +119,9 @@ class Teacher(ABC):
     uses_env_state: ClassVar[bool] = False
     """True for a privileged teacher that acts on `TeacherBatch.env_states` (`scripted`):
     callers then pass simulator states and render nothing."""
+    checkpoint_fingerprint: str | None = None
+    """The checkpoint's own fingerprint once `with_view` has changed what the teacher sees
+    (None until then: it is `fingerprint`). Its evaluations name this one."""
 
     def __init__(self, spec: TeacherSpec, config: dict[str, Any],
                  action_stats: dict[str, list[float]] | None = None) -> None:
@@ -174,6 +177,8 @@ class Teacher(ABC):
         if self.uses_env_state:
             raise InputError(f"--teacher-camera-shift/--teacher-object-color: a {self.kind} "
                              "teacher reads simulator states and sees no camera; drop them")
+        if self.checkpoint_fingerprint is None:
+            self.checkpoint_fingerprint = self.fingerprint
         camera = replace(self.spec.camera, shift_deg=float(shift_deg), object_color=object_color)
         self.spec = replace(self.spec, camera=camera)
         self._fingerprint = None

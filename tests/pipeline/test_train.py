@@ -373,9 +373,23 @@ def test_teacher_view_changes_reach_the_labeller_and_the_labels_identity(
     assert code == 0, output
     meta = json.loads((out / "student.json").read_text())
     assert meta["teacher"]["fingerprint"] == shifted.fingerprint
+    # ... and the checkpoint's own, which the teacher's evaluations name
+    assert meta["teacher"]["checkpoint_fingerprint"] == shifted.checkpoint_fingerprint \
+        == plain.fingerprint
     assert meta["config"]["teacher_camera_shift"] == 20.0
     assert meta["config"]["teacher_object_color"] == "green"
     assert TeacherStore.open(out / "cache").identity.teacher_fingerprint == shifted.fingerprint
+    # the report compares the student with its teacher's success in that view
+    ev = tmp_path / "teacher-shift20-green.json"  # not in the shared teacher's folder
+    code, output = _rpd("eval", "--teacher", str(teacher_dir), "--env", ENV_ID, "--episodes",
+                        "1", "--horizon", "5", "--workers", "1", "--camera-shift", "20",
+                        "--object-color", "green", "--json", str(ev))
+    assert code == 0, output
+    code, output = _rpd("report", str(out), "--teacher-eval", str(ev), "--out",
+                        str(tmp_path / "report"))
+    assert code == 0, output
+    (group,) = json.loads((tmp_path / "report" / "report.json").read_text())["groups"]
+    assert group["teacher_eval"]["path"] == str(ev)
 
 
 def _policy_params(run: Path) -> list[np.ndarray]:
