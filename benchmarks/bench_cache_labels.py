@@ -7,6 +7,10 @@ which compiles the renderer's shaders: ~7-14 s per process with Mesa's lavapipe)
 steady rate (rows finished after every worker's first unit, over that time).
 
     python benchmarks/bench_cache_labels.py [--rollouts 12] [--horizon 50] [--workers 1 2]
+        [--out DIR]
+
+With `--out`, writes OUT/bench_cache_labels.json (`benchmarks/record.py`), the record the
+Benchmarks page shows.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import record
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -23,6 +29,7 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=50)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--size", type=int, default=128, help="teacher camera size (pixels)")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
     from rpd.data.views import CameraSpec
@@ -37,6 +44,7 @@ def main() -> None:
         ckpt = TinyCNNTeacher(spec, {"seed": 0}).save(Path(tmp) / "teacher")
         print(f"{'workers':>7} {'labels':>7} {'wall s':>7} {'labels/s':>9} "
               f"{'steady labels/s':>15}")
+        rows = []
         for w in args.workers:
             cfg = CacheConfig(teacher=ckpt, env_id="PickCube-v1", out=Path(tmp) / f"s{w}",
                               rollouts=args.rollouts, horizon=args.horizon, workers=w,
@@ -51,6 +59,14 @@ def main() -> None:
             steady = steady_rows / (done[-1][0] - warm) if len(done) > w else float("nan")
             print(f"{w:>7} {result.rows_written:>7} {wall:>7.1f} "
                   f"{result.rows_written / wall:>9.1f} {steady:>15.1f}", flush=True)
+            rows.append(dict(workers=w, labels=result.rows_written, wall_s=wall,
+                             labels_per_s=result.rows_written / wall, steady_per_s=steady))
+    if args.out is not None:
+        record.write(args.out, "bench_cache_labels", rows, [
+            ("workers", "workers", "{}"), ("labels", "labels", "{}"),
+            ("wall_s", "wall (s)", "{:.1f}"), ("labels_per_s", "labels/s end to end", "{:.1f}"),
+            ("steady_per_s", "labels/s steady", "{:.1f}")],
+            rollouts=args.rollouts, horizon=args.horizon, teacher_camera=args.size)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ Half the queries are stored keys moved by 0.2 radius (hits), half are states of 
 episodes (mostly misses): what the trainer asks after a rollout. The radius is the RMS key
 distance per dim (rpd.labels.lookup.DEFAULT_RADIUS = 0.05); larger radii cost more.
 
-    python benchmarks/bench_cache_lookup.py [--sizes 100000 1000000] [--radii 0.05 0.2]
+    python benchmarks/bench_cache_lookup.py [--sizes 100000 1000000] [--radii 0.05 0.2] [--out DIR]
+
+With `--out`, writes OUT/bench_cache_lookup.json (`benchmarks/record.py`), the record the
+Benchmarks page shows.
 
 faiss-cpu is optional (`pip install faiss-cpu`); without it that row is skipped. Each
 method runs single-threaded (torch.set_num_threads(1), faiss.omp_set_num_threads(1)), as in
@@ -19,8 +22,10 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 import numpy as np
+import record
 
 K = 42
 
@@ -51,6 +56,7 @@ def main() -> None:
     ap.add_argument("--radii", type=float, nargs="+", default=[0.05, 0.2])
     ap.add_argument("--brute-batch", type=int, default=256,
                     help="queries per brute-force timing (extrapolated to lookups/s)")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
     import torch
@@ -64,6 +70,15 @@ def main() -> None:
         faiss = None
 
     from rpd.labels.lookup import NearestKeyIndex, brute_force_nearest
+
+    rows: list[dict] = []
+
+    def row(n: int, method: str, build: float | None, rate: float,
+            hit: float | None = None) -> None:
+        rows.append(dict(entries=n, method=method, build_s=build, lookups_per_s=rate,
+                         hit_rate=hit))
+        print(f"{n:>9} {method:<40} {'' if build is None else f'{build:.2f}':>8} "
+              f"{rate:>11,.0f} {'' if hit is None else f'{hit:.2f}':>8}", flush=True)
 
     print(f"K={K}, batch={args.batch}; radius = RMS key distance per dim")
     print(f"{'entries':>9} {'method':<40} {'build s':>8} {'lookups/s':>11} {'hit rate':>8}")
@@ -85,8 +100,7 @@ def main() -> None:
             dt = timed(index.query, queries, max_dist)
             idx, _ = index.query(queries, max_dist)
             name = f"cKDTree (PCA-rotated), radius {radius:g}"
-            print(f"{n:>9} {name:<40} {build:>8.2f} {len(queries) / dt:>11,.0f} "
-                  f"{(idx >= 0).mean():>8.2f}", flush=True)
+            row(n, name, build, len(queries) / dt, float((idx >= 0).mean()))
             # Exactness on a subset (brute force is the reference).
             sub = queries[:: max(1, len(queries) // 128)]
             _, bd = brute_force_nearest(keys, sub)
@@ -102,12 +116,12 @@ def main() -> None:
         build = time.perf_counter() - t
         dt = timed(plain.query, queries, 1, 0, 2, radius * math.sqrt(K))
         name = f"cKDTree (not rotated), radius {radius:g}"
-        print(f"{n:>9} {name:<40} {build:>8.2f} {len(queries) / dt:>11,.0f}")
+        row(n, name, build, len(queries) / dt)
 
         t = time.perf_counter()
         index.query(queries, np.inf)
-        print(f"{n:>9} {'cKDTree, unbounded (exact nearest)':<40} {'':>8} "
-              f"{len(queries) / (time.perf_counter() - t):>11,.0f}")
+        row(n, "cKDTree, unbounded (exact nearest)", None,
+            len(queries) / (time.perf_counter() - t))
 
         q = queries[: args.brute_batch]
         if faiss is not None:
@@ -116,7 +130,7 @@ def main() -> None:
             flat.add(keys)
             build = time.perf_counter() - t
             dt = timed(flat.search, q, 1, repeat=2)
-            print(f"{n:>9} {'faiss IndexFlatL2':<40} {build:>8.2f} {len(q) / dt:>11,.0f}")
+            row(n, "faiss IndexFlatL2", build, len(q) / dt)
         else:
             print(f"{n:>9} {'faiss IndexFlatL2':<40} (faiss not installed)")
 
@@ -127,7 +141,12 @@ def main() -> None:
             d.min(dim=1)
 
         dt = timed(cdist, q, repeat=2)
-        print(f"{n:>9} {'torch.cdist + min':<40} {'':>8} {len(q) / dt:>11,.0f}")
+        row(n, "torch.cdist + min", None, len(q) / dt)
+    if args.out is not None:
+        record.write(args.out, "bench_cache_lookup", rows, [
+            ("entries", "entries", "{:,}"), ("method", "method", "{}"),
+            ("build_s", "build (s)", "{:.2f}"), ("lookups_per_s", "lookups/s", "{:,.0f}"),
+            ("hit_rate", "hit rate", "{:.2f}")], key_dims=K, batch=args.batch)
 
 
 if __name__ == "__main__":

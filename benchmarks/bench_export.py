@@ -18,7 +18,8 @@ three warm-up calls.
 
     python benchmarks/bench_export.py [--calls 300] [--seconds 10] [--teachers ...] [--out DIR]
 
-Prints a markdown table and writes OUT/bench_export.json.
+Prints a markdown table and writes OUT/bench_export.json (`benchmarks/record.py`), the record
+the Deployment page shows.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import record
 import torch
 
 TEACHERS = ("cnn-tiny", "octo-small", "openvla", "pi0")
@@ -161,9 +163,14 @@ def main() -> None:
     rows = [*student_rows("state", state_run, work, args.calls, args.seconds),
             *student_rows("pixel", pixel_run, work, args.calls, args.seconds)]
     rows += [teacher_row(kind, args.calls, args.seconds) for kind in args.teachers]
-    (out / "bench_export.json").write_text(json.dumps(
-        dict(threads=torch.get_num_threads(), batch=1, torch=torch.__version__,
-             onnxruntime=__import__("onnxruntime").__version__, rows=rows), indent=2))
+    for r in rows:
+        r["mb"] = None if r["bytes"] is None else r["bytes"] / 1e6
+    record.write(out, "bench_export", rows, [
+        ("policy", "policy", "{}"), ("runtime", "runs on", "{}"),
+        ("params", "parameters", "{:,}"), ("mb", "file (MB)", "{:.2f}"),
+        ("ms", "ms per action (median)", "{:.3f}"), ("calls", "calls timed", "{}")],
+        threads=torch.get_num_threads(), batch=1, torch=torch.__version__,
+        onnxruntime=__import__("onnxruntime").__version__)
     print(table(rows))
 
 

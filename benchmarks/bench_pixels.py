@@ -18,7 +18,8 @@ Every `rpd train` is a subprocess (as a user runs it) with evaluation pushed pas
     python benchmarks/bench_pixels.py [--env PushCube-v1] [--steps 3072] [--sizes 64 128]
         [--envs 8] [--lp-threads default 1] [--env-counts 8 2] [--out DIR]
 
-Prints a markdown table and writes OUT/bench_pixels.json.
+Prints a markdown table and writes OUT/bench_pixels.json (`benchmarks/record.py`), the record
+the Benchmarks page shows.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import record
 
 
 def render_limit(env_id: str, size: int, frames: int, barrier: Any = None) -> dict[str, float]:
@@ -163,7 +166,22 @@ def main() -> None:
             rows.append(dict(run=name, size=size, method=method, envs=envs, lp_threads=lp,
                              **res))
             print(json.dumps(rows[-1]), flush=True)
-    (out / "bench_pixels.json").write_text(json.dumps(rows, indent=2))
+    ppo = {r["size"]: r["steps_per_s"] for r in rows  # PPO-rgb in the RPD-rgb row's settings
+           if r.get("method") == "ppo" and r["envs"] == args.envs
+           and r["lp_threads"] == args.lp_threads[-1]}
+    for r in rows:
+        if "limit_steps_per_s" in r:
+            r["steps_per_s"] = r["limit_steps_per_s"]
+        else:
+            r["of_ppo"] = r["steps_per_s"] / ppo[r["size"]]
+    record.write(out, "bench_pixels", rows, [
+        ("run", "run", "{}"), ("steps_per_s", "env steps/s", "{:.1f}"),
+        ("step_ms", "physics ms / frame", "{:.1f}"), ("render_ms", "render ms / frame", "{:.1f}"),
+        ("of_limit", "of the one-process limit", "{:.2f}"),
+        ("of_shared_limit", "of the side-by-side limit", "{:.2f}"),
+        ("of_ppo", "of PPO-rgb's rate", "{:.2f}"),
+        ("live_calls", "live teacher calls", "{}"),
+        ("teacher_renders", "teacher renders", "{}")], env=args.env, steps=args.steps)
     print("\n| run | env steps/s | of the limit: one process / a process per core "
           "| live calls | teacher renders |")
     print("| --- | --- | --- | --- | --- |")

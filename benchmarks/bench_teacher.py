@@ -1,11 +1,12 @@
 """Teacher inference throughput: frames/s of batched `act` on this machine.
 
-    python benchmarks/bench_teacher.py --size small --image-size 128 --batch 32 64 128
+    python benchmarks/bench_teacher.py --size small --image-size 128 --batch 32 64 128 [--out DIR]
 
 Builds an untrained octo-small teacher (speed does not depend on the weights), feeds random
 uint8 frames with an instruction and joint positions, and reports frames/s per batch size
 over at least `--seconds` of calls after one warm-up call. Uses all torch threads unless
-`--threads` is given.
+`--threads` is given. With `--out`, writes OUT/bench_teacher.json (`benchmarks/record.py`),
+the record the Benchmarks page shows.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
+import record
 import torch
 
 from rpd.data.views import CameraSpec
@@ -29,6 +32,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32, 128])
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,6 +55,11 @@ def main() -> None:
         rows.append(dict(size=args.size, params=teacher.num_parameters, image_size=s, batch=bs,
                          threads=torch.get_num_threads(), frames_per_s=round(fps, 1)))
         print(json.dumps(rows[-1]))
+    if args.out is not None:
+        record.write(args.out, "bench_teacher", rows, [
+            ("size", "octo size", "{}"), ("params", "parameters", "{:,}"),
+            ("image_size", "frame (px)", "{}"), ("batch", "batch", "{}"),
+            ("threads", "torch threads", "{}"), ("frames_per_s", "frames/s", "{:.1f}")])
 
 
 if __name__ == "__main__":

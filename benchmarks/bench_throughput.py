@@ -15,22 +15,24 @@ Rows, all on one task (state observations, dense reward), in one sitting (give i
 6. `rpd-store`: RPD whose every lookup hits a store (the cache path alone).
 Rows 5 and 6 use `rpd train`'s default workers (one per core).
 
-Goals (issue 16): PPO ≥ 0.7 x the physics limit; RPD from a store ≥ 0.9 x PPO.
+Goals: PPO ≥ 0.7 x the physics limit; RPD from a store ≥ 0.9 x PPO.
 
     python benchmarks/bench_throughput.py [--env PushCube-v1] [--steps 8192] [--envs 8]
         [--vec-envs 2 8] [--workers 2] [--out DIR]
 
-Prints a markdown table and writes OUT/bench_throughput.json.
+Prints a markdown table and writes OUT/bench_throughput.json (`benchmarks/record.py`), the
+record the Benchmarks page shows.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
+
+import record
 
 
 def physics_rate(env_id: str, steps: int) -> float:
@@ -135,7 +137,17 @@ def main() -> None:
     rows.append(dict(run="rpd-store (every lookup a hit)", **store))
     for r in rows:
         r["of_limit"] = float(r["steps_per_s"]) / limit  # type: ignore[arg-type]
-    (out / "bench_throughput.json").write_text(json.dumps(rows, indent=2))
+        if "update_share" in r:  # a training row
+            r["of_ppo"] = float(r["steps_per_s"]) / ppo["steps_per_s"]  # type: ignore[arg-type]
+    record.write(out, "bench_throughput", rows, [
+        ("run", "run", "{}"), ("steps_per_s", "env steps/s", "{:.0f}"),
+        ("of_limit", "of the physics limit", "{:.2f}"),
+        ("of_ppo", "of PPO's rate", "{:.2f}"), ("update_share", "time in updates", "{:.2f}"),
+        ("live_calls_per_step", "live teacher calls / step", "{:.2f}"),
+        ("hit_rate", "store hit rate", "{:.2f}")],
+        env=args.env, envs=args.envs, steps=args.steps,
+        store_over_ppo=store["steps_per_s"] / ppo["steps_per_s"],
+        ppo_over_limit=ppo["steps_per_s"] / limit)
     print(f"\n{args.env}, {args.envs} envs, {args.steps} steps per training run\n")
     print("| run | env steps/s | of physics limit | update share | live calls / step | hit rate |")
     print("| --- | --- | --- | --- | --- | --- |")

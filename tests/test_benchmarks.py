@@ -12,13 +12,30 @@ import pytest
 BENCH = Path(__file__).parents[1] / "benchmarks"
 
 
+def _record(path: Path, command: str) -> list[dict]:
+    """A benchmark record's rows, after checking it says how it was made and renders as the
+    docs show it (the docs hook's table)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    try:
+        from docs_hooks import render_table
+    finally:
+        sys.path.pop(0)
+    record = json.loads(path.read_text())
+    assert record["command"].startswith(f"python benchmarks/{command} ")
+    assert record["date"] and "cores of" in record["machine"]
+    table = render_table(record).splitlines()
+    assert len(table) == 2 + len(record["rows"]) + 2 and table[-1].startswith("Measured ")
+    assert table[0] == "| " + " | ".join(c["title"] for c in record["columns"]) + " |"
+    return record["rows"]
+
+
 @pytest.mark.slow
 def test_throughput_benchmark_runs_and_writes_its_table(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(BENCH / "bench_throughput.py"), "--steps", "128",
                              "--envs", "1", "--vec-envs", "--workers", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = json.loads((tmp_path / "bench_throughput.json").read_text())
+    rows = _record(tmp_path / "bench_throughput.json", "bench_throughput.py")
     names = [r["run"].split(" ")[0] for r in rows]
     # one env in process, no vec-env or worker rows (tests/data/test_workers.py checks those)
     assert names == ["physics", "one", "ppo", "rpd-live", "rpd-store"], names
@@ -54,7 +71,7 @@ def test_pixel_benchmark_runs_and_writes_its_table(tmp_path: Path) -> None:
                              "--env-counts", "1", "--frames", "3", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = json.loads((tmp_path / "bench_pixels.json").read_text())
+    rows = _record(tmp_path / "bench_pixels.json", "bench_pixels.py")
     assert [r["run"] for r in rows] == [
         "render-bound limit 36 px, one process", "render-bound limit 36 px, a process per core",
         "ppo-36px-e1-lp1", "rpd-36px-e1-lp1"]

@@ -267,7 +267,9 @@ def test_the_export_benchmark_runs_and_writes_its_table(state_exports: dict[str,
                              "--seconds", "1", "--teachers", "cnn-tiny", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = json.loads((tmp_path / "bench_export.json").read_text())["rows"]
+    record = json.loads((tmp_path / "bench_export.json").read_text())
+    rows = record["rows"]
+    assert record["command"].startswith("python benchmarks/bench_export.py --state-run ")
     assert [r["policy"] for r in rows] == [
         f"{kind} student, {how}" for kind in ("state", "pixel")
         for how in ("SB3 predict", "onnx", "torchscript")] + ["teacher cnn-tiny (default size)"]
