@@ -12,16 +12,22 @@ the page) becomes that study's `report.md`: its tables and plot links, the file 
 regenerates from the study's committed runs and compares. So a results page shows the generated
 numbers rather than a copy of them. The marker must start its line; one inside an indented code
 block is left alone, one inside a fenced block is not (do not put one there).
+
+Likewise a line `<!-- rpd table: ../results/benchmarks/NAME.json -->` becomes the table of a
+benchmark's record (`benchmarks/record.py`: its rows and the columns to publish), followed by
+the command, date and machine that measured it.
 """
 
 from __future__ import annotations
 
 import html as _html
+import json
 import posixpath
 import re
 from pathlib import Path
 
 _REPORT = re.compile(r"^<!-- rpd report: (\S+) -->$", re.M)
+_TABLE = re.compile(r"^<!-- rpd table: (\S+\.json) -->$", re.M)
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)/]+\.png)\)")
 _USAGE_LINES = re.compile(r"<p>(rpd [^<]*\n[^<]*)</p>")
 _UNSET = re.compile(r"<code>Sentinel\.UNSET</code>")
@@ -44,7 +50,32 @@ def on_page_markdown(markdown: str, page, config, **_: object) -> str:
         text = "\n".join("#" + line if line.startswith("## ") else line for line in lines)
         return _IMAGE.sub(lambda i: f"![{i.group(1)}]({study}/{i.group(2)})", text)
 
-    return _REPORT.sub(include, markdown)
+    def table(m: re.Match[str]) -> str:
+        page_dir = posixpath.dirname(page.file.src_path)
+        path = Path(config["docs_dir"]) / posixpath.normpath(posixpath.join(page_dir,
+                                                                            m.group(1)))
+        if not path.is_file():
+            raise ValueError(f"{page.file.src_path}: {path} does not exist; the benchmark "
+                             "named in it writes it (benchmarks/README.md)")
+        return render_table(json.loads(path.read_text()))
+
+    return _TABLE.sub(table, _REPORT.sub(include, markdown))
+
+
+def render_table(record: dict) -> str:
+    """A benchmark record as a markdown table and the line that says how it was measured."""
+    cols = record["columns"]
+    lines = ["| " + " | ".join(c["title"] for c in cols) + " |",
+             "|" + " --- |" * len(cols)]
+    for row in record["rows"]:
+        cells = []
+        for c in cols:
+            value = row.get(c["key"])
+            cells.append("" if value is None else c["format"].format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Measured {record['date']} on {record['machine']}, Python "
+              f"{record['python']}: `{record['command']}`"]
+    return "\n".join(lines)
 
 
 def on_page_content(html: str, page, **_: object) -> str:
