@@ -63,6 +63,11 @@ suffix=""
 [ "$seed" = 0 ] || suffix="-s$seed"
 
 
+same_step() {  # same_step HELD STUDENT: the held-out evaluation is of the final student
+  "${rpd[0]}" -c "import json, sys; a, b = (json.load(open(p)) for p in sys.argv[1:]); \
+sys.exit(a.get('step') != b['metrics']['steps'])" "$1" "$2"
+}
+
 run() {  # run NAME ARGS...
   local name=$1$suffix; shift
   local out=$work/runs/$task-dense-$name
@@ -80,7 +85,7 @@ run() {  # run NAME ARGS...
       >>"$work/$task-$name.log" 2>&1
   fi
   local held=$out/eval/$task-h50-heldout.json
-  if [ ! -f "$held" ]; then
+  if [ ! -f "$held" ] || ! same_step "$held" "$out/student.json"; then  # none, or an earlier one
     echo "$name: held-out evaluation"
     "${rpd[@]}" eval --student "$out" --env "$task" --episodes 50 --held-out \
       --workers 1 >>"$work/$task-$name.log" 2>&1

@@ -86,8 +86,12 @@ for s in ${SEEDS:-0 1 2}; do
         $(view_args "$v" train) "${resume[@]}" --out "$out" >>"$work/robust-$name.log" 2>&1
     fi
     held=$out/eval/$env-h50-heldout.json
-    [ -f "$held" ] || "${rpd[@]}" eval --student "$out" --env "$env" --episodes 50 \
-      --held-out --workers 1 >>"$work/robust-$name.log" 2>&1
+    if [ ! -f "$held" ] || ! "${rpd[0]}" -c "import json, sys; a, b = (json.load(open(p)) \
+for p in sys.argv[1:]); sys.exit(a.get('step') != b['metrics']['steps'])" "$held" \
+        "$out/student.json"; then  # none, or one of an earlier, shorter run
+      "${rpd[@]}" eval --student "$out" --env "$env" --episodes 50 --held-out --workers 1 \
+        >>"$work/robust-$name.log" 2>&1
+    fi
     mkdir -p "$results/$name/eval"
     cp "$out/config.json" "$out/eval.csv" "$out/student.json" "$results/$name/"
     cp "$held" "$results/$name/eval/"
