@@ -19,6 +19,10 @@
 #   ppo-ref, ppo-const   plain PPO with the same recipe (--no-teacher), the baselines
 #   adaptive  rpd's defaults, --lambda-schedule adaptive (λ held until the student passes
 #             the teacher's measured success, then halved per evaluation while it stays ahead)
+#   copy      the copy bar: rpd's defaults with λ = 1 constant (`pickcube-const`) and the
+#             exact scripted teacher (`--offset 0 0 0`, measured into teacher-exact-h50.json):
+#             can the student copy a teacher that succeeds? (the bar: ≥ 0.8 held out within
+#             100k, so STEPS=100000, with its own RESULTS folder)
 #
 # SEED (default 0) is the training seed; a run with SEED=S > 0 is named RUN-sS, so further seeds
 # of a screened recipe (the RPD/PPO comparison: `ref` and `ppo-ref` with SEED=1 and 2) sit beside
@@ -41,19 +45,21 @@ case $task in
   StackCube-v1) teacher=$work/teachers/stack-x015; offset=(0.015 0 0) ;;
   *) echo "TASK=$task: pick PickCube-v1 or StackCube-v1" >&2; exit 2 ;;
 esac
+exact=$work/teachers/${task%%-*}-exact
 results=${RESULTS:-docs/results/$task-dense-screen}
 steps=${STEPS:-300000}
 
-need_teacher() {
-  if [ ! -f "$teacher/teacher.json" ]; then
-    "${rpd[@]}" scripted-teacher --env "$task" --offset "${offset[@]}" --out "$teacher"
+need_teacher() {  # need_teacher DIR FILE OFFSET...: a scripted teacher measured at horizon 50
+  local dir=$1 file=$2; shift 2
+  if [ ! -f "$dir/teacher.json" ]; then
+    "${rpd[@]}" scripted-teacher --env "$task" --offset "$@" --out "$dir"
   fi
-  if [ ! -f "$teacher/eval/$task-h50.json" ]; then
-    "${rpd[@]}" eval --teacher "$teacher" --env "$task" --episodes 50 --horizon 50 \
+  if [ ! -f "$dir/eval/$task-h50.json" ]; then
+    "${rpd[@]}" eval --teacher "$dir" --env "$task" --episodes 50 --horizon 50 \
       --workers 1
   fi
   mkdir -p "$results"
-  cp "$teacher/eval/$task-h50.json" "$results/teacher-h50.json"
+  cp "$dir/eval/$task-h50.json" "$results/$file"
 }
 
 seed=${SEED:-0}
@@ -79,7 +85,7 @@ run() {  # run NAME ARGS...
     local resume=()
     [ -f "$out/config.json" ] && resume=(--resume)
     echo "$name: training (log $work/$task-$name.log)"
-    local teacher_args=(--teacher "$teacher")
+    local teacher_args=(--teacher "${run_teacher:-$teacher}")
     [[ " $* " == *" --no-teacher "* ]] && teacher_args=()
     "${rpd[@]}" train "${common[@]}" "${teacher_args[@]}" "$@" "${resume[@]}" --out "$out" \
       >>"$work/$task-$name.log" 2>&1
@@ -99,15 +105,20 @@ run() {  # run NAME ARGS...
 do_run() {  # each run's settings are the recipe rpd ships as pickcube-RUN (`rpd recipes`)
   case $1 in
     ppo-*) run "$1" --config "pickcube-${1#ppo-}" --no-teacher ;;  # the same recipe, no teacher
+    copy)  # the copy bar: rpd's defaults (pickcube-const) with the exact scripted teacher
+      need_teacher "$exact" teacher-exact-h50.json 0 0 0
+      run_teacher=$exact run copy --config pickcube-const ;;
     *)     run "$1" --config "pickcube-$1" ;;
   esac
 }
 
-runs=(const ref envs32 replay adaptive ppo-ref ppo-const)
+runs=(const ref envs32 replay adaptive ppo-ref ppo-const copy)
 [ $# -gt 0 ] || set -- "${runs[@]}"
 for r in "$@"; do
   [[ " ${runs[*]} " == *" $r "* ]] || { echo "unknown run '$r': pick from ${runs[*]}" >&2; exit 2; }
 done
 mkdir -p "$work/runs"
-need_teacher
+for r in "$@"; do  # the offset teacher, unless the copy bar is all that runs
+  [ "$r" = copy ] || { need_teacher "$teacher" teacher-h50.json "${offset[@]}"; break; }
+done
 for r in "$@"; do do_run "$r"; done
