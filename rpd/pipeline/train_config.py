@@ -364,7 +364,7 @@ class TrainConfig:
         """`teacher_success`, else the success in the teacher's own evaluation at the
         student's horizon and in the view the student's teacher sees (`rpd eval --teacher T
         --env ENV --horizon H [--camera-shift D] [--object-color C]` writes
-        T/eval/ENV-hH[-shiftD][-C].json)."""
+        `T/eval/ENV-hH[-shiftD][-C].json`)."""
         if self.teacher_success is not None:
             return self.teacher_success
         horizon = self.horizon or 50
