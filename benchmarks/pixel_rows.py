@@ -15,6 +15,15 @@ For each `rpd train` run directory, one markdown table row:
   best checkpoint's step.
 
     python benchmarks/pixel_rows.py WORK/runs/PushCube-v1-sparse-rpdB-s0 ... [--bin 10240]
+
+With `--evals DIR --out DIR`, it reads the committed files instead (DIR/RUN.csv: a run's
+eval.csv; RUN-heldout[-best][-100k].json: its held-out results, final or best checkpoint, at the
+end or at 100k; runs.json: each run's setting in words and the teacher evaluation JSON it is
+compared with) and writes DIR/pixel_runs.json, a record (`benchmarks/record.py`) of one row per
+run that the Pixel students page shows and the test suite regenerates:
+
+    python benchmarks/pixel_rows.py --evals docs/results/PushCube-v1-sparse-rgb-evals \
+        --out docs/results/PushCube-v1-sparse-rgb-evals
 """
 
 from __future__ import annotations
@@ -79,11 +88,77 @@ def row(run: Path, size: int) -> str:
             f"{int(evals[-1]['live_teacher_calls']):,} |")
 
 
+def _held(path: Path) -> str | None:
+    """"76 %" (or "70 % (131k)" with the checkpoint's step) from a held-out JSON, if any."""
+    if not path.is_file():
+        return None
+    h = json.loads(path.read_text())
+    text = f"{h['success']:.0%}".replace("%", " %")
+    if h.get("checkpoint") == "best" and h.get("step"):
+        text += f" ({h['step'] / 1000:.0f}k)"
+    return text
+
+
+def evals_rows(folder: Path) -> list[dict[str, object]]:
+    """One row per run of a folder of committed evaluation files (see the module docstring)."""
+    runs = json.loads((folder / "runs.json").read_text()) if (folder / "runs.json").is_file() \
+        else {}
+    rows = []
+    for csv_path in sorted(folder.glob("*.csv")):
+        name = csv_path.stem
+        if name.endswith("-100k"):
+            continue  # a snapshot of the run below, whose held-out results at 100k are a column
+        with open(csv_path) as f:
+            evals = list(csv.DictReader(f))
+        if not evals:
+            continue
+        best = max(evals, key=lambda r: float(r["success"]))  # the first of the best
+        about = runs.get(name, {})
+        teacher = None
+        if about.get("teacher_eval"):
+            t = json.loads((folder / about["teacher_eval"]).read_text())
+            teacher = f"{t['success_rate']:.0%}".replace("%", " %") + f" (h{t['horizon']})"
+        rows.append(dict(
+            run=name, setting=about.get("setting"), teacher=teacher, steps=int(evals[-1]["step"]),
+            evaluations=" ".join(fmt(float(r["success"])) for r in evals),
+            best_evaluation=f"{float(best['success']):.2f} ({int(best['step']) / 1000:.0f}k)",
+            held_out=_held(folder / f"{name}-heldout.json"),
+            held_out_best=_held(folder / f"{name}-heldout-best.json"),
+            held_out_100k=_held(folder / f"{name}-heldout-100k.json"),
+            live_teacher_calls=int(evals[-1]["live_teacher_calls"])))
+    return rows
+
+
+EVALS_COLUMNS = [("run", "run", "`{}`"), ("setting", "setting", "{}"),
+                 ("teacher", "teacher", "{}"), ("steps", "env steps", "{:,}"),
+                 ("evaluations", "evaluations every ≈ 10k (20 episodes)", "{}"),
+                 ("best_evaluation", "best evaluation", "{}"),
+                 ("held_out", "held out, final (50 episodes)", "{}"),
+                 ("held_out_best", "held out, best checkpoint", "{}"),
+                 ("held_out_100k", "held out at 100k", "{}"),
+                 ("live_teacher_calls", "live teacher calls", "{:,}")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", type=Path, nargs="+", help="`rpd train` run directories.")
+    p.add_argument("runs", type=Path, nargs="*", help="`rpd train` run directories.")
     p.add_argument("--bin", type=int, default=10_240, help="Env steps per bin.")
+    p.add_argument("--evals", type=Path, default=None,
+                   help="A folder of committed RUN.csv and RUN-heldout*.json files instead.")
+    p.add_argument("--out", type=Path, default=None, help="Where --evals writes its record.")
     args = p.parse_args()
+    if args.evals is not None:
+        import record
+
+        rows = evals_rows(args.evals)
+        if not rows:
+            sys.exit(f"--evals {args.evals}: no RUN.csv with evaluation rows there")
+        path = record.write(args.out or args.evals, "pixel_runs", rows, EVALS_COLUMNS,
+                            measured=False)
+        print(f"wrote {path}")
+        return
+    if not args.runs:
+        p.error("give run directories, or --evals DIR")
     for run in args.runs:
         if not (run / "eval.csv").is_file():
             sys.exit(f"{run}: not an rpd train run directory (no eval.csv)")

@@ -51,13 +51,15 @@ def command() -> str:
 
 
 def write(out: Path, name: str, rows: list[dict[str, Any]],
-          columns: list[tuple[str, str, str]], **extra: Any) -> Path:
+          columns: list[tuple[str, str, str]], measured: bool = True, **extra: Any) -> Path:
     """OUT/NAME.json. `columns` are (row key, title, format such as "{:.0f}"); a row without a
-    key shows an empty cell. `extra` is kept beside the rows (settings, versions)."""
+    key shows an empty cell. `measured` False: the rows are made from committed files (no date
+    or machine: the same files make the same record). `extra` is kept beside the rows."""
     out.mkdir(parents=True, exist_ok=True)
+    made = (dict(date=datetime.date.today().isoformat(), machine=machine(),
+                 python=platform.python_version()) if measured else {})
     record = dict(schema_version=RECORD_SCHEMA_VERSION, name=name, command=command(),
-                  date=datetime.date.today().isoformat(), machine=machine(),
-                  python=platform.python_version(),
+                  measured=measured, **made,
                   columns=[dict(key=k, title=t, format=f) for k, t, f in columns],
                   rows=rows, **extra)
     path = out / f"{name}.json"

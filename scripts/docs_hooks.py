@@ -73,8 +73,11 @@ def render_table(record: dict) -> str:
             value = row.get(c["key"])
             cells.append("" if value is None else c["format"].format(value))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Measured {record['date']} on {record['machine']}, Python "
-              f"{record['python']}: `{record['command']}`"]
+    if record.get("measured", True):
+        lines += ["", f"Measured {record['date']} on {record['machine']}, Python "
+                  f"{record['python']}: `{record['command']}`"]
+    else:
+        lines += ["", f"Made from the committed files by `{record['command']}`"]
     return "\n".join(lines)
 
 

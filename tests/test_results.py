@@ -33,3 +33,30 @@ def test_a_results_page_is_what_its_data_make(study: Path, tmp_path: Path) -> No
     assert (tmp_path / "report.md").read_text() == (study / "report.md").read_text(), (
         f"{study / 'report.md'} differs from what its data make: run `rpd report "
         f"{' '.join(args)} --out {study.relative_to(ROOT)}` and commit the result")
+
+
+DERIVED = sorted(p for p in (ROOT / "docs" / "results").rglob("*.json")
+                 if p.stat().st_size < 1_000_000 and '"measured": false' in p.read_text())
+
+
+def test_there_are_records_made_from_files() -> None:
+    assert DERIVED, "no docs/results record with measured false"
+
+
+@pytest.mark.parametrize("record", DERIVED, ids=[p.parent.name for p in DERIVED])
+def test_a_record_made_from_committed_files_is_what_they_make(record: Path,
+                                                              tmp_path: Path) -> None:
+    """A table made from committed files (`benchmarks/record.py`, measured false) is remade by
+    its own command, writing to a scratch folder, and must be the same."""
+    import json
+
+    committed = json.loads(record.read_text())
+    args = shlex.split(committed["command"])
+    assert args[0] == "python" and "--out" in args, committed["command"]
+    args[args.index("--out") + 1] = str(tmp_path)
+    result = subprocess.run([sys.executable, *args[1:]], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    remade = json.loads((tmp_path / record.name).read_text())
+    assert (remade["columns"], remade["rows"]) == (committed["columns"], committed["rows"]), (
+        f"{record} differs from what its files make: run `{committed['command']}` and commit it")
