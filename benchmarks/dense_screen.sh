@@ -10,7 +10,7 @@
 # the scripted stack teacher `--offset 0.015 0 0` (10 % at horizon 50), results in
 # docs/results/StackCube-v1-dense-screen.
 #
-# RUNs (default: all, in this order), each the recipe `pickcube-RUN` (`rpd recipes`):
+# RUNs (default: all but copy, in this order), each the recipe `pickcube-RUN` (`rpd recipes`):
 #   const     rpd's defaults with λ = 1 constant (the paper's λ)
 #   ref       the reference code's recipe: λ = 1 constant, 50-step rollouts, target KL 0.2,
 #             log std -0.5, 32 envs x 50 = 1,600 samples per update in 4 minibatches
@@ -39,6 +39,7 @@ cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 WORK [RUN ...]" >&2; exit 2; }
 work=$1; shift
 rpd=("${PYTHON:-.venv/bin/python}" -m rpd.cli)
+source benchmarks/chain_lib.sh
 task=${TASK:-PickCube-v1}
 case $task in
   PickCube-v1) teacher=$work/teachers/pick-x275; offset=(0.0275 0 0) ;;
@@ -69,11 +70,6 @@ suffix=""
 [ "$seed" = 0 ] || suffix="-s$seed"
 
 
-same_step() {  # same_step HELD STUDENT: the held-out evaluation is of the final student
-  "${rpd[0]}" -c "import json, sys; a, b = (json.load(open(p)) for p in sys.argv[1:]); \
-sys.exit(a.get('step') != b['metrics']['steps'])" "$1" "$2"
-}
-
 run() {  # run NAME ARGS...
   local name=$1$suffix; shift
   local out=$work/runs/$task-dense-$name
@@ -91,7 +87,7 @@ run() {  # run NAME ARGS...
       >>"$work/$task-$name.log" 2>&1
   fi
   local held=$out/eval/$task-h50-heldout.json
-  if [ ! -f "$held" ] || ! same_step "$held" "$out/student.json"; then  # none, or an earlier one
+  if ! held_out_current "$held" "$out/student.json"; then  # none, or an earlier run's
     echo "$name: held-out evaluation"
     "${rpd[@]}" eval --student "$out" --env "$task" --episodes 50 --held-out \
       --workers 1 >>"$work/$task-$name.log" 2>&1
@@ -113,7 +109,7 @@ do_run() {  # each run's settings are the recipe rpd ships as pickcube-RUN (`rpd
 }
 
 runs=(const ref envs32 replay adaptive ppo-ref ppo-const copy)
-[ $# -gt 0 ] || set -- "${runs[@]}"
+[ $# -gt 0 ] || set -- "${runs[@]:0:7}"  # the screen; the copy bar only when named
 for r in "$@"; do
   [[ " ${runs[*]} " == *" $r "* ]] || { echo "unknown run '$r': pick from ${runs[*]}" >&2; exit 2; }
 done

@@ -124,7 +124,9 @@ def evals_rows(folder: Path) -> list[dict[str, object]]:
             best_evaluation=f"{float(best['success']):.2f} ({int(best['step']) / 1000:.0f}k)",
             held_out=_held(folder / f"{name}-heldout.json"),
             held_out_best=_held(folder / f"{name}-heldout-best.json"),
-            held_out_100k=_held(folder / f"{name}-heldout-100k.json"),
+            held_out_100k=", best ".join(h for h in (
+                _held(folder / f"{name}-heldout-100k.json"),
+                _held(folder / f"{name}-heldout-best-100k.json")) if h) or None,
             live_teacher_calls=int(evals[-1]["live_teacher_calls"])))
     return rows
 
@@ -135,7 +137,7 @@ EVALS_COLUMNS = [("run", "run", "`{}`"), ("setting", "setting", "{}"),
                  ("best_evaluation", "best evaluation", "{}"),
                  ("held_out", "held out, final (50 episodes)", "{}"),
                  ("held_out_best", "held out, best checkpoint", "{}"),
-                 ("held_out_100k", "held out at 100k", "{}"),
+                 ("held_out_100k", "held out at 100k (final, best)", "{}"),
                  ("live_teacher_calls", "live teacher calls", "{:,}")]
 
 

@@ -1,10 +1,10 @@
 """A benchmark's measurements as a file the docs are made from.
 
 `write(out, name, rows, columns)` writes OUT/NAME.json: the rows, the columns to publish (key,
-title, format), the command that made them, the date and the machine. A docs page shows it with
-a line `<!-- rpd table: ../results/benchmarks/NAME.json -->`, which the docs hook
-(`scripts/docs_hooks.py`) replaces with the table and a line saying how and where it was
-measured, so a published figure is always the committed measurement.
+title, format), the command that made them, the date and the machine. A docs page shows it
+with a line `<!-- rpd table: PATH.json -->` (the record's path relative to the page), which
+the docs hook (`scripts/docs_hooks.py`) replaces with the table and a line saying how and
+where it was measured, so a published figure is always the committed measurement.
 """
 
 from __future__ import annotations

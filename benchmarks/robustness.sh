@@ -30,6 +30,7 @@ work=$(realpath -m -- "$1"); shift  # before the cd below: WORK is relative to w
 teacher=$(realpath -m -- "${TEACHER:-$work/quickstart/teacher}")
 cd "$(dirname "$0")/.."
 rpd=("${PYTHON:-.venv/bin/python}" -m rpd.cli)
+source benchmarks/chain_lib.sh
 env=PushCube-v1
 results=${RESULTS:-docs/results/$env-robustness}
 case $results in
@@ -47,14 +48,17 @@ for s in ${SEEDS:-0 1 2}; do
   [[ $s =~ ^(0|[1-9][0-9]*)$ ]] || { echo "SEEDS: '$s' is not a whole number" >&2; exit 2; }
 done
 
-view_args() {  # the options that make a view, for `rpd train` (teacher-side) or `rpd eval`
+view_args() {  # view_args VIEW train|eval: the options that make a view, into the array `view`
+  view=()
   case $1:$2 in
-    shift15:train) echo --teacher "$teacher" --teacher-camera-shift 15 ;;
-    shift15:eval) echo --camera-shift 15 ;;
-    green:train) echo --teacher "$teacher" --teacher-object-color green ;;
-    green:eval) echo --object-color green ;;
-    ppo:train) echo --no-teacher ;;
-    *:train) echo --teacher "$teacher" ;;
+    ppo:train) view=(--no-teacher) ;;
+    *:train) view=(--teacher "$teacher") ;;
+  esac
+  case $1:$2 in
+    shift15:train) view+=(--teacher-camera-shift 15) ;;
+    shift15:eval) view+=(--camera-shift 15) ;;
+    green:train) view+=(--teacher-object-color green) ;;
+    green:eval) view+=(--object-color green) ;;
   esac
 }
 view_suffix() { case $1 in shift15) echo -shift15 ;; green) echo -green ;; esac; }
@@ -67,9 +71,9 @@ mkdir -p "$work/runs" "$results"
 for v in "$@"; do
   [ "$v" = ppo ] && continue
   ev=$teacher/eval/$env-h50$(view_suffix "$v").json
-  # shellcheck disable=SC2046  # the view's options are words
+  view_args "$v" eval
   [ -f "$ev" ] || "${rpd[@]}" eval --teacher "$teacher" --env "$env" --episodes 50 \
-    --horizon 50 --workers 1 $(view_args "$v" eval)
+    --horizon 50 --workers 1 ${view[@]+"${view[@]}"}
   cp "$ev" "$results/teacher-h50$(view_suffix "$v").json"
 done
 
@@ -81,14 +85,12 @@ for s in ${SEEDS:-0 1 2}; do
       resume=()
       [ -f "$out/config.json" ] && resume=(--resume)
       echo "$name: training (log $work/robust-$name.log)"
-      # shellcheck disable=SC2046
+      view_args "$v" train
       "${rpd[@]}" train --config "$recipe" --seed "$s" ${STEPS:+--steps "$STEPS"} \
-        $(view_args "$v" train) "${resume[@]}" --out "$out" >>"$work/robust-$name.log" 2>&1
+        "${view[@]}" ${resume[@]+"${resume[@]}"} --out "$out" >>"$work/robust-$name.log" 2>&1
     fi
     held=$out/eval/$env-h50-heldout.json
-    if [ ! -f "$held" ] || ! "${rpd[0]}" -c "import json, sys; a, b = (json.load(open(p)) \
-for p in sys.argv[1:]); sys.exit(a.get('step') != b['metrics']['steps'])" "$held" \
-        "$out/student.json"; then  # none, or one of an earlier, shorter run
+    if ! held_out_current "$held" "$out/student.json"; then  # none, or an earlier run's
       "${rpd[@]}" eval --student "$out" --env "$env" --episodes 50 --held-out --workers 1 \
         >>"$work/robust-$name.log" 2>&1
     fi

@@ -13,7 +13,8 @@ regenerates from the study's committed runs and compares. So a results page show
 numbers rather than a copy of them. The marker must start its line; one inside an indented code
 block is left alone, one inside a fenced block is not (do not put one there).
 
-Likewise a line `<!-- rpd table: ../results/benchmarks/NAME.json -->` becomes the table of a
+Likewise a line `<!-- rpd table: PATH.json -->` (relative to the page, e.g.
+`../results/benchmarks/NAME.json` from a page in `measured/`) becomes the table of a
 benchmark's record (`benchmarks/record.py`: its rows and the columns to publish), followed by
 the command, date and machine that measured it.
 """
@@ -55,8 +56,9 @@ def on_page_markdown(markdown: str, page, config, **_: object) -> str:
         path = Path(config["docs_dir"]) / posixpath.normpath(posixpath.join(page_dir,
                                                                             m.group(1)))
         if not path.is_file():
-            raise ValueError(f"{page.file.src_path}: {path} does not exist; the benchmark "
-                             "named in it writes it (benchmarks/README.md)")
+            raise ValueError(f"{page.file.src_path}: {path} does not exist; write it with "
+                             f"`bash benchmarks/measure_all.sh` (or the benchmark whose --out "
+                             "writes it, benchmarks/README.md)")
         return render_table(json.loads(path.read_text()))
 
     return _TABLE.sub(table, _REPORT.sub(include, markdown))

@@ -58,8 +58,10 @@ def run(ctx: click.Context, config_file: str | None, dry_run: bool, **options: A
     click.echo(f"\nrpd run finished in {_duration(time.time() - t_start)} ({s['env']}, "
                f"{s['reward']} reward)")
     if s.get("teacher_success") is not None:
+        shift, color = cfg.teacher_view
+        view = (f", camera {shift:+g}°" if shift else "") + (f", {color} object" if color else "")
         click.echo(f"  teacher            success {s['teacher_success']:.0%} "
-                   f"(horizon {cfg.teacher_horizon})")
+                   f"(horizon {cfg.teacher_horizon}{view})")
     for name, m in s["students"].items():
         held = ("held-out success ?" if m["heldout_success"] is None else
                 f"held-out success {m['heldout_success']:.0%} ({m['heldout_episodes']} episodes)")

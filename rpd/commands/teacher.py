@@ -131,7 +131,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, policy: Path | None, en
              json_out: Path | None) -> None:
     """Closed-loop success of a teacher (or a student) on a task."""
     from rpd.data.devices import check_sim_backend, resolve_device
-    from rpd.data.rundir import EVAL_DIR
+    from rpd.data.rundir import EVAL_DIR, view_suffix
     from rpd.data.seeds import EVALUATION, HELD_OUT
     from rpd.errors import InputError
     from rpd.pipeline.eval_teacher import DEFAULT_EVAL_SEED, TeacherEvalConfig, evaluate_teacher
@@ -180,8 +180,7 @@ def eval_cmd(teacher: Path | None, student: Path | None, policy: Path | None, en
                                       sim_backend=sim_backend, device=device,
                                       workers=workers, checkpoint=checkpoint)
     base = teacher if teacher is not None else student
-    suffix = (f"-shift{camera_shift:g}" if camera_shift else "") + (
-        f"-{object_color}" if object_color else "") + ("-stochastic" if stochastic else "") + (
+    suffix = view_suffix(camera_shift, object_color) + ("-stochastic" if stochastic else "") + (
         "" if checkpoint == "final" else f"-{checkpoint}") + (
         "" if seed == default_seed else "-heldout" if seed == HELD_OUT.start
         else f"-seed{seed}")  # held-out runs apart

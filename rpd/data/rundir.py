@@ -39,3 +39,18 @@ def heldout_path(run_dir: str | Path, env_id: str, horizon: int) -> Path:
     """Where `rpd eval --student RUN --held-out` writes its result by default, and where
     `rpd run` and `rpd report` read a run's held-out success from."""
     return Path(run_dir) / EVAL_DIR / f"{env_id}-h{horizon}-heldout.json"
+
+
+def view_suffix(camera_shift: float | None, object_color: str | None) -> str:
+    """What names a teacher evaluation in a changed view apart (`rpd eval --teacher
+    --camera-shift D --object-color C` writes ENV-hH-shiftD-C.json): "" for the task's own."""
+    return (f"-shift{camera_shift:g}" if camera_shift else "") + (
+        f"-{object_color}" if object_color else "")
+
+
+def teacher_eval_path(teacher_dir: str | Path, env_id: str, horizon: int,
+                      camera_shift: float | None = None, object_color: str | None = None) -> Path:
+    """Where `rpd eval --teacher` writes its result by default (labelling mode, the
+    teacher-evaluation seeds), in the view it was given."""
+    return (Path(teacher_dir) / EVAL_DIR
+            / f"{env_id}-h{horizon}{view_suffix(camera_shift, object_color)}.json")

@@ -45,7 +45,14 @@ from typing import Any
 
 import numpy as np
 
-from rpd.data.rundir import CONFIG_JSON, EVAL_CSV, EVAL_DIR, STUDENT_JSON, heldout_path
+from rpd.data.rundir import (
+    CONFIG_JSON,
+    EVAL_CSV,
+    EVAL_DIR,
+    STUDENT_JSON,
+    heldout_path,
+    teacher_eval_path,
+)
 from rpd.errors import InputError
 from rpd.pipeline.train_config import ABSENT_MEANS, TEACHER_ONLY_FIELDS, VARIANT_FIELDS
 
@@ -387,7 +394,10 @@ def _discover_teacher_eval(teacher: str, env_id: str, horizon: int,
         except InputError as e:
             logger.warning("ignoring %s", e)
             continue
-        if d["env_id"] == env_id and _view(d) == view:
+        # only the labelling-mode result on the teacher-evaluation seeds, named as `rpd eval
+        # --teacher` names it in that view (not -heldout, -seedS, a chunk mode ...)
+        if (d["env_id"] == env_id and _view(d) == view
+                and p == teacher_eval_path(teacher, env_id, d["horizon"], *view)):
             found.append(d)
     if not found:
         return None
@@ -523,7 +533,10 @@ def _attach_teacher_evals(groups: list[Group], cfg: ReportConfig) -> dict[str, l
             match = [d for d in given if d["env_id"] == g.env_id and _view(d) == view
                      and ((d["fingerprint"] in fps) if fps and d["fingerprint"]
                           else os.path.normpath(str(d["teacher"])) == g.teacher)]
-            match.sort(key=lambda d: d["horizon"] != g.runs[0].horizon)  # the student's first
+            for d in match:
+                d["used"] = True  # drawn, even if another horizon is the group's figure
+            # the student's horizon first, else the longest (as when found in the teacher dir)
+            match.sort(key=lambda d: (d["horizon"] != g.runs[0].horizon, -d["horizon"]))
         else:
             found = _discover_teacher_eval(g.teacher, g.env_id, g.runs[0].horizon,  # type: ignore[arg-type]
                                            view)
@@ -534,7 +547,7 @@ def _attach_teacher_evals(groups: list[Group], cfg: ReportConfig) -> dict[str, l
             match = [found] if found is not None else []
         g.teacher_eval = match[0] if match else None
     for d in given:
-        used = any(g.teacher_eval is d for g in groups)
+        used = d.pop("used", False)
         has_rpd = any(g.method == "rpd" and g.env_id == d["env_id"] for g in groups)
         if not used and has_rpd:
             raise InputError(f"--teacher-eval {d['path']}: its teacher ({d['teacher']}, "

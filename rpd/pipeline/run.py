@@ -43,7 +43,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rpd.config import option
-from rpd.data.rundir import CONFIG_JSON, EVAL_DIR, STUDENT_JSON, TRAIN_STATE, heldout_path
+from rpd.data.rundir import (
+    CONFIG_JSON,
+    EVAL_DIR,
+    STUDENT_JSON,
+    TRAIN_STATE,
+    heldout_path,
+    view_suffix,
+)
 from rpd.data.tasks import get_task
 from rpd.data.trajectories import is_complete_pair
 from rpd.errors import InputError
@@ -225,8 +232,25 @@ class RunConfig:
         return self.teacher if self.teacher is not None else self.out / "teacher"
 
     @property
+    def teacher_view(self) -> tuple[float, str | None]:
+        """The view the RPD runs show the teacher (camera shift, object colour), from the
+        train section or --train-args: the view the chain measures the teacher in."""
+        train = dict(self.train or {})
+        args = shlex.split(self.train_args)
+        for i, a in enumerate(args):
+            for flag, key in (("--teacher-camera-shift", "teacher_camera_shift"),
+                              ("--teacher-object-color", "teacher_object_color")):
+                if a == flag and i + 1 < len(args):
+                    train[key] = args[i + 1]
+                elif a.startswith(flag + "="):
+                    train[key] = a.split("=", 1)[1]
+        color = train.get("teacher_object_color")
+        return float(train.get("teacher_camera_shift") or 0.0), (str(color) if color else None)
+
+    @property
     def teacher_eval(self) -> Path:
-        return self.out / EVAL_DIR / f"teacher-{self.env_id}-h{self.teacher_horizon}.json"
+        return self.out / EVAL_DIR / (f"teacher-{self.env_id}-h{self.teacher_horizon}"
+                                      f"{view_suffix(*self.teacher_view)}.json")
 
     @property
     def store(self) -> Path:
@@ -300,6 +324,9 @@ def _teacher_eval(cfg: RunConfig) -> Stage:
     args = ["eval", "--teacher", str(cfg.teacher_dir), "--env", cfg.env_id,
             "--episodes", str(cfg.teacher_episodes), "--horizon", str(cfg.teacher_horizon),
             "--workers", str(cfg.workers), "--json", str(cfg.teacher_eval)]
+    shift, color = cfg.teacher_view  # in the view the students' teacher sees
+    args += ["--camera-shift", f"{shift:g}"] if shift else []
+    args += ["--object-color", color] if color else []
     return Stage("teacher-eval", args,
                  f"{cfg.teacher_eval} exists" if cfg.teacher_eval.is_file() else None,
                  cfg.teacher_eval)

@@ -219,7 +219,7 @@ def _student_json(model: Any, cfg: TrainConfig, teacher: Any, view: CameraSpec |
         device=next(model.policy.parameters()).device.type,  # where it trained
         teacher=None if teacher is None else dict(
             path=str(cfg.teacher), kind=teacher.kind, fingerprint=teacher.fingerprint,
-            checkpoint_fingerprint=teacher.checkpoint_fingerprint or teacher.fingerprint),
+            checkpoint_fingerprint=teacher.checkpoint_fingerprint),
         distill=None if cfg.no_teacher else cfg.distill,
         lambda_schedule=None if cfg.no_teacher else model.lambda_schedule.to_dict(),
         metrics=dict(steps=int(model.num_timesteps), eval_success=final["success"],

@@ -367,10 +367,11 @@ class TrainConfig:
         `T/eval/ENV-hH[-shiftD][-C].json`)."""
         if self.teacher_success is not None:
             return self.teacher_success
+        from rpd.data.rundir import teacher_eval_path
+
         horizon = self.horizon or 50
         shift, color = self.teacher_camera_shift, self.teacher_object_color
-        suffix = (f"-shift{shift:g}" if shift else "") + (f"-{color}" if color else "")
-        path = Path(str(self.teacher)) / "eval" / f"{self.env_id}-h{horizon}{suffix}.json"
+        path = teacher_eval_path(str(self.teacher), self.env_id, horizon, shift, color)
         view = (f" --camera-shift {shift:g}" if shift else "") + (
             f" --object-color {color}" if color else "")
         fix = (f"run `rpd eval --teacher {self.teacher} --env {self.env_id} --horizon "

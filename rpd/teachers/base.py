@@ -119,9 +119,7 @@ class Teacher(ABC):
     uses_env_state: ClassVar[bool] = False
     """True for a privileged teacher that acts on `TeacherBatch.env_states` (`scripted`):
     callers then pass simulator states and render nothing."""
-    checkpoint_fingerprint: str | None = None
-    """The checkpoint's own fingerprint once `with_view` has changed what the teacher sees
-    (None until then: it is `fingerprint`). Its evaluations name this one."""
+    _checkpoint_fingerprint: str | None = None
 
     def __init__(self, spec: TeacherSpec, config: dict[str, Any],
                  action_stats: dict[str, list[float]] | None = None) -> None:
@@ -177,12 +175,18 @@ class Teacher(ABC):
         if self.uses_env_state:
             raise InputError(f"--teacher-camera-shift/--teacher-object-color: a {self.kind} "
                              "teacher reads simulator states and sees no camera; drop them")
-        if self.checkpoint_fingerprint is None:
-            self.checkpoint_fingerprint = self.fingerprint
+        if self._checkpoint_fingerprint is None:
+            self._checkpoint_fingerprint = self.fingerprint
         camera = replace(self.spec.camera, shift_deg=float(shift_deg), object_color=object_color)
         self.spec = replace(self.spec, camera=camera)
         self._fingerprint = None
         return self
+
+    @property
+    def checkpoint_fingerprint(self) -> str:
+        """The checkpoint's own fingerprint, whatever view `with_view` gave the teacher: the one
+        its evaluations (`rpd eval --teacher`) name."""
+        return self._checkpoint_fingerprint or self.fingerprint
 
     # ---- checkpoint ------------------------------------------------------------------------
 

@@ -291,6 +291,11 @@ def test_each_teacher_view_is_compared_with_the_teachers_success_in_that_view(
                       teacher_camera_shift=15.0),
             _fake_run(tmp_path / "green", rows, no_teacher=False, teacher=str(teacher),
                       teacher_camera_shift=0.0, teacher_object_color="green")]
+    # a shifted run from before student.json named the checkpoint's own fingerprint: its
+    # (viewed) fingerprint is no evaluation's, so the teacher's path decides
+    (runs[1] / "student.json").write_text(json.dumps(dict(
+        teacher=dict(path=str(teacher), kind="cnn-tiny", fingerprint="viewed"),
+        metrics=dict(steps=200))))
     found = tmp_path / "found"
     assert _rpd("report", *runs, "--out", found).exit_code == 0
     given = tmp_path / "given"

@@ -102,6 +102,23 @@ def test_fast_demos_stage_feeds_the_teacher(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
+def test_a_changed_teacher_view_is_measured_and_reported_in_that_view(tmp_path: Path) -> None:
+    """Students of a teacher shown a rotated camera (or a repainted object) are compared with
+    the teacher's success in that view: the chain measures it there and reports with it."""
+    config = tmp_path / "run.yaml"
+    config.write_text("command: run\ntrain:\n  teacher_object_color: green\n")
+    for extra, suffix, flags in (
+            (["--train-args", "--teacher-camera-shift 15"], "-shift15", "--camera-shift 15"),
+            (["--config", str(config)], "-green", "--object-color green")):
+        result = _run("--out", tmp_path / "out", "--dry-run", *extra)
+        assert result.returncode == 0, result.stderr
+        lines = {line.split("]")[0][1:]: line for line in result.stdout.splitlines()}
+        path = tmp_path / "out" / "eval" / f"teacher-PushCube-v1-h50{suffix}.json"
+        assert flags in lines["teacher-eval"] and f"--json {path}" in lines["teacher-eval"]
+        assert f"--teacher-eval {path}" in lines["report"]
+    assert not (tmp_path / "out").exists()
+
+
 def _episode_seeds(out: Path) -> dict[str, set[int]]:
     """Every episode seed a finished chain started an episode from, by stage, read from the
     files each stage wrote."""
