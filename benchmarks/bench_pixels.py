@@ -135,8 +135,8 @@ def main() -> None:
     from rpd.teachers.base import TeacherSpec
     from rpd.teachers.simple import TinyCNNTeacher
 
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench_pixels_"))
-    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench_pixels_"))  # teachers and runs
+    out = args.out or work
     rows: list[dict[str, object]] = []
     for size in args.sizes:
         limit = render_limit(args.env, size, args.frames)
@@ -144,7 +144,7 @@ def main() -> None:
         shared = side_by_side_limit(args.env, size, args.frames)
         rows.append(dict(run=f"render-bound limit {size} px, a process per core", size=size,
                          **shared))
-        teacher = out / f"teacher-{size}"
+        teacher = work / f"teacher-{size}"
         if not (teacher / "teacher.json").is_file():
             spec = TeacherSpec(camera=CameraSpec("render", size, size),
                                control_mode="pd_ee_delta_pose", action_dim=7, proprio_dim=9,
@@ -155,7 +155,7 @@ def main() -> None:
         variants += [("rpd", teacher, args.envs, args.lp_threads[-1])]
         for method, t, envs, lp in variants:
             name = f"{method}-{size}px-e{envs}-lp{lp}"
-            run_dir = out / name
+            run_dir = work / name
             if run_dir.exists():
                 import shutil
 

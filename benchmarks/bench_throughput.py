@@ -101,8 +101,8 @@ def main() -> None:
     from rpd.teachers.scripted import ScriptedTeacher
 
     limit_cpu_threads()
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench_throughput_"))
-    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench_throughput_"))  # teacher, runs and store
+    out = args.out or work
     cores = os.cpu_count() or 1
     rows: list[dict[str, object]] = []
     one = max(physics_rate(args.env, min(args.steps, 2000)) for _ in range(3))
@@ -117,22 +117,22 @@ def main() -> None:
     for w in args.workers:
         rows.append(dict(run=f"vec-env {args.envs} in {w} workers (random actions)",
                          steps_per_s=vec_rate(args.env, args.envs, args.steps, workers=w)))
-    teacher = out / "teacher"
+    teacher = work / "teacher"
     if not (teacher / "teacher.json").is_file():
         ScriptedTeacher.build(args.env).save(teacher)
     common = dict(env_id=args.env, steps=args.steps, envs=args.envs)
     if min(args.envs, cores) < args.envs:  # else the default row below is this one
         rows.append(dict(run=f"ppo, one process per env (--env-workers {args.envs})",
-                         **train_rate(out / "ppo-each", no_teacher=True,
+                         **train_rate(work / "ppo-each", no_teacher=True,
                                       env_workers=args.envs, **common)))
     for w in args.workers:
         rows.append(dict(run=f"ppo --env-workers {w}", **train_rate(
-            out / f"ppo-w{w}", no_teacher=True, env_workers=w, **common)))
-    ppo = train_rate(out / "ppo", no_teacher=True, **common)
+            work / f"ppo-w{w}", no_teacher=True, env_workers=w, **common)))
+    ppo = train_rate(work / "ppo", no_teacher=True, **common)
     rows.append(dict(run="ppo (rpd train --no-teacher, default workers)", **ppo))
-    live = train_rate(out / "rpd-live", teacher=teacher, label_model=False, **common)
+    live = train_rate(work / "rpd-live", teacher=teacher, label_model=False, **common)
     rows.append(dict(run="rpd-live (scripted teacher, every state labelled)", **live))
-    store = train_rate(out / "rpd-store", teacher=teacher, cache=out / "rpd-live" / "cache",
+    store = train_rate(work / "rpd-store", teacher=teacher, cache=work / "rpd-live" / "cache",
                        cache_radius=1e6, offline_steps=0, label_model=False, **common)
     rows.append(dict(run="rpd-store (every lookup a hit)", **store))
     for r in rows:
