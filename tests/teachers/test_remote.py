@@ -321,6 +321,9 @@ def test_the_server_bounds_connections_and_message_size(
 
         with pytest.raises(RemoteTeacherError, match=r"5 rows.*--max-batch 4"):
             c.act_chunk(batch(n=5))  # fits the frame limit, refused by the row limit
+        # a bad request closes the connection; c reconnects on its next call, and would meet
+        # "busy" (and retry) if the server had not yet released the closed one's slot
+        wait_until(lambda: srv.open_connections == 1, "the refused connection to be released")
         caplog.clear()
         with pytest.raises(RemoteTeacherError, match=r"too big.*--max-batch"):
             c.act_chunk(batch(n=64))  # over the frame limit: cut off, not resent
