@@ -10,7 +10,7 @@
 # the scripted stack teacher `--offset 0.015 0 0` (10 % at horizon 50), results in
 # docs/results/StackCube-v1-dense-screen.
 #
-# RUNs (default: all but copy, in this order), each the recipe `pickcube-RUN` (`rpd recipes`):
+# RUNs (default: the first seven, in this order), each the recipe `pickcube-RUN` (`rpd recipes`):
 #   const     rpd's defaults with λ = 1 constant (the paper's λ)
 #   ref       the reference code's recipe: λ = 1 constant, 50-step rollouts, target KL 0.2,
 #             log std -0.5, 32 envs x 50 = 1,600 samples per update in 4 minibatches
@@ -19,6 +19,9 @@
 #   ppo-ref, ppo-const   plain PPO with the same recipe (--no-teacher), the baselines
 #   adaptive  rpd's defaults, --lambda-schedule adaptive (λ held until the student passes
 #             the teacher's measured success, then halved per evaluation while it stays ahead)
+#   ref-adaptive  the reference recipe with --lambda-schedule adaptive (`pickcube-ref-adaptive`):
+#             does a λ that decays once the student is ahead keep it from being pulled back
+#             toward its teacher late in the run?
 #   copy      the copy bar: rpd's defaults with λ = 1 constant (`pickcube-const`) and the
 #             exact scripted teacher (`--offset 0 0 0`, measured into teacher-exact-h50.json):
 #             can the student copy a teacher that succeeds? (the bar: ≥ 0.8 held out within
@@ -108,8 +111,8 @@ do_run() {  # each run's settings are the recipe rpd ships as pickcube-RUN (`rpd
   esac
 }
 
-runs=(const ref envs32 replay adaptive ppo-ref ppo-const copy)
-[ $# -gt 0 ] || set -- "${runs[@]:0:7}"  # the screen; the copy bar only when named
+runs=(const ref envs32 replay adaptive ppo-ref ppo-const ref-adaptive copy)
+[ $# -gt 0 ] || set -- "${runs[@]:0:7}"  # the screen; ref-adaptive and the copy bar when named
 for r in "$@"; do
   [[ " ${runs[*]} " == *" $r "* ]] || { echo "unknown run '$r': pick from ${runs[*]}" >&2; exit 2; }
 done
