@@ -60,3 +60,39 @@ def test_a_record_made_from_committed_files_is_what_they_make(record: Path,
     remade = json.loads((tmp_path / record.name).read_text())
     assert (remade["columns"], remade["rows"]) == (committed["columns"], committed["rows"]), (
         f"{record} differs from what its files make: run `{committed['command']}` and commit it")
+
+
+SUITE_RECORD = ROOT / "docs" / "results" / "benchmarks" / "bench_suite.json"
+README_COMMANDS = ("bash scripts/setup.sh", ".venv/bin/python -m pytest")
+
+
+def _quoted_minutes(page: Path) -> dict[str, str]:
+    """{command: the minutes its comment quotes} for the README's two commands, where a code
+    line of `page` runs one with a comment like `# 11.2 min on 2 cores`."""
+    import re
+
+    quoted = {}
+    for line in page.read_text().splitlines():
+        code, _, comment = line.strip().partition("#")
+        minutes = re.search(r"(\d+(?:\.\d+)?) min\b", comment)
+        if code.strip() in README_COMMANDS and minutes:
+            quoted[code.strip()] = minutes.group(1)
+    return quoted
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/quickstart.md"])
+def test_the_quoted_setup_and_test_times_are_the_measured_ones(page: str) -> None:
+    """The minutes README and Quickstart give for setup and tests are those of the committed
+    `benchmarks/bench_suite.py` record, as it formats them."""
+    import json
+
+    text = (ROOT / page).read_text()
+    assert all(c in text for c in README_COMMANDS), f"{page} lacks the setup or test command"
+    quoted = _quoted_minutes(ROOT / page)
+    if quoted:  # a page may give the commands without times; a time it gives is the record's
+        rows = {r["command"]: r for r in json.loads(SUITE_RECORD.read_text())["rows"]}
+        for command, minutes in quoted.items():
+            assert minutes == f"{rows[command]['minutes']:.1f}", (
+                f"{page} quotes {minutes} min for `{command}`; {SUITE_RECORD.name} holds "
+                f"{rows[command]['minutes']:.1f}: quote the record or re-measure with "
+                "`python benchmarks/bench_suite.py`")
