@@ -5,10 +5,12 @@
 # teacher-evaluation seeds. The paper's teachers are VLAs fine-tuned on such demos; this is
 # the small one a CPU can make.
 #
-#     [TASK=T] [RESULTS=DIR] nice -n 10 bash benchmarks/learned_teacher.sh WORK
+#     [TASK=T] [DEMOS=N] [TEACHER_STEPS=K] [RESULTS=DIR] nice -n 10 bash benchmarks/learned_teacher.sh WORK
 #
-# TASK: PickCube-v1 (default) or StackCube-v1 (any task with a motion-planning solution). The
-# teacher is WORK/teachers/TASK-cnn-tiny; its evaluation is copied to RESULTS/teacher-h50.json
+# TASK: PickCube-v1 (default) or StackCube-v1 (any task with a motion-planning solution). DEMOS
+# (default 100) planned demos, of which the fast copy keeps those whose merged replay succeeds;
+# TEACHER_STEPS (default 3000) fine-tuning steps. The teacher is
+# WORK/teachers/TASK-cnn-tiny-dN-sK; its evaluation is copied to RESULTS/teacher-dN-sK-h50.json
 # (default docs/results/TASK-learned-teacher). Resumable: each finished step is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,23 +19,26 @@ work=$1
 rpd=("${PYTHON:-.venv/bin/python}" -m rpd.cli)
 task=${TASK:-PickCube-v1}
 results=${RESULTS:-docs/results/$task-learned-teacher}
-demos_dir=$work/demos/$task
+num=${DEMOS:-100}
+steps=${TEACHER_STEPS:-3000}
+demos_dir=$work/demos/$task-d$num
 fast=$demos_dir/trajectory.x4.none.pd_ee_delta_pose.physx_cpu.h5
-teacher=$work/teachers/$task-cnn-tiny
+name=cnn-tiny-d$num-s$steps
+teacher=$work/teachers/$task-$name
 
 if [ ! -f "$fast" ]; then
-  "${rpd[@]}" demos generate --env "$task" --num 100 --seed 0 --workers 1 --out "$demos_dir" \
+  "${rpd[@]}" demos generate --env "$task" --num "$num" --seed 0 --workers 1 --out "$demos_dir" \
     --speedup 4
 fi
 if [ ! -f "$teacher/teacher.json" ]; then
   resume=()
   [ -f "$teacher/train_state.pt" ] && resume=(--resume)
   "${rpd[@]}" finetune-teacher --demos "$fast" --out "$teacher" --kind cnn-tiny --size small \
-    --steps 3000 --image-size 64 --workers 1 --threads 1 --batch-size 64 --lr 1e-3 "${resume[@]}"
+    --steps "$steps" --image-size 64 --workers 1 --threads 1 --batch-size 64 --lr 1e-3 "${resume[@]}"
 fi
 if [ ! -f "$teacher/eval/$task-h50.json" ]; then
   "${rpd[@]}" eval --teacher "$teacher" --env "$task" --episodes 50 --horizon 50 --workers 1
 fi
 mkdir -p "$results"
-cp "$teacher/eval/$task-h50.json" "$results/teacher-h50.json"
-echo "teacher $teacher: evaluation in $results/teacher-h50.json"
+cp "$teacher/eval/$task-h50.json" "$results/teacher-$name-h50.json"
+echo "teacher $teacher: evaluation in $results/teacher-$name-h50.json"

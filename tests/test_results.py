@@ -96,3 +96,41 @@ def test_the_quoted_setup_and_test_times_are_the_measured_ones(page: str) -> Non
                 f"{page} quotes {minutes} min for `{command}`; {SUITE_RECORD.name} holds "
                 f"{rows[command]['minutes']:.1f}: quote the record or re-measure with "
                 "`python benchmarks/bench_suite.py`")
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def _heldout_cell(group: dict) -> str:
+    """A group's held-out success as README's results table writes it: the interquartile mean
+    and its 95 % interval for three seeds or more, else the one seed's success."""
+    iqm = group["heldout_iqm"]
+    if iqm["n"] >= 3:
+        return f"{_percent(iqm['iqm'])} [{100 * iqm['low']:.0f}, {100 * iqm['high']:.0f}]"
+    return _percent(iqm["iqm"])
+
+
+def test_the_readme_results_table_is_what_its_studies_hold() -> None:
+    """Every row of README's results table that links its study's data quotes the teacher,
+    RPD and PPO figures of that study's report; every row without a † links one."""
+    import json
+    import re
+
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| ") and "%" in line]
+    assert rows, "no results rows in README.md"
+    for row in rows:
+        task, teacher, rpd, ppo, details = (c.strip() for c in row.strip("|").split("|"))
+        data = re.search(r"\[data\]\((docs/results/[^)]+)/report\.md\)", details)
+        if data is None:
+            assert "†" in task, f"README row without a data link: {task}"
+            continue
+        report = json.loads((ROOT / data.group(1) / "report.json").read_text())
+        groups = report["groups"]
+        rpd_groups = [g for g in groups if g["method"] == "rpd"]
+        assert rpd in {_heldout_cell(g) for g in rpd_groups}, f"{task}: RPD {rpd}"
+        assert ppo in {_heldout_cell(g) for g in groups if g["method"] == "ppo"}, (
+            f"{task}: PPO {ppo}")
+        assert teacher in {_percent(g["teacher_eval"]["success"]) for g in rpd_groups
+                           if g["teacher_eval"]}, f"{task}: teacher {teacher}"
