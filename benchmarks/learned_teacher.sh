@@ -5,8 +5,11 @@
 # teacher-evaluation seeds. The paper's teachers are VLAs fine-tuned on such demos; this is
 # the small one a CPU can make.
 #
-#     [TASK=T] [DEMOS=N] [TEACHER_STEPS=K] [RESULTS=DIR] nice -n 10 bash benchmarks/learned_teacher.sh WORK
+#     [TASK=T] [KIND=K] [DEMOS=N] [TEACHER_STEPS=K] [RESULTS=DIR] nice -n 10 bash benchmarks/learned_teacher.sh WORK
 #
+# KIND: cnn-tiny (default; batch 64, lr 1e-3, the quickstart's) or octo-small (rpd's default
+# kind with the pixel students' teacher B options: 64 px, patch 4, 8 x 8 image tokens, batch 32,
+# lr 3e-4).
 # TASK: PickCube-v1 (default) or StackCube-v1 (any task with a motion-planning solution). DEMOS
 # (default 100) planned demos, of which the fast copy keeps those whose merged replay succeeds;
 # TEACHER_STEPS (default 3000) fine-tuning steps. The teacher is
@@ -23,7 +26,13 @@ num=${DEMOS:-100}
 steps=${TEACHER_STEPS:-3000}
 demos_dir=$work/demos/$task-d$num
 fast=$demos_dir/trajectory.x4.none.pd_ee_delta_pose.physx_cpu.h5
-name=cnn-tiny-d$num-s$steps
+kind=${KIND:-cnn-tiny}
+case $kind in
+  cnn-tiny) kind_args=(--kind cnn-tiny --size small --batch-size 64 --lr 1e-3) ;;
+  octo-small) kind_args=(--kind octo-small --option patch=4 --option image_tokens_side=8) ;;
+  *) echo "KIND=$kind: pick cnn-tiny or octo-small" >&2; exit 2 ;;
+esac
+name=$kind-d$num-s$steps
 teacher=$work/teachers/$task-$name
 
 if [ ! -f "$fast" ]; then
@@ -33,8 +42,8 @@ fi
 if [ ! -f "$teacher/teacher.json" ]; then
   resume=()
   [ -f "$teacher/train_state.pt" ] && resume=(--resume)
-  "${rpd[@]}" finetune-teacher --demos "$fast" --out "$teacher" --kind cnn-tiny --size small \
-    --steps "$steps" --image-size 64 --workers 1 --threads 1 --batch-size 64 --lr 1e-3 "${resume[@]}"
+  "${rpd[@]}" finetune-teacher --demos "$fast" --out "$teacher" "${kind_args[@]}" \
+    --steps "$steps" --image-size 64 --workers 1 --threads 1 "${resume[@]}"
 fi
 if [ ! -f "$teacher/eval/$task-h50.json" ]; then
   "${rpd[@]}" eval --teacher "$teacher" --env "$task" --episodes 50 --horizon 50 --workers 1

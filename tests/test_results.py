@@ -130,7 +130,7 @@ def test_the_readme_results_table_is_what_its_studies_hold() -> None:
         groups = report["groups"]
         rpd_groups = [g for g in groups if g["method"] == "rpd"]
         assert rpd in {_heldout_cell(g) for g in rpd_groups}, f"{task}: RPD {rpd}"
-        assert ppo in {_heldout_cell(g) for g in groups if g["method"] == "ppo"}, (
-            f"{task}: PPO {ppo}")
+        ppo_cells = {_heldout_cell(g) for g in groups if g["method"] == "ppo"} or {"—"}
+        assert ppo in ppo_cells, f"{task}: PPO {ppo}"  # "—": the study has no PPO run
         assert teacher in {_percent(g["teacher_eval"]["success"]) for g in rpd_groups
                            if g["teacher_eval"]}, f"{task}: teacher {teacher}"
