@@ -2,14 +2,15 @@
 
 Clones the repository's committed HEAD into a temporary folder (what CI checks out), runs
 `bash scripts/setup.sh` and then `.venv/bin/python -m pytest` there, as the README says, and
-times each. The setup's time depends on pip's download cache (warm after a first install on the
-same machine); the record says which.
+times each. The setup's time depends on pip's download cache; the record holds the cache's size
+before the setup ran.
 
     python benchmarks/bench_suite.py [--fast-tier] [--out DIR]
 
 `--fast-tier` also times `pytest -m "not slow"`. Writes OUT/bench_suite.json
-(`benchmarks/record.py`); README, Quickstart and Development quote it, and the test suite
-checks that they quote what the record holds. Give it the machine: other work skews it.
+(`benchmarks/record.py`); README and Quickstart quote its minutes, Development shows it, and the
+test suite checks that README and Quickstart quote what the record holds. Give it the machine:
+other work skews it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ def passed(output: str) -> int:
     return int(found[-1])
 
 
+def pip_cache_mib() -> float:
+    """The size of pip's download cache before the setup runs, in MiB: near 0, the setup
+    downloaded every wheel; hundreds, it took most of them from disk."""
+    result = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True,
+                            text=True)
+    where = Path(result.stdout.strip()) if result.returncode == 0 else None
+    if not where or not where.is_dir():
+        return 0.0
+    return sum(f.stat().st_size for f in where.rglob("*") if f.is_file()) / 2**20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast-tier", action="store_true",
@@ -57,6 +69,7 @@ def main() -> None:
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout.strip()
     rows = []
+    cache = pip_cache_mib()
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "rpd"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
@@ -75,7 +88,7 @@ def main() -> None:
     path = record.write(args.out, "bench_suite", rows,
                         [("command", "command", "`{}`"), ("tests", "tests passed", "{}"),
                          ("minutes", "minutes", "{:.1f}")],
-                        commit=head, pip_cache="warm (the same machine installed rpd before)")
+                        commit=head, pip_cache_mib=round(cache, 1))
     print(f"wrote {path}")
 
 

@@ -12,9 +12,10 @@
 # lr 3e-4).
 # TASK: PickCube-v1 (default) or StackCube-v1 (any task with a motion-planning solution). DEMOS
 # (default 100) planned demos, of which the fast copy keeps those whose merged replay succeeds;
-# TEACHER_STEPS (default 3000) fine-tuning steps. The teacher is
-# WORK/teachers/TASK-cnn-tiny-dN-sK; its evaluation is copied to RESULTS/teacher-dN-sK-h50.json
-# (default docs/results/TASK-learned-teacher). Resumable: each finished step is skipped.
+# TEACHER_STEPS (default 3000) fine-tuning steps. The teacher is WORK/teachers/TASK-KIND-dN-sK;
+# its evaluation is copied to RESULTS/teacher-KIND-dN-sK-h50.json (default
+# docs/results/TASK-learned-teacher), whose teachers.json `benchmarks/teacher_rows.py` remakes.
+# Resumable: each finished step is skipped, an interrupted fine-tuning resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: $0 WORK" >&2; exit 2; }
@@ -24,6 +25,9 @@ task=${TASK:-PickCube-v1}
 results=${RESULTS:-docs/results/$task-learned-teacher}
 num=${DEMOS:-100}
 steps=${TEACHER_STEPS:-3000}
+for v in "DEMOS=$num" "TEACHER_STEPS=$steps"; do
+  [[ ${v#*=} =~ ^[1-9][0-9]*$ ]] || { echo "$v: give a whole number above 0" >&2; exit 2; }
+done
 demos_dir=$work/demos/$task-d$num
 fast=$demos_dir/trajectory.x4.none.pd_ee_delta_pose.physx_cpu.h5
 kind=${KIND:-cnn-tiny}
@@ -35,9 +39,12 @@ esac
 name=$kind-d$num-s$steps
 teacher=$work/teachers/$task-$name
 
-if [ ! -f "$fast" ]; then
+planned=$demos_dir/trajectory.none.pd_ee_delta_pose.physx_cpu.h5
+if [ ! -f "$planned" ]; then
   "${rpd[@]}" demos generate --env "$task" --num "$num" --seed 0 --workers 1 --out "$demos_dir" \
     --speedup 4
+elif [ ! -f "$fast" ]; then  # planned, but the fast copy was cut off
+  "${rpd[@]}" demos speedup "$planned" --factor 4 --out "$fast"
 fi
 if [ ! -f "$teacher/teacher.json" ]; then
   resume=()

@@ -5,7 +5,7 @@
 #
 #     [RESULTS=DIR] bash benchmarks/measure_all.sh [NAME ...]
 #
-# NAMEs (default: all, in this order; about 15 minutes on 2 cores): throughput pixels export
+# NAMEs (default: all, in this order): throughput pixels export
 # teacher lookup labels.
 set -euo pipefail
 cd "$(dirname "$0")/.."

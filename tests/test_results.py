@@ -30,6 +30,11 @@ def test_a_results_page_is_what_its_data_make(study: Path, tmp_path: Path) -> No
                              str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    made, committed = (json.loads((d / "report.json").read_text()) for d in (tmp_path, study))
+    made.pop("created"), committed.pop("created")  # when it was made
+    assert made == committed, f"{study / 'report.json'} differs from what its data make"
     assert (tmp_path / "report.md").read_text() == (study / "report.md").read_text(), (
         f"{study / 'report.md'} differs from what its data make: run `rpd report "
         f"{' '.join(args)} --out {study.relative_to(ROOT)}` and commit the result")
@@ -128,9 +133,14 @@ def test_the_readme_results_table_is_what_its_studies_hold() -> None:
             continue
         report = json.loads((ROOT / data.group(1) / "report.json").read_text())
         groups = report["groups"]
-        rpd_groups = [g for g in groups if g["method"] == "rpd"]
-        assert rpd in {_heldout_cell(g) for g in rpd_groups}, f"{task}: RPD {rpd}"
-        ppo_cells = {_heldout_cell(g) for g in groups if g["method"] == "ppo"} or {"—"}
+        seeds = 3 if "three seeds" in task else 1 if "one seed" in task else None
+        assert seeds, f"README row names no seed count: {task}"
+        rpd_groups = [g for g in groups if g["method"] == "rpd" and g["n_seeds"] == seeds
+                      and _heldout_cell(g) == rpd]
+        assert len(rpd_groups) == 1, f"{task}: no single {seeds}-seed RPD group of {rpd}"
+        group = rpd_groups[0]
+        assert group["teacher_eval"] and _percent(group["teacher_eval"]["success"]) == teacher, (
+            f"{task}: teacher {teacher}")
+        ppo_cells = {_heldout_cell(g) for g in groups
+                     if g["method"] == "ppo" and g["n_seeds"] == seeds} or {"—"}
         assert ppo in ppo_cells, f"{task}: PPO {ppo}"  # "—": the study has no PPO run
-        assert teacher in {_percent(g["teacher_eval"]["success"]) for g in rpd_groups
-                           if g["teacher_eval"]}, f"{task}: teacher {teacher}"

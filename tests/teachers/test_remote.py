@@ -328,6 +328,7 @@ def test_the_server_bounds_connections_and_message_size(
         with pytest.raises(RemoteTeacherError, match=r"too big.*--max-batch"):
             c.act_chunk(batch(n=64))  # over the frame limit: cut off, not resent
         assert not [r for r in caplog.records if "retry" in r.getMessage()]
+        wait_until(lambda: srv.open_connections == 1, "the cut-off connection to be released")
         np.testing.assert_array_equal(c.act_chunk(batch(n=1)), teacher.act_chunk(batch(n=1)))
         b.close()
         c.close()
