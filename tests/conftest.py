@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 SLOW_FILES_FIRST = ("pipeline/test_train.py", "pipeline/test_run.py",
                     "student/test_pixel_students.py", "pipeline/test_export.py",
                     "test_benchmarks.py", "pipeline/test_cache.py", "student/test_rpdppo.py",
-                    "data/test_vec_envs.py")
-"""The test files that take longest (1.5-3.5 minutes each on 2 cores, `--durations=0`).
+                    "data/test_vec_envs.py", "test_results.py", "test_docs.py")
+"""The test files that take longest (1-3.5 minutes each on 2 cores, `--durations=0`).
 With `--dist loadfile` a file runs in one worker, so starting these first lets the workers
 finish together instead of one running the last long file alone."""
 
