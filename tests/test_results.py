@@ -5,6 +5,8 @@ report` makes of them today."""
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 import subprocess
 import sys
@@ -30,8 +32,6 @@ def test_a_results_page_is_what_its_data_make(study: Path, tmp_path: Path) -> No
                              str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    import json
-
     made, committed = (json.loads((d / "report.json").read_text()) for d in (tmp_path, study))
     made.pop("created"), committed.pop("created")  # when it was made
     assert made == committed, f"{study / 'report.json'} differs from what its data make"
@@ -53,8 +53,6 @@ def test_a_record_made_from_committed_files_is_what_they_make(record: Path,
                                                               tmp_path: Path) -> None:
     """A table made from committed files (`benchmarks/record.py`, measured false) is remade by
     its own command, writing to a scratch folder, and must be the same."""
-    import json
-
     committed = json.loads(record.read_text())
     args = shlex.split(committed["command"])
     assert args[0] == "python" and "--out" in args, committed["command"]
@@ -74,8 +72,6 @@ README_COMMANDS = ("bash scripts/setup.sh", ".venv/bin/python -m pytest")
 def _quoted_minutes(page: Path) -> dict[str, str]:
     """{command: the minutes its comment quotes} for the README's two commands, where a code
     line of `page` runs one with a comment like `# 11.2 min on 2 cores`."""
-    import re
-
     quoted = {}
     for line in page.read_text().splitlines():
         code, _, comment = line.strip().partition("#")
@@ -89,8 +85,6 @@ def _quoted_minutes(page: Path) -> dict[str, str]:
 def test_the_quoted_setup_and_test_times_are_the_measured_ones(page: str) -> None:
     """The minutes README and Quickstart give for setup and tests are those of the committed
     `benchmarks/bench_suite.py` record, as it formats them."""
-    import json
-
     text = (ROOT / page).read_text()
     assert all(c in text for c in README_COMMANDS), f"{page} lacks the setup or test command"
     quoted = _quoted_minutes(ROOT / page)
@@ -119,9 +113,6 @@ def _heldout_cell(group: dict) -> str:
 def test_the_readme_results_table_is_what_its_studies_hold() -> None:
     """Every row of README's results table that links its study's data quotes the teacher,
     RPD and PPO figures of that study's report; every row without a † links one."""
-    import json
-    import re
-
     rows = [line for line in (ROOT / "README.md").read_text().splitlines()
             if line.startswith("| ") and "%" in line]
     assert rows, "no results rows in README.md"
