@@ -5,15 +5,17 @@
 # teacher-evaluation seeds. The paper's teachers are VLAs fine-tuned on such demos; this is
 # the small one a CPU can make.
 #
-#     [TASK=T] [KIND=K] [DEMOS=N] [TEACHER_STEPS=K] [RESULTS=DIR] nice -n 10 bash benchmarks/learned_teacher.sh WORK
+#     [TASK=T] [KIND=K] [DEMOS=N] [TEACHER_STEPS=K] [IMAGE=PX] [RESULTS=DIR] nice -n 10 bash benchmarks/learned_teacher.sh WORK
 #
 # KIND: cnn-tiny (default; batch 64, lr 1e-3, the quickstart's) or octo-small (rpd's default
 # kind with the pixel students' teacher B options: 64 px, patch 4, 8 x 8 image tokens, batch 32,
 # lr 3e-4).
 # TASK: PickCube-v1 (default) or StackCube-v1 (any task with a motion-planning solution). DEMOS
 # (default 100) planned demos, of which the fast copy keeps those whose merged replay succeeds;
-# TEACHER_STEPS (default 3000) fine-tuning steps. The teacher is WORK/teachers/TASK-KIND-dN-sK;
-# its evaluation is copied to RESULTS/teacher-KIND-dN-sK-h50.json (default
+# TEACHER_STEPS (default 3000) fine-tuning steps; IMAGE (default 64) the teacher's frame side in
+# pixels (a PickCube cube is a few pixels wide at 64). The teacher is WORK/teachers/TASK-NAME,
+# NAME = KIND-dN-sK (with -pxPX when IMAGE is not 64); its evaluation is copied to
+# RESULTS/teacher-NAME-h50.json (default
 # docs/results/TASK-learned-teacher), whose teachers.json `benchmarks/teacher_rows.py` remakes.
 # Resumable: each finished step is skipped, an interrupted fine-tuning resumes.
 set -euo pipefail
@@ -25,7 +27,8 @@ task=${TASK:-PickCube-v1}
 results=${RESULTS:-docs/results/$task-learned-teacher}
 num=${DEMOS:-100}
 steps=${TEACHER_STEPS:-3000}
-for v in "DEMOS=$num" "TEACHER_STEPS=$steps"; do
+image=${IMAGE:-64}
+for v in "DEMOS=$num" "TEACHER_STEPS=$steps" "IMAGE=$image"; do
   [[ ${v#*=} =~ ^[1-9][0-9]*$ ]] || { echo "$v: give a whole number above 0" >&2; exit 2; }
 done
 demos_dir=$work/demos/$task-d$num
@@ -37,6 +40,7 @@ case $kind in
   *) echo "KIND=$kind: pick cnn-tiny or octo-small" >&2; exit 2 ;;
 esac
 name=$kind-d$num-s$steps
+[ "$image" = 64 ] || name=$name-px$image
 teacher=$work/teachers/$task-$name
 
 planned=$demos_dir/trajectory.none.pd_ee_delta_pose.physx_cpu.h5
@@ -50,7 +54,7 @@ if [ ! -f "$teacher/teacher.json" ]; then
   resume=()
   [ -f "$teacher/train_state.pt" ] && resume=(--resume)
   "${rpd[@]}" finetune-teacher --demos "$fast" --out "$teacher" "${kind_args[@]}" \
-    --steps "$steps" --image-size 64 --workers 1 --threads 1 "${resume[@]}"
+    --steps "$steps" --image-size "$image" --workers 1 --threads 1 "${resume[@]}"
 fi
 if [ ! -f "$teacher/eval/$task-h50.json" ]; then
   "${rpd[@]}" eval --teacher "$teacher" --env "$task" --episodes 50 --horizon 50 --workers 1
