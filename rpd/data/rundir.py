@@ -35,10 +35,13 @@ EVAL_DIR = "eval"
 """Where `rpd eval` writes its results, inside the run or teacher directory it scored."""
 
 
-def heldout_path(run_dir: str | Path, env_id: str, horizon: int) -> Path:
-    """Where `rpd eval --student RUN --held-out` writes its result by default, and where
-    `rpd run` and `rpd report` read a run's held-out success from."""
-    return Path(run_dir) / EVAL_DIR / f"{env_id}-h{horizon}-heldout.json"
+def heldout_path(run_dir: str | Path, env_id: str, horizon: int,
+                 checkpoint: str = "final") -> Path:
+    """Where `rpd eval --student RUN --held-out [--checkpoint C]` writes its result by default,
+    and where `rpd run` and `rpd report` read a run's held-out success from (the final policy's;
+    `rpd report` also reads the best checkpoint's, ENV-hH-best-heldout.json)."""
+    mark = "" if checkpoint == "final" else f"-{checkpoint}"
+    return Path(run_dir) / EVAL_DIR / f"{env_id}-h{horizon}{mark}-heldout.json"
 
 
 def view_suffix(camera_shift: float | None, object_color: str | None) -> str:

@@ -22,6 +22,8 @@ Definitions (per group; see the functions below):
     final success        each seed's last eval.csv row; mean, std (population), min, max
     held-out IQM         interquartile mean of the seeds' held-out success with a 95 %
                          stratified-bootstrap confidence interval (`iqm_interval`, rliable)
+    best checkpoint      the seeds' best-evaluation policies (checkpoints/best.zip) scored
+                         held out (RUN/eval/ENV-hH-best-heldout.json), a table of their own
     steps to X           first eval step at which the mean curve over seeds reaches success
                          ≥ X (`steps_to_threshold`), and the same per seed
     live calls / step    each seed's final live_teacher_calls / final env step, averaged
@@ -250,6 +252,9 @@ class RunRecord:
     """student.json, present once the run finished."""
     held_out: dict[str, Any] | None = None
     """`rpd eval --student RUN --held-out`'s result, when it scores the final policy."""
+    best_held_out: dict[str, Any] | None = None
+    """`rpd eval --student RUN --checkpoint best --held-out`'s result, when it scores the
+    policy of the run's best evaluation (`best_step`)."""
 
     @property
     def env_id(self) -> str:
@@ -281,6 +286,12 @@ class RunRecord:
     @property
     def horizon(self) -> int:
         return int(self.config.get("horizon") or DEFAULT_TASK_HORIZON)
+
+    @property
+    def best_step(self) -> int:
+        """The step of the best evaluation, the one checkpoints/best.zip holds (a tie keeps the
+        earlier, as `rpd train` does)."""
+        return int(self.steps[int(np.argmax(self.success))])
 
 
 def read_run(path: Path) -> RunRecord:
@@ -335,16 +346,25 @@ def read_run(path: Path) -> RunRecord:
     run = RunRecord(path=path, config=config, steps=a[:, 0].astype(np.int64), success=a[:, 1],
                     ret=a[:, 2], wall_time_s=a[:, 3],
                     live_teacher_calls=a[:, 4].astype(np.int64), student=student)
-    held = heldout_path(path, run.env_id, run.horizon)
-    if student is not None and held.is_file():
-        try:
-            h = json.loads(held.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"RUN {path}: {held} is not valid JSON ({e}); run `rpd eval "
-                             f"--student {path} --held-out` again") from None
-        if isinstance(h, dict) and h.get("step") == student.get("metrics", {}).get("steps"):
-            run.held_out = h  # a held-out file of an earlier, shorter run is left out
+    if student is not None:  # a held-out file of an earlier, shorter run is left out
+        run.held_out = _read_held_out(run, "final", student.get("metrics", {}).get("steps"))
+        run.best_held_out = _read_held_out(run, "best", run.best_step)
     return run
+
+
+def _read_held_out(run: RunRecord, checkpoint: str, step: int | None) -> dict[str, Any] | None:
+    """The run's held-out result for `checkpoint` ("final" or "best"), if it scores the policy
+    of `step`."""
+    held = heldout_path(run.path, run.env_id, run.horizon, checkpoint)
+    if not held.is_file():
+        return None
+    try:
+        h = json.loads(held.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        again = "" if checkpoint == "final" else f" --checkpoint {checkpoint}"
+        raise InputError(f"RUN {run.path}: {held} is not valid JSON ({e}); run `rpd eval "
+                         f"--student {run.path}{again} --held-out` again") from None
+    return h if isinstance(h, dict) and h.get("step") == step else None
 
 
 def read_teacher_eval(path: Path, option: str = "--teacher-eval") -> dict[str, Any]:
@@ -501,6 +521,7 @@ def group_stats(group: Group, thresholds: Sequence[float]) -> dict[str, Any]:
                                   if r.held_out is not None]),
         heldout_episodes=sorted({int(r.held_out["episodes"]) for r in rs
                                  if r.held_out is not None}),
+        best_checkpoint=_best_checkpoint_stats([r for r in rs if r.best_held_out is not None]),
         steps_to={f"{t:g}": dict(mean_curve=steps_to_threshold(steps, mean, t),
                                  per_seed=[steps_to_threshold(r.steps, r.success, t)
                                            for r in rs])
@@ -513,6 +534,18 @@ def group_stats(group: Group, thresholds: Sequence[float]) -> dict[str, Any]:
                    std=values.std(axis=0).tolist(), min=values.min(axis=0).tolist(),
                    max=values.max(axis=0).tolist()),
     )
+
+
+def _best_checkpoint_stats(rs: Sequence[RunRecord]) -> dict[str, Any]:
+    """The seeds' best-evaluation policies scored held out: the lever for a student that peaks
+    and then swings or decays."""
+    held = [float(r.best_held_out["success"]) for r in rs]  # type: ignore[index]
+    return dict(n=len(rs), seeds=[r.config.get("seed") for r in rs],
+                step=spread([r.best_step for r in rs]),
+                eval_success=spread([float(r.success.max()) for r in rs]),
+                heldout_success=spread(held), heldout_iqm=iqm_interval(held),
+                heldout_episodes=sorted({int(r.best_held_out["episodes"])  # type: ignore[index]
+                                         for r in rs}))
 
 
 def _attach_teacher_evals(groups: list[Group], cfg: ReportConfig) -> dict[str, list[dict]]:
@@ -630,6 +663,7 @@ def render_markdown(stats: list[dict[str, Any]], thresholds: Sequence[float],
                          f"horizon {'/'.join(map(str, ev['horizon']))}; runs "
                          + ", ".join(f"`{r}`" for r in s["runs"]))
         lines.append("")
+        lines += _best_checkpoint_table([s for s in stats if s["env_id"] == env])
     lines += [
         "Held-out success: `rpd eval --student RUN --held-out` of each finished seed's final "
         "policy, on the seed plan's held-out episodes (no demo, cache, training episode or "
@@ -645,6 +679,26 @@ def render_markdown(stats: list[dict[str, Any]], thresholds: Sequence[float],
         "over seeds. Teacher success: `rpd eval --teacher` at the horizon shown (success at any "
         "step).", ""]
     return "\n".join(lines)
+
+
+def _best_checkpoint_table(stats: list[dict[str, Any]]) -> list[str]:
+    """The best-checkpoint table of one task, when any of its runs has that policy scored."""
+    if not any(s["best_checkpoint"]["n"] for s in stats):
+        return []
+    lines = ["Best checkpoint: each seed's policy of its best in-training evaluation "
+             "(checkpoints/best.zip, chosen on the evaluation seeds), scored by `rpd eval "
+             "--student RUN --checkpoint best --held-out` on the held-out ones.", "",
+             "| group | best evaluation | at step | held-out success | "
+             "held-out IQM [95 % CI] | seeds |", "| --- | --- | --- | --- | --- | --- |"]
+    for s in stats:
+        b = s["best_checkpoint"]
+        if not b["n"]:
+            continue
+        lines.append(f"| {s['label']} | {_fmt_spread(b['eval_success'])} | "
+                     f"{_fmt_spread(b['step'], '{:,.0f}')} | {_fmt_spread(b['heldout_success'])}"
+                     f" ({'/'.join(map(str, b['heldout_episodes']))} ep) | "
+                     f"{_fmt_iqm(b['heldout_iqm'])} | {b['n']}/{s['n_seeds']} |")
+    return [*lines, ""]
 
 
 def plot_env(stats: list[dict[str, Any]], teacher_lines: list[dict[str, Any]], env_id: str,

@@ -65,8 +65,8 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_the_report_shows_held_out_success_of_the_final_policy(real_runs: dict[str, Path],
-                                                               tmp_path: Path) -> None:
+def test_the_report_shows_held_out_success_of_the_final_and_the_best_policy(
+        real_runs: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "rpd-s0"
     shutil.copytree(real_runs["rpd0"], run)
     r = _rpd("eval", "--student", run, "--env", ENV, "--held-out", "--episodes", "2",
@@ -83,12 +83,32 @@ def test_the_report_shows_held_out_success_of_the_final_policy(real_runs: dict[s
     row = next(line for line in md.splitlines() if line.startswith("| RPD"))
     assert "(1/1 seeds, 2 ep)" in row.split("|")[3]
     assert row.split("|")[4].strip() == f"{held['success']:.2f} (one seed, no interval)"
+    assert group["best_checkpoint"]["n"] == 0 and "Best checkpoint" not in md
+    # the policy of the best evaluation, scored held out, gets a table of its own
+    r = _rpd("eval", "--student", run, "--env", ENV, "--held-out", "--episodes", "2",
+             "--workers", "1", "--checkpoint", "best")
+    assert r.exit_code == 0, r.output
+    best = json.loads((run / "eval" / f"{ENV}-h50-best-heldout.json").read_text())
+    rows = list(csv.DictReader(open(run / "eval.csv")))
+    first_max = max(rows, key=lambda row: float(row["success"]))  # the first of a tie
+    assert best["step"] == int(float(first_max["step"]))
+    assert _rpd("report", run, "--out", tmp_path / "r1").exit_code == 0
+    group = json.loads((tmp_path / "r1" / "report.json").read_text())["groups"][0]
+    assert group["best_checkpoint"]["heldout_success"]["mean"] == best["success"]
+    assert group["best_checkpoint"]["step"]["mean"] == best["step"]
+    md = (tmp_path / "r1" / "report.md").read_text()
+    row = next(line for line in md.split("Best checkpoint")[1].splitlines()
+               if line.startswith("| RPD"))
+    assert row.split("|")[3].strip() == f"{best['step']:,}"
+    assert row.split("|")[4].strip() == f"{best['success']:.2f} (2 ep)"
     # a held-out file of another step (a run continued since) is left out
-    held["step"] += 1
-    (run / "eval" / f"{ENV}-h50-heldout.json").write_text(json.dumps(held))
+    for name in (f"{ENV}-h50-heldout.json", f"{ENV}-h50-best-heldout.json"):
+        moved = json.loads((run / "eval" / name).read_text())
+        moved["step"] += 1
+        (run / "eval" / name).write_text(json.dumps(moved))
     assert _rpd("report", run, "--out", tmp_path / "r2").exit_code == 0
     group = json.loads((tmp_path / "r2" / "report.json").read_text())["groups"][0]
-    assert group["heldout_success"]["n"] == 0
+    assert group["heldout_success"]["n"] == 0 and group["best_checkpoint"]["n"] == 0
 
 
 def test_report_of_real_runs(real_runs: dict[str, Path], tmp_path: Path) -> None:
