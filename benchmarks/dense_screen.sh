@@ -33,8 +33,9 @@
 #
 # Resumable: a finished run is skipped, an interrupted one resumes from its last checkpoint
 # (every 10k steps). Two chains side by side, each with its own RUNs, share the CPU cores. When a
-# run finishes it is evaluated on 50 held-out episodes (`rpd eval --held-out`), and its
-# config.json, eval.csv, student.json and held-out JSON (in eval/) are copied to RESULTS/RUN/
+# run finishes, its final policy and its best evaluation's (`--checkpoint best`) are each scored
+# on 50 held-out episodes (`rpd eval --held-out`), and its config.json, eval.csv, student.json
+# and held-out JSONs (in eval/) are copied to RESULTS/RUN/
 # (default docs/results/TASK-dense-screen), the files the published table is made from;
 # add RUN to that folder's report-args.txt and regenerate its report.md with `rpd report`.
 set -euo pipefail
@@ -95,9 +96,15 @@ run() {  # run NAME ARGS...
     "${rpd[@]}" eval --student "$out" --env "$task" --episodes 50 --held-out \
       --workers 1 >>"$work/$task-$name.log" 2>&1
   fi
+  local best=$out/eval/$task-h50-best-heldout.json  # the best evaluation's policy, held out
+  if ! held_out_current "$best" "$out/checkpoints/best.json"; then
+    echo "$name: held-out evaluation of the best checkpoint"
+    "${rpd[@]}" eval --student "$out" --env "$task" --episodes 50 --held-out \
+      --checkpoint best --workers 1 >>"$work/$task-$name.log" 2>&1
+  fi
   mkdir -p "$results/$name/eval"
   cp "$out/config.json" "$out/eval.csv" "$out/student.json" "$results/$name/"
-  cp "$held" "$results/$name/eval/"
+  cp "$held" "$best" "$results/$name/eval/"
   echo "$name: done, files in $results/$name"
 }
 
