@@ -5,7 +5,7 @@
 # teacher-evaluation seeds. The paper's teachers are VLAs fine-tuned on such demos; this is
 # the small one a CPU can make.
 #
-#     [TASK=T] [KIND=K] [DEMOS=N] [TEACHER_STEPS=K] [IMAGE=PX] [RESULTS=DIR] nice -n 10 bash benchmarks/learned_teacher.sh WORK
+#     [TASK=T] [KIND=K] [DEMOS=N] [TEACHER_STEPS=K] [IMAGE=PX] [SPEEDUP=F] [RESULTS=DIR] nice -n 10 bash benchmarks/learned_teacher.sh WORK
 #
 # KIND: cnn-tiny (default; batch 64, lr 1e-3, the quickstart's) or octo-small (rpd's default
 # kind with the pixel students' teacher B options: 64 px, patch 4, 8 x 8 image tokens, batch 32,
@@ -13,8 +13,10 @@
 # TASK: PickCube-v1 (default) or StackCube-v1 (any task with a motion-planning solution). DEMOS
 # (default 100) planned demos, of which the fast copy keeps those whose merged replay succeeds;
 # TEACHER_STEPS (default 3000) fine-tuning steps; IMAGE (default 64) the teacher's frame side in
-# pixels (a PickCube cube is a few pixels wide at 64). The teacher is WORK/teachers/TASK-NAME,
-# NAME = KIND-dN-sK (with -pxPX when IMAGE is not 64); its evaluation is copied to
+# pixels (a PickCube cube is a few pixels wide at 64); SPEEDUP (default 4) the actions merged
+# into one (PickCube's planned demos take ≈ 78 steps: 4 makes ≈ 20, 2 ≈ 39 with finer moves and
+# more kept). The teacher is WORK/teachers/TASK-NAME, NAME = KIND-dN-sK (with -xF when SPEEDUP is
+# not 4, -pxPX when IMAGE is not 64); its evaluation is copied to
 # RESULTS/teacher-NAME-h50.json (default
 # docs/results/TASK-learned-teacher), whose teachers.json `benchmarks/teacher_rows.py` remakes.
 # Resumable: each finished step is skipped, an interrupted fine-tuning resumes.
@@ -28,11 +30,12 @@ results=${RESULTS:-docs/results/$task-learned-teacher}
 num=${DEMOS:-100}
 steps=${TEACHER_STEPS:-3000}
 image=${IMAGE:-64}
-for v in "DEMOS=$num" "TEACHER_STEPS=$steps" "IMAGE=$image"; do
+factor=${SPEEDUP:-4}
+for v in "DEMOS=$num" "TEACHER_STEPS=$steps" "IMAGE=$image" "SPEEDUP=$factor"; do
   [[ ${v#*=} =~ ^[1-9][0-9]*$ ]] || { echo "$v: give a whole number above 0" >&2; exit 2; }
 done
 demos_dir=$work/demos/$task-d$num
-fast=$demos_dir/trajectory.x4.none.pd_ee_delta_pose.physx_cpu.h5
+fast=$demos_dir/trajectory.x$factor.none.pd_ee_delta_pose.physx_cpu.h5
 kind=${KIND:-cnn-tiny}
 case $kind in
   cnn-tiny) kind_args=(--kind cnn-tiny --size small --batch-size 64 --lr 1e-3) ;;
@@ -40,15 +43,16 @@ case $kind in
   *) echo "KIND=$kind: pick cnn-tiny or octo-small" >&2; exit 2 ;;
 esac
 name=$kind-d$num-s$steps
+[ "$factor" = 4 ] || name=$name-x$factor
 [ "$image" = 64 ] || name=$name-px$image
 teacher=$work/teachers/$task-$name
 
 planned=$demos_dir/trajectory.none.pd_ee_delta_pose.physx_cpu.h5
 if [ ! -f "$planned" ]; then
   "${rpd[@]}" demos generate --env "$task" --num "$num" --seed 0 --workers 1 --out "$demos_dir" \
-    --speedup 4
-elif [ ! -f "$fast" ]; then  # planned, but the fast copy was cut off
-  "${rpd[@]}" demos speedup "$planned" --factor 4 --out "$fast"
+    --speedup "$factor"
+elif [ ! -f "$fast" ]; then  # planned, but the fast copy was cut off (or another factor)
+  "${rpd[@]}" demos speedup "$planned" --factor "$factor" --out "$fast"
 fi
 if [ ! -f "$teacher/teacher.json" ]; then
   resume=()
