@@ -97,14 +97,16 @@ run() {  # run NAME ARGS...
       --workers 1 >>"$work/$task-$name.log" 2>&1
   fi
   local best=$out/eval/$task-h50-best-heldout.json  # the best evaluation's policy, held out
-  if ! held_out_current "$best" "$out/checkpoints/best.json"; then
+  if [ -f "$out/checkpoints/best.json" ] && ! held_out_current "$best" "$out/checkpoints/best.json"
+  then
     echo "$name: held-out evaluation of the best checkpoint"
     "${rpd[@]}" eval --student "$out" --env "$task" --episodes 50 --held-out \
       --checkpoint best --workers 1 >>"$work/$task-$name.log" 2>&1
   fi
   mkdir -p "$results/$name/eval"
   cp "$out/config.json" "$out/eval.csv" "$out/student.json" "$results/$name/"
-  cp "$held" "$best" "$results/$name/eval/"
+  cp "$held" "$results/$name/eval/"
+  [ ! -f "$best" ] || cp "$best" "$results/$name/eval/"
   echo "$name: done, files in $results/$name"
 }
 

@@ -13,10 +13,10 @@
 # TASK: PickCube-v1 (default) or StackCube-v1 (any task with a motion-planning solution). DEMOS
 # (default 100) planned demos, of which the fast copy keeps those whose merged replay succeeds;
 # TEACHER_STEPS (default 3000) fine-tuning steps; IMAGE (default 64) the teacher's frame side in
-# pixels (a PickCube cube is a few pixels wide at 64); SPEEDUP (default 4) the actions merged
-# into one (PickCube's planned demos take ≈ 78 steps: 4 makes ≈ 20, 2 ≈ 39 with finer moves and
-# more kept). The teacher is WORK/teachers/TASK-NAME, NAME = KIND-dN-sK (with -xF when SPEEDUP is
-# not 4, -pxPX when IMAGE is not 64); its evaluation is copied to
+# pixels (a PickCube cube is a few pixels wide at 64); SPEEDUP (default 4, 2 to 8) the actions
+# merged into one (PickCube's planned demos take ≈ 78 steps: 4 makes ≈ 20, 2 ≈ 39 with finer moves
+# and more kept). The teacher is WORK/teachers/TASK-NAME, NAME = KIND-dN-sK (with -xF when SPEEDUP
+# is not 4, -pxPX when IMAGE is not 64); its evaluation is copied to
 # RESULTS/teacher-NAME-h50.json (default
 # docs/results/TASK-learned-teacher), whose teachers.json `benchmarks/teacher_rows.py` remakes.
 # Resumable: each finished step is skipped, an interrupted fine-tuning resumes.
@@ -31,7 +31,8 @@ num=${DEMOS:-100}
 steps=${TEACHER_STEPS:-3000}
 image=${IMAGE:-64}
 factor=${SPEEDUP:-4}
-for v in "DEMOS=$num" "TEACHER_STEPS=$steps" "IMAGE=$image" "SPEEDUP=$factor"; do
+[[ $factor =~ ^[2-8]$ ]] || { echo "SPEEDUP=$factor: give a factor from 2 to 8" >&2; exit 2; }
+for v in "DEMOS=$num" "TEACHER_STEPS=$steps" "IMAGE=$image"; do
   [[ ${v#*=} =~ ^[1-9][0-9]*$ ]] || { echo "$v: give a whole number above 0" >&2; exit 2; }
 done
 demos_dir=$work/demos/$task-d$num

@@ -33,7 +33,8 @@ def test_a_results_page_is_what_its_data_make(study: Path, tmp_path: Path,
         if not a.startswith("-"):
             assert (ROOT / a).resolve().is_relative_to(study), f"{a}: data outside {study}"
     monkeypatch.chdir(ROOT)  # the arguments are relative to the repository, as the docs give them
-    result = CliRunner().invoke(main, ["report", *args, "--out", str(tmp_path)])
+    result = CliRunner().invoke(main, ["report", *args, "--out", str(tmp_path)],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output[-2000:]
     made, committed = (json.loads((d / "report.json").read_text()) for d in (tmp_path, study))
     made.pop("created"), committed.pop("created")  # when it was made

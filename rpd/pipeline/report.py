@@ -22,8 +22,8 @@ Definitions (per group; see the functions below):
     final success        each seed's last eval.csv row; mean, std (population), min, max
     held-out IQM         interquartile mean of the seeds' held-out success with a 95 %
                          stratified-bootstrap confidence interval (`iqm_interval`, rliable)
-    best checkpoint      the seeds' best-evaluation policies (checkpoints/best.zip) scored
-                         held out (RUN/eval/ENV-hH-best-heldout.json), a table of their own
+    best checkpoint      finished seeds' best-evaluation policies (checkpoints/best.zip)
+                         scored held out (RUN/eval/ENV-hH-best-heldout.json), a table of its own
     steps to X           first eval step at which the mean curve over seeds reaches success
                          ≥ X (`steps_to_threshold`), and the same per seed
     live calls / step    each seed's final live_teacher_calls / final env step, averaged
@@ -358,13 +358,19 @@ def _read_held_out(run: RunRecord, checkpoint: str, step: int | None) -> dict[st
     held = heldout_path(run.path, run.env_id, run.horizon, checkpoint)
     if not held.is_file():
         return None
+    again = (f"`rpd eval --student {run.path} --env {run.env_id}"
+             + ("" if checkpoint == "final" else f" --checkpoint {checkpoint}") + " --held-out`")
     try:
         h = json.loads(held.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        again = "" if checkpoint == "final" else f" --checkpoint {checkpoint}"
-        raise InputError(f"RUN {run.path}: {held} is not valid JSON ({e}); run `rpd eval "
-                         f"--student {run.path}{again} --held-out` again") from None
-    return h if isinstance(h, dict) and h.get("step") == step else None
+        raise InputError(f"RUN {run.path}: {held} is not valid JSON ({e}); run {again} "
+                         "again") from None
+    if isinstance(h, dict) and h.get("step") == step:
+        return h
+    logger.warning("%s scores the policy of step %s, not the %s policy (step %s): left out; "
+                   "run %s again", held, h.get("step") if isinstance(h, dict) else None,
+                   checkpoint, step, again)
+    return None
 
 
 def read_teacher_eval(path: Path, option: str = "--teacher-eval") -> dict[str, Any]:

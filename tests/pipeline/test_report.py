@@ -89,7 +89,8 @@ def test_the_report_shows_held_out_success_of_the_final_and_the_best_policy(
              "--workers", "1", "--checkpoint", "best")
     assert r.exit_code == 0, r.output
     best = json.loads((run / "eval" / f"{ENV}-h50-best-heldout.json").read_text())
-    rows = list(csv.DictReader(open(run / "eval.csv")))
+    with open(run / "eval.csv") as f:
+        rows = list(csv.DictReader(f))
     first_max = max(rows, key=lambda row: float(row["success"]))  # the first of a tie
     assert best["step"] == int(float(first_max["step"]))
     assert _rpd("report", run, "--out", tmp_path / "r1").exit_code == 0
@@ -179,6 +180,34 @@ def _teacher_eval(teacher: Path, horizon: int, success: float, fingerprint: str 
         env_id=ENV, teacher=str(teacher), fingerprint=fingerprint, horizon=horizon,
         episodes=20, success_rate=success, success_at_end=success, mean_return=1.0,
         mean_length=40.0, camera_shift=0.0)))
+
+
+def test_the_best_checkpoint_is_the_first_best_evaluation_of_the_surviving_rows(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`rpd train` keeps the first of tied best evaluations; a resumed run's rewound rows do
+    not count. The best policy's held-out file counts only when it scores that step."""
+    # 300 -> 0.9 is superseded by the resumed run's 300 -> 0.5; 200 and 400 tie at 0.8
+    run = _fake_run(tmp_path / "run", [(100, 0.2, 1, 10, 0), (200, 0.8, 2, 20, 0),
+                                       (300, 0.9, 3, 30, 0), (300, 0.5, 3, 35, 0),
+                                       (400, 0.8, 4, 40, 0)])
+    (run / "student.json").write_text(json.dumps({"metrics": {"steps": 400}}))
+    (run / "eval").mkdir()
+    best = dict(step=200, success=0.7, episodes=50)
+    (run / "eval" / f"{ENV}-h50-best-heldout.json").write_text(json.dumps(best))
+    r = _rpd("report", run, "--out", tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    b = json.loads((tmp_path / "r" / "report.json").read_text())["groups"][0]["best_checkpoint"]
+    assert (b["step"]["mean"], b["eval_success"]["mean"], b["heldout_success"]["mean"]) == (
+        200, 0.8, 0.7)
+    assert "| PPO, dense | 0.80 | 200 | 0.70 (50 ep) | 0.70 (one seed, no interval) | 1/1 |" in (
+        tmp_path / "r" / "report.md").read_text()
+    best["step"] = 300  # the superseded row's policy: left out, with a warning naming the fix
+    (run / "eval" / f"{ENV}-h50-best-heldout.json").write_text(json.dumps(best))
+    with caplog.at_level("WARNING", logger="rpd.pipeline.report"):
+        assert _rpd("report", run, "--out", tmp_path / "r2").exit_code == 0
+    b = json.loads((tmp_path / "r2" / "report.json").read_text())["groups"][0]["best_checkpoint"]
+    assert b["n"] == 0 and "Best checkpoint" not in (tmp_path / "r2" / "report.md").read_text()
+    assert f"--env {ENV} --checkpoint best --held-out" in caplog.text
 
 
 def test_pure_math_by_hand() -> None:
