@@ -22,6 +22,9 @@
 #   ref-adaptive  the reference recipe with --lambda-schedule adaptive (`pickcube-ref-adaptive`):
 #             does a λ that decays once the student is ahead keep it from being pulled back
 #             toward its teacher late in the run?
+#   pixel     the reference recipe with a pixel student (`pickcube-pixel`: 64 px rgb, the
+#             asymmetric critic): the paper's own student setting. Render-bound, ≈ 25–40 env
+#             steps/s on 2 cores, so hours per 100k steps; run it with its own RESULTS folder
 #   copy      the copy bar: rpd's defaults with λ = 1 constant (`pickcube-const`) and the
 #             exact scripted teacher (`--offset 0 0 0`, measured into teacher-exact-h50.json):
 #             can the student copy a teacher that succeeds? (the bar: ≥ 0.8 held out within
@@ -120,8 +123,8 @@ do_run() {  # each run's settings are the recipe rpd ships as pickcube-RUN (`rpd
   esac
 }
 
-runs=(const ref envs32 replay adaptive ppo-ref ppo-const ref-adaptive copy)
-[ $# -gt 0 ] || set -- "${runs[@]:0:7}"  # the screen; ref-adaptive and the copy bar when named
+runs=(const ref envs32 replay adaptive ppo-ref ppo-const ref-adaptive pixel copy)
+[ $# -gt 0 ] || set -- "${runs[@]:0:7}"  # the screen; the others when named
 for r in "$@"; do
   [[ " ${runs[*]} " == *" $r "* ]] || { echo "unknown run '$r': pick from ${runs[*]}" >&2; exit 2; }
 done
