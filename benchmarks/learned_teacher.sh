@@ -5,7 +5,8 @@
 # teacher-evaluation seeds. The paper's teachers are VLAs fine-tuned on such demos; this is
 # the small one a CPU can make.
 #
-#     [TASK=T] [KIND=K] [DEMOS=N] [TEACHER_STEPS=K] [IMAGE=PX] [SPEEDUP=F] [RESULTS=DIR] nice -n 10 bash benchmarks/learned_teacher.sh WORK
+#     [TASK=T] [KIND=K] [DEMOS=N] [TEACHER_STEPS=K] [IMAGE=PX] [SPEEDUP=F] [MODES="receding ensemble"] [RESULTS=DIR] \
+#         nice -n 10 bash benchmarks/learned_teacher.sh WORK
 #
 # KIND: cnn-tiny (default; batch 64, lr 1e-3, the quickstart's) or octo-small (rpd's default
 # kind with the pixel students' teacher B options: 64 px, patch 4, 8 x 8 image tokens, batch 32,
@@ -18,7 +19,11 @@
 # and more kept). The teacher is WORK/teachers/TASK-NAME, NAME = KIND-dN-sK (with -xF when SPEEDUP
 # is not 4, -pxPX when IMAGE is not 64); its evaluation is copied to
 # RESULTS/teacher-NAME-h50.json (default
-# docs/results/TASK-learned-teacher), whose teachers.json `benchmarks/teacher_rows.py` remakes.
+# docs/results/TASK-learned-teacher), whose teachers.json `benchmarks/teacher_rows.py` remakes,
+# and the fast demos' summary (`rpd demos info --json`: episodes kept, lengths) to
+# RESULTS/demos-dN-xF.json. MODES (default none) are further chunk modes to measure the
+# teacher in besides labelling (`rpd eval --chunk-mode`: receding, ensemble), each copied to
+# RESULTS/teacher-NAME-h50-MODE.json.
 # Resumable: each finished step is skipped, an interrupted fine-tuning resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +36,10 @@ num=${DEMOS:-100}
 steps=${TEACHER_STEPS:-3000}
 image=${IMAGE:-64}
 factor=${SPEEDUP:-4}
+read -ra modes <<<"${MODES:-}"
+for m in "${modes[@]}"; do
+  [[ $m =~ ^(receding|ensemble)$ ]] || { echo "MODES: '$m' is not a chunk mode; give receding and/or ensemble" >&2; exit 2; }
+done
 [[ $factor =~ ^[2-8]$ ]] || { echo "SPEEDUP=$factor: give a factor from 2 to 8" >&2; exit 2; }
 for v in "DEMOS=$num" "TEACHER_STEPS=$steps" "IMAGE=$image"; do
   [[ ${v#*=} =~ ^[1-9][0-9]*$ ]] || { echo "$v: give a whole number above 0" >&2; exit 2; }
@@ -65,5 +74,14 @@ if [ ! -f "$teacher/eval/$task-h50.json" ]; then
   "${rpd[@]}" eval --teacher "$teacher" --env "$task" --episodes 50 --horizon 50 --workers 1
 fi
 mkdir -p "$results"
+"${rpd[@]}" demos info --json "$fast" >"$results/demos-d$num-x$factor.json"
 cp "$teacher/eval/$task-h50.json" "$results/teacher-$name-h50.json"
 echo "teacher $teacher: evaluation in $results/teacher-$name-h50.json"
+for m in "${modes[@]}"; do
+  if [ ! -f "$teacher/eval/$task-h50-$m.json" ]; then
+    "${rpd[@]}" eval --teacher "$teacher" --env "$task" --episodes 50 --horizon 50 --workers 1 \
+      --chunk-mode "$m"
+  fi
+  cp "$teacher/eval/$task-h50-$m.json" "$results/teacher-$name-h50-$m.json"
+  echo "teacher $teacher: $m evaluation in $results/teacher-$name-h50-$m.json"
+done
