@@ -23,7 +23,7 @@
 #             does a λ that decays once the student is ahead keep it from being pulled back
 #             toward its teacher late in the run?
 #   pixel     the reference recipe with a pixel student (`pickcube-pixel`: 64 px rgb, the
-#             asymmetric critic): the paper's own student setting. Render-bound, ≈ 25–40 env
+#             asymmetric critic): the paper's own student setting. Render-bound, ≈ 25–45 env
 #             steps/s on 2 cores, so hours per 100k steps; run it with its own RESULTS folder
 #   copy      the copy bar: rpd's defaults with λ = 1 constant (`pickcube-const`) and the
 #             exact scripted teacher (`--offset 0 0 0`, measured into teacher-exact-h50.json):
